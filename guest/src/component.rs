@@ -1,0 +1,106 @@
+//! The wit-bindgen export: a thin shim from `pcache:cache/cache` to the engine.
+
+use crate::clock::SystemClock;
+use crate::engine::{Engine, EngineOptions};
+use crate::error::Error;
+use crate::storage::WasiStorage;
+use std::cell::RefCell;
+
+wit_bindgen::generate!({
+    world: "cache-guest",
+    path: "../wit",
+});
+
+use exports::pcache::cache::cache::Guest;
+use pcache::cache::types as wit;
+
+type WasiEngine = Engine<WasiStorage, SystemClock>;
+
+thread_local! {
+    /// The one open cache of this instance.
+    static ENGINE: RefCell<Option<WasiEngine>> = const { RefCell::new(None) };
+}
+
+fn with_engine<T>(f: impl FnOnce(&mut WasiEngine) -> crate::Result<T>) -> Result<T, wit::Error> {
+    ENGINE.with_borrow_mut(|slot| match slot.as_mut() {
+        Some(engine) => f(engine).map_err(to_wit),
+        None => Err(wit::Error::NotOpen),
+    })
+}
+
+fn to_wit(e: Error) -> wit::Error {
+    match e {
+        Error::InvalidKey(why) => wit::Error::InvalidKey(why),
+        Error::ValueTooLarge { size, limit } => {
+            wit::Error::ValueTooLarge(wit::ValueTooLarge { size, limit })
+        }
+        Error::Io(msg) => wit::Error::Io(msg),
+        Error::Corrupt(msg) => wit::Error::Corrupt(msg),
+        Error::IncompatibleFormat(msg) => wit::Error::IncompatibleFormat(msg),
+        Error::NotOpen => wit::Error::NotOpen,
+        Error::AlreadyOpen => wit::Error::AlreadyOpen,
+    }
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn open(options: wit::OpenOptions) -> Result<(), wit::Error> {
+        ENGINE.with_borrow_mut(|slot| {
+            if slot.is_some() {
+                return Err(wit::Error::AlreadyOpen);
+            }
+            let storage = WasiStorage::preopened(&options.directory)
+                .map_err(|e| wit::Error::Io(e.to_string()))?;
+            let engine = Engine::open(
+                storage,
+                SystemClock,
+                EngineOptions {
+                    size_limit: options.size_limit,
+                    sync_writes: options.sync_writes,
+                },
+            )
+            .map_err(to_wit)?;
+            *slot = Some(engine);
+            Ok(())
+        })
+    }
+
+    fn get(key: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        with_engine(|e| e.get(&key))
+    }
+
+    fn set(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), wit::Error> {
+        with_engine(|e| e.set(&key, &value, ttl_ms))
+    }
+
+    fn delete(key: String) -> Result<bool, wit::Error> {
+        with_engine(|e| e.delete(&key))
+    }
+
+    fn clear() -> Result<(), wit::Error> {
+        with_engine(|e| e.clear())
+    }
+
+    fn stats() -> Result<wit::CacheStats, wit::Error> {
+        with_engine(|e| {
+            let s = e.stats();
+            Ok(wit::CacheStats {
+                entries: s.entries,
+                volume: s.volume,
+                size_limit: s.size_limit,
+                hits: s.hits,
+                misses: s.misses,
+            })
+        })
+    }
+
+    fn close() -> Result<(), wit::Error> {
+        match ENGINE.with_borrow_mut(Option::take) {
+            Some(engine) => engine.close().map_err(to_wit),
+            None => Err(wit::Error::NotOpen),
+        }
+    }
+}
+
+export!(Component);

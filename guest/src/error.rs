@@ -1,0 +1,49 @@
+//! The engine's error type, one case per thing a caller can act on.
+
+use std::fmt;
+
+/// Why a cache operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The key is empty or longer than `MAX_KEY_LEN` bytes.
+    InvalidKey(String),
+    /// The entry would occupy `size` bytes on disk, more than the size limit `limit`.
+    ValueTooLarge { size: u64, limit: u64 },
+    /// A filesystem call failed; the message names the operation and the file.
+    Io(String),
+    /// The directory holds bytes the engine cannot trust.
+    Corrupt(String),
+    /// The directory was written by a newer format version.
+    IncompatibleFormat(String),
+    /// The cache is not open (never opened, or closed).
+    NotOpen,
+    /// The cache is already open in this instance.
+    AlreadyOpen,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidKey(why) => write!(f, "invalid key: {why}"),
+            Error::ValueTooLarge { size, limit } => write!(
+                f,
+                "value too large: the entry needs {size} bytes but the size limit is {limit} bytes"
+            ),
+            Error::Io(msg) => write!(f, "I/O error: {msg}"),
+            Error::Corrupt(msg) => write!(f, "corrupt cache data: {msg}"),
+            Error::IncompatibleFormat(msg) => write!(f, "incompatible cache format: {msg}"),
+            Error::NotOpen => write!(f, "the cache is not open"),
+            Error::AlreadyOpen => write!(f, "the cache is already open"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Wraps an I/O error with what was being done to which file.
+pub(crate) fn io_err(what: &str, file: &str, e: std::io::Error) -> Error {
+    Error::Io(format!("{what} {file}: {e}"))
+}
+
+/// The engine's result type.
+pub type Result<T> = std::result::Result<T, Error>;

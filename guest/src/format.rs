@@ -1,0 +1,457 @@
+//! The on-disk format: every byte the engine writes is described here, and only here.
+//!
+//! A cache directory holds three kinds of file the engine owns; anything else is left alone.
+//!
+//! ```text
+//! pcache.meta           16 bytes: magic "PCACHE\0\0", format version (u32 LE), crc32 of both (u32 LE)
+//! 0000000001.seg, ...   record log segments, append-only, replayed in ascending id order
+//! index.hint            index snapshot written at close: where every live record is, in LRU order
+//! *.tmp                 a snapshot being written; removed at open
+//! ```
+//!
+//! All integers are little-endian.
+//!
+//! ## Record (segments hold nothing but records, back to back)
+//!
+//! ```text
+//! offset size field
+//!  0     4    header_crc   crc32 of bytes 4..23 (the rest of the header, body_crc included)
+//!  4     4    body_crc     crc32 of key ++ value
+//!  8     1    kind         1 put, 2 delete (tombstone), 3 clear, 4 seal
+//!  9     2    key_len      1..=4096 for put/delete, 0 for clear/seal
+//! 11     4    value_len    0 unless put
+//! 15     8    expires_at   ms since the UNIX epoch; 0 = never
+//! 23     key_len bytes of UTF-8 key, then value_len bytes of value
+//! ```
+//!
+//! Writes append one whole record with one `write`. A crash can leave a torn record only at the
+//! end of the segment being written: it fails its checksums and reaches the end of the file, so
+//! open truncates it away (it was never acknowledged). A *seal* record ends every segment that
+//! is no longer written to, so a sealed segment that was cut short, or any record that fails its
+//! checksum with valid data after it, is damage rather than a torn write: open then forgets
+//! every entry stored at or before the damage (a lost tombstone must not bring back an older
+//! value) and keeps the newer segments. A *clear* record starts a fresh segment; open deletes
+//! every older segment.
+//!
+//! ## Index snapshot (`index.hint`)
+//!
+//! ```text
+//! 0   8   magic "PCHINT\0\0"
+//! 8   4   format version
+//! 12  4   covered segment id    the log position the snapshot is complete up to:
+//! 16  8   covered offset        records at or after it are replayed at open
+//! 24  8   entry count
+//! 32      entries, least recently used first:
+//!         segment u32, offset u32, len u32, expires_at u64, key_len u16, key
+//! end 4   crc32 of every byte before it
+//! ```
+//!
+//! Entries pointing at a segment that no longer exists (compacted away) are dropped at open;
+//! compaction rewrote any live one after the covered position, where replay finds it.
+
+/// The format version this engine writes; directories with a newer one are refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the metadata file.
+pub const META_FILE: &str = "pcache.meta";
+/// Name of the index snapshot.
+pub const HINT_FILE: &str = "index.hint";
+/// Suffix of files being written before an atomic rename.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// Bytes in a record header.
+pub const RECORD_HEADER_LEN: usize = 23;
+/// Longest key, in UTF-8 bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Bytes in the metadata file.
+pub const META_LEN: usize = 16;
+
+const META_MAGIC: &[u8; 8] = b"PCACHE\0\0";
+const HINT_MAGIC: &[u8; 8] = b"PCHINT\0\0";
+const HINT_HEADER_LEN: usize = 32;
+const HINT_ENTRY_FIXED_LEN: usize = 22;
+
+/// What a record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A key now holds a value.
+    Put = 1,
+    /// A key was deleted (tombstone).
+    Delete = 2,
+    /// Every older record is void.
+    Clear = 3,
+    /// The segment ends here and is never written again.
+    Seal = 4,
+}
+
+impl RecordKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Put),
+            2 => Some(Self::Delete),
+            3 => Some(Self::Clear),
+            4 => Some(Self::Seal),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded record borrowing from the buffer it was read from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub kind: RecordKind,
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub expires_at: u64,
+    /// Total bytes of the record (header + key + value).
+    pub len: usize,
+}
+
+/// Why bytes did not decode as a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the header, or than the length the (valid) header announces.
+    Truncated { needed: usize },
+    /// The header fails its checksum or holds impossible fields.
+    BadHeader,
+    /// The header is valid but the key or value fails its checksum.
+    BadBody { len: usize },
+}
+
+/// Bytes a record with this key and value occupies on disk.
+pub fn record_len(key_len: usize, value_len: usize) -> u64 {
+    (RECORD_HEADER_LEN + key_len) as u64 + value_len as u64
+}
+
+/// Appends the encoding of one record to `out`.
+///
+/// The caller guarantees `key.len() <= MAX_KEY_LEN` and `value.len() <= u32::MAX`.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    kind: RecordKind,
+    key: &str,
+    value: &[u8],
+    expires_at: u64,
+) {
+    let start = out.len();
+    let mut body = crc32fast::Hasher::new();
+    body.update(key.as_bytes());
+    body.update(value);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&body.finalize().to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&expires_at.to_le_bytes());
+    let header_crc = crc32fast::hash(&out[start + 4..start + RECORD_HEADER_LEN]);
+    out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value);
+}
+
+/// Decodes the record at the start of `buf`, verifying both checksums.
+///
+/// Edge cases: too few bytes for the header or the announced body → `Truncated`; a header that
+/// fails its checksum or has impossible fields → `BadHeader`; key or value bytes that fail the
+/// body checksum, or a key that is not UTF-8 → `BadBody`.
+pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
+    if buf.len() < RECORD_HEADER_LEN {
+        return Err(DecodeError::Truncated {
+            needed: RECORD_HEADER_LEN,
+        });
+    }
+    let header_crc = u32_at(buf, 0);
+    if crc32fast::hash(&buf[4..RECORD_HEADER_LEN]) != header_crc {
+        return Err(DecodeError::BadHeader);
+    }
+    let body_crc = u32_at(buf, 4);
+    let kind = RecordKind::from_byte(buf[8]).ok_or(DecodeError::BadHeader)?;
+    let key_len = u16::from_le_bytes([buf[9], buf[10]]) as usize;
+    let value_len = u32_at(buf, 11) as usize;
+    let expires_at = u64_at(buf, 15);
+    let shape_ok = match kind {
+        RecordKind::Put => (1..=MAX_KEY_LEN).contains(&key_len),
+        RecordKind::Delete => (1..=MAX_KEY_LEN).contains(&key_len) && value_len == 0,
+        RecordKind::Clear | RecordKind::Seal => key_len == 0 && value_len == 0,
+    };
+    if !shape_ok {
+        return Err(DecodeError::BadHeader);
+    }
+    let len = RECORD_HEADER_LEN + key_len + value_len;
+    if buf.len() < len {
+        return Err(DecodeError::Truncated { needed: len });
+    }
+    let key_bytes = &buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len];
+    let value = &buf[RECORD_HEADER_LEN + key_len..len];
+    let mut body = crc32fast::Hasher::new();
+    body.update(key_bytes);
+    body.update(value);
+    if body.finalize() != body_crc {
+        return Err(DecodeError::BadBody { len });
+    }
+    let key = std::str::from_utf8(key_bytes).map_err(|_| DecodeError::BadBody { len })?;
+    Ok(Record {
+        kind,
+        key,
+        value,
+        expires_at,
+        len,
+    })
+}
+
+/// Name of the segment file with this id.
+pub fn segment_file_name(id: u32) -> String {
+    format!("{id:010}.seg")
+}
+
+/// The id of a segment file name, or `None` if the name is not one.
+pub fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The metadata file's bytes for this engine's format version.
+pub fn encode_meta() -> [u8; META_LEN] {
+    let mut out = [0u8; META_LEN];
+    out[..8].copy_from_slice(META_MAGIC);
+    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32fast::hash(&out[..12]);
+    out[12..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Why a metadata file was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MetaError {
+    /// Not a metadata file, or damaged.
+    Corrupt(String),
+    /// Written by a newer, incompatible engine.
+    NewerVersion(u32),
+}
+
+/// Checks a metadata file's bytes and returns its format version.
+///
+/// Edge cases: wrong length, magic or checksum → `Corrupt`; a version above ours → `NewerVersion`.
+pub fn decode_meta(bytes: &[u8]) -> Result<u32, MetaError> {
+    if bytes.len() != META_LEN || &bytes[..8] != META_MAGIC {
+        return Err(MetaError::Corrupt(format!(
+            "{META_FILE} is not a PersistentCache metadata file ({} bytes)",
+            bytes.len()
+        )));
+    }
+    if crc32fast::hash(&bytes[..12]) != u32_at(bytes, 12) {
+        return Err(MetaError::Corrupt(format!(
+            "{META_FILE} fails its checksum"
+        )));
+    }
+    let version = u32_at(bytes, 8);
+    if version > FORMAT_VERSION {
+        return Err(MetaError::NewerVersion(version));
+    }
+    Ok(version)
+}
+
+/// One entry of the index snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HintEntry {
+    pub key: String,
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub expires_at: u64,
+}
+
+/// A decoded index snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hint {
+    /// Segment id up to which the snapshot is complete.
+    pub covered_segment: u32,
+    /// Offset in `covered_segment` up to which the snapshot is complete.
+    pub covered_offset: u64,
+    /// Entries, least recently used first.
+    pub entries: Vec<HintEntry>,
+}
+
+/// Encodes an index snapshot from entries given least recently used first.
+pub fn encode_hint<'a>(
+    covered_segment: u32,
+    covered_offset: u64,
+    count: usize,
+    entries: impl Iterator<Item = (&'a str, u32, u32, u32, u64)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HINT_HEADER_LEN + count * 40 + 4);
+    out.extend_from_slice(HINT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&covered_segment.to_le_bytes());
+    out.extend_from_slice(&covered_offset.to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    for (key, segment, offset, len, expires_at) in entries {
+        out.extend_from_slice(&segment.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&expires_at.to_le_bytes());
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes an index snapshot; `None` if it is damaged in any way (the log is then replayed).
+pub fn decode_hint(bytes: &[u8]) -> Option<Hint> {
+    if bytes.len() < HINT_HEADER_LEN + 4 || &bytes[..8] != HINT_MAGIC {
+        return None;
+    }
+    let body = &bytes[..bytes.len() - 4];
+    if crc32fast::hash(body) != u32_at(bytes, bytes.len() - 4) {
+        return None;
+    }
+    if u32_at(body, 8) != FORMAT_VERSION {
+        return None;
+    }
+    let covered_segment = u32_at(body, 12);
+    let covered_offset = u64_at(body, 16);
+    let count = usize::try_from(u64_at(body, 24)).ok()?;
+    let mut entries = Vec::with_capacity(count.min(body.len() / HINT_ENTRY_FIXED_LEN));
+    let mut pos = HINT_HEADER_LEN;
+    for _ in 0..count {
+        let fixed = body.get(pos..pos + HINT_ENTRY_FIXED_LEN)?;
+        let key_len = u16::from_le_bytes([fixed[20], fixed[21]]) as usize;
+        let key_bytes =
+            body.get(pos + HINT_ENTRY_FIXED_LEN..pos + HINT_ENTRY_FIXED_LEN + key_len)?;
+        entries.push(HintEntry {
+            key: std::str::from_utf8(key_bytes).ok()?.to_owned(),
+            segment: u32_at(fixed, 0),
+            offset: u32_at(fixed, 4),
+            len: u32_at(fixed, 8),
+            expires_at: u64_at(fixed, 12),
+        });
+        pos += HINT_ENTRY_FIXED_LEN + key_len;
+    }
+    (pos == body.len()).then_some(Hint {
+        covered_segment,
+        covered_offset,
+        entries,
+    })
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(kind: RecordKind, key: &str, value: &[u8], expires_at: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(&mut out, kind, key, value, expires_at);
+        out
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let bytes = encoded(RecordKind::Put, "user:1", b"{\"a\":1}", 42);
+        assert_eq!(bytes.len() as u64, record_len(6, 7));
+        let rec = decode_record(&bytes).unwrap();
+        assert_eq!(rec.kind, RecordKind::Put);
+        assert_eq!(rec.key, "user:1");
+        assert_eq!(rec.value, b"{\"a\":1}");
+        assert_eq!(rec.expires_at, 42);
+        assert_eq!(rec.len, bytes.len());
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = encoded(RecordKind::Put, "k", b"value bytes", 7);
+        for bit in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_record(&damaged).is_err(),
+                "bit {bit} flip went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let bytes = encoded(RecordKind::Put, "key", &[9u8; 100], 0);
+        for len in 0..bytes.len() {
+            assert!(matches!(
+                decode_record(&bytes[..len]),
+                Err(DecodeError::Truncated { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn impossible_shapes_are_bad_headers() {
+        // A tombstone that claims a value cannot be produced by encode_record; craft one.
+        let mut bytes = encoded(RecordKind::Delete, "k", b"", 0);
+        bytes[11] = 5;
+        let crc = crc32fast::hash(&bytes[4..RECORD_HEADER_LEN]);
+        bytes[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_record(&bytes), Err(DecodeError::BadHeader));
+        assert_eq!(decode_record(&[0u8; 64]), Err(DecodeError::BadHeader));
+    }
+
+    #[test]
+    fn segment_names_round_trip_and_reject_others() {
+        assert_eq!(segment_file_name(7), "0000000007.seg");
+        assert_eq!(parse_segment_file_name("0000000007.seg"), Some(7));
+        for other in [
+            "7.seg",
+            "000000000x.seg",
+            "0000000007.seg.tmp",
+            "index.hint",
+        ] {
+            assert_eq!(parse_segment_file_name(other), None);
+        }
+    }
+
+    #[test]
+    fn meta_checks_version_and_damage() {
+        let meta = encode_meta();
+        assert_eq!(decode_meta(&meta), Ok(FORMAT_VERSION));
+        let mut newer = meta;
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let crc = crc32fast::hash(&newer[..12]);
+        newer[12..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_meta(&newer),
+            Err(MetaError::NewerVersion(FORMAT_VERSION + 1))
+        );
+        let mut flipped = meta;
+        flipped[9] ^= 1;
+        assert!(matches!(decode_meta(&flipped), Err(MetaError::Corrupt(_))));
+    }
+
+    #[test]
+    fn hint_round_trips_and_rejects_damage() {
+        let entries = [("a", 1u32, 0u32, 30u32, 0u64), ("bb", 2, 64, 31, 99)];
+        let bytes = encode_hint(2, 95, entries.len(), entries.iter().copied());
+        let hint = decode_hint(&bytes).unwrap();
+        assert_eq!(hint.covered_segment, 2);
+        assert_eq!(hint.covered_offset, 95);
+        assert_eq!(hint.entries.len(), 2);
+        assert_eq!(hint.entries[1].key, "bb");
+        assert_eq!(hint.entries[1].expires_at, 99);
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert_eq!(decode_hint(&damaged), None, "byte {i}");
+            assert_eq!(decode_hint(&bytes[..i]), None);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The in-memory index: where each live key's record is, in least-recently-used order.
+//!
+//! It also keeps the live bytes of every segment, so eviction and compaction know what a
+//! segment still holds without reading it.
+
+use hashlink::LinkedHashMap;
+use std::collections::BTreeMap;
+
+/// Where a live record is and when it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub segment: u32,
+    pub offset: u32,
+    /// Bytes of the whole record.
+    pub len: u32,
+    /// Milliseconds since the UNIX epoch; 0 = never.
+    pub expires_at: u64,
+}
+
+impl Slot {
+    /// True when the entry must no longer be returned at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at != 0 && now_ms >= self.expires_at
+    }
+}
+
+/// Live keys in LRU order (front = least recently used) with per-segment live byte counts.
+#[derive(Default)]
+pub struct LruIndex {
+    map: LinkedHashMap<Box<str>, Slot>,
+    live_by_segment: BTreeMap<u32, u64>,
+    live_bytes: u64,
+}
+
+impl LruIndex {
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Bytes of all live records.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Bytes of live records in `segment`.
+    pub fn live_in(&self, segment: u32) -> u64 {
+        self.live_by_segment.get(&segment).copied().unwrap_or(0)
+    }
+
+    /// The slot of `key` without changing its recency; `None` on a miss.
+    pub fn get(&self, key: &str) -> Option<Slot> {
+        self.map.get(key).copied()
+    }
+
+    /// Marks `key` as the most recently used; no-op on a miss.
+    pub fn touch(&mut self, key: &str) {
+        self.map.to_back(key);
+    }
+
+    /// Stores `key` as the most recently used entry, returning the slot it replaced.
+    pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
+        self.account_add(slot);
+        let old = match self.map.get_mut(key) {
+            Some(existing) => {
+                let old = std::mem::replace(existing, slot);
+                self.map.to_back(key);
+                Some(old)
+            }
+            None => {
+                self.map.insert(key.into(), slot);
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.account_remove(old);
+        }
+        old
+    }
+
+    /// Removes `key`, returning its slot; `None` on a miss.
+    pub fn remove(&mut self, key: &str) -> Option<Slot> {
+        let old = self.map.remove(key)?;
+        self.account_remove(old);
+        Some(old)
+    }
+
+    /// Removes and returns the least recently used entry; `None` when empty.
+    pub fn pop_lru(&mut self) -> Option<(Box<str>, Slot)> {
+        let (key, slot) = self.map.pop_front()?;
+        self.account_remove(slot);
+        Some((key, slot))
+    }
+
+    /// The least recently used key, if any.
+    pub fn lru_key(&self) -> Option<&str> {
+        self.map.front().map(|(k, _)| &**k)
+    }
+
+    /// Points `key` at a new location (after compaction) without changing its recency.
+    pub fn relocate(&mut self, key: &str, segment: u32, offset: u32) {
+        if let Some(slot) = self.map.get_mut(key) {
+            let old = *slot;
+            slot.segment = segment;
+            slot.offset = offset;
+            let new = *slot;
+            self.account_remove(old);
+            self.account_add(new);
+        }
+    }
+
+    /// Keeps only the entries for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) {
+        self.map.retain(|k, slot| keep(k, slot));
+        self.recount();
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.live_by_segment.clear();
+        self.live_bytes = 0;
+    }
+
+    /// Entries from least to most recently used.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
+        self.map.iter().map(|(k, s)| (&**k, s))
+    }
+
+    fn recount(&mut self) {
+        self.live_by_segment.clear();
+        self.live_bytes = 0;
+        let slots: Vec<Slot> = self.map.values().copied().collect();
+        for slot in slots {
+            self.account_add(slot);
+        }
+    }
+
+    fn account_add(&mut self, slot: Slot) {
+        *self.live_by_segment.entry(slot.segment).or_insert(0) += u64::from(slot.len);
+        self.live_bytes += u64::from(slot.len);
+    }
+
+    fn account_remove(&mut self, slot: Slot) {
+        if let Some(live) = self.live_by_segment.get_mut(&slot.segment) {
+            *live -= u64::from(slot.len);
+            if *live == 0 {
+                self.live_by_segment.remove(&slot.segment);
+            }
+        }
+        self.live_bytes -= u64::from(slot.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(segment: u32, len: u32) -> Slot {
+        Slot {
+            segment,
+            offset: 0,
+            len,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn touch_moves_to_most_recent_and_pop_takes_least_recent() {
+        let mut index = LruIndex::default();
+        index.insert("a", slot(1, 10));
+        index.insert("b", slot(1, 10));
+        index.insert("c", slot(1, 10));
+        index.touch("a");
+        assert_eq!(index.pop_lru().unwrap().0.as_ref(), "b");
+        assert_eq!(index.lru_key(), Some("c"));
+    }
+
+    #[test]
+    fn live_bytes_follow_inserts_replacements_relocations_and_removals() {
+        let mut index = LruIndex::default();
+        index.insert("a", slot(1, 10));
+        index.insert("b", slot(1, 20));
+        assert_eq!(index.insert("a", slot(2, 5)), Some(slot(1, 10)));
+        assert_eq!(
+            (index.live_in(1), index.live_in(2), index.live_bytes()),
+            (20, 5, 25)
+        );
+        index.relocate("b", 3, 64);
+        assert_eq!((index.live_in(1), index.live_in(3)), (0, 20));
+        index.remove("a");
+        index.retain(|k, _| k != "b");
+        assert_eq!(index.live_bytes(), 0);
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn expiry_is_inclusive_and_zero_means_never() {
+        let mut s = slot(1, 1);
+        assert!(!s.is_expired(u64::MAX));
+        s.expires_at = 100;
+        assert!(!s.is_expired(99));
+        assert!(s.is_expired(100));
+    }
+}
