@@ -199,7 +199,7 @@ fn volume_stays_under_the_limit_and_matches_the_disk() {
     while written < 5 * limit {
         let value = vec![(i % 251) as u8; 100 + (i as usize * 37) % 3000];
         e.set(&format!("key-{}", i % 400), &value, None).unwrap();
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             e.delete(&format!("key-{}", (i * 13) % 400)).unwrap();
         }
         written += value.len() as u64;

@@ -1,0 +1,501 @@
+//! `PersistentCache`: the async, cloneable handle to one cache directory, backed by a sandboxed guest.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::options::CacheOptions;
+use crate::runtime::Guest;
+use crate::worker::{thread_stopped, GuestThread};
+
+/// Name of the advisory lock file inside the cache directory.
+pub const LOCK_FILE_NAME: &str = ".lock";
+
+/// How long `open` waits for a cache of the same directory that is being shut down in this
+/// process to finish before going ahead (the file lock then decides).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// A snapshot of a cache's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Live entries (expired entries not yet swept may be included).
+    pub entries: u64,
+    /// Bytes the cache occupies on disk.
+    pub volume: u64,
+    /// The cache directory (canonical path).
+    pub directory: PathBuf,
+    /// The size limit in bytes.
+    pub size_limit: u64,
+    /// `get` calls that found a value since the cache was opened in this process.
+    pub hits: u64,
+    /// `get` calls that found nothing (missing or expired) since the cache was opened in this process.
+    pub misses: u64,
+}
+
+/// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
+///
+/// The storage engine runs as a WebAssembly component that can only touch the cache directory.
+/// Handles are cheap to clone and may be shared across threads and tasks; every handle to the
+/// same directory in a process shares one engine instance. A directory can be open in only one
+/// process at a time (an advisory lock on `<dir>/.lock` enforces this).
+///
+/// Values are encoded with serde as CBOR ([`set`](Self::set), [`get`](Self::get)) or stored as
+/// raw bytes ([`set_raw`](Self::set_raw), [`get_raw`](Self::get_raw)).
+#[derive(Clone)]
+pub struct PersistentCache {
+    inner: Arc<Inner>,
+}
+
+/// The state shared by every handle to one directory.
+struct Inner {
+    /// Distinguishes this instance's registry entry from a later one for the same directory.
+    id: u64,
+    directory: PathBuf,
+    options: CacheOptions,
+    /// The thread running this cache's guest; `None` once closed.
+    guest: Mutex<Option<GuestThread>>,
+    /// Holds the exclusive lock on `<dir>/.lock` until shutdown.
+    lock_file: Mutex<Option<File>>,
+}
+
+/// The caches open in this process, by canonical directory.
+static OPEN_CACHES: LazyLock<Mutex<HashMap<PathBuf, RegistryEntry>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+static NEXT_INNER_ID: AtomicU64 = AtomicU64::new(0);
+
+struct RegistryEntry {
+    id: u64,
+    inner: Weak<Inner>,
+}
+
+fn open_caches() -> MutexGuard<'static, HashMap<PathBuf, RegistryEntry>> {
+    OPEN_CACHES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PersistentCache {
+    /// Opens (creating if needed) the cache in `options.directory` and recovers its contents.
+    ///
+    /// If this process already has the directory open, returns another handle to that cache and
+    /// ignores `options` (the first opener's options stay in force).
+    ///
+    /// # Errors
+    /// - [`Error::Directory`]: the directory or its lock file cannot be created or opened.
+    /// - [`Error::Locked`]: another process has the directory open.
+    /// - [`Error::Corrupt`] / [`Error::IncompatibleFormat`] / [`Error::Io`]: the engine cannot
+    ///   recover the directory's contents.
+    /// - [`Error::Wasm`]: the guest component failed to compile, instantiate or run.
+    pub async fn open(options: CacheOptions) -> Result<PersistentCache> {
+        let directory = canonical_directory(&options.directory)?;
+        let wait_started = Instant::now();
+        loop {
+            let mut registry = open_caches();
+            if let Some(entry) = registry.get(&directory) {
+                if let Some(inner) = entry.inner.upgrade() {
+                    return Ok(PersistentCache { inner });
+                }
+                // The last handle is being dropped on another thread; its shutdown removes the
+                // entry once the files are closed and unlocked.
+                if wait_started.elapsed() < SHUTDOWN_WAIT {
+                    drop(registry);
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                registry.remove(&directory);
+            }
+            let inner = Arc::new(Inner::start(directory.clone(), options)?);
+            registry.insert(
+                directory,
+                RegistryEntry {
+                    id: inner.id,
+                    inner: Arc::downgrade(&inner),
+                },
+            );
+            return Ok(PersistentCache { inner });
+        }
+    }
+
+    /// Stores `value` (CBOR-encoded) under `key`, expiring after the configured default TTL
+    /// (never, if none is configured). Replaces any previous value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (empty or over 4096 bytes), [`Error::ValueTooLarge`] (the entry
+    /// exceeds the size limit), [`Error::Serialize`], [`Error::Io`], [`Error::Closed`],
+    /// [`Error::Wasm`].
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = encode(value)?;
+        let ttl_ms = self.inner.options.default_ttl.map(ttl_millis);
+        let key = key.to_owned();
+        self.inner
+            .call(move |guest| guest.set(&key, &bytes, ttl_ms))
+            .await
+    }
+
+    /// Stores `value` (CBOR-encoded) under `key`, expiring `ttl` from now. Replaces any
+    /// previous value. TTLs are rounded up to whole milliseconds; a zero TTL stores an entry
+    /// that is already expired.
+    ///
+    /// # Errors
+    /// Same as [`set`](Self::set).
+    pub async fn set_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<()> {
+        let bytes = encode(value)?;
+        let key = key.to_owned();
+        self.inner
+            .call(move |guest| guest.set(&key, &bytes, Some(ttl_millis(ttl))))
+            .await
+    }
+
+    /// The value under `key`, decoded from CBOR; `Ok(None)` on a miss or an expired entry.
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`] if the stored bytes are not a `T`, [`Error::InvalidKey`],
+    /// [`Error::Io`], [`Error::Corrupt`] (the record fails its checksum), [`Error::Closed`],
+    /// [`Error::Wasm`].
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.get_raw(key).await? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores raw `value` bytes under `key`, expiring after `ttl` if given; `None` means the
+    /// entry never expires (the default TTL is not applied). Replaces any previous value.
+    ///
+    /// # Errors
+    /// Same as [`set`](Self::set), without [`Error::Serialize`].
+    pub async fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let key = key.to_owned();
+        let value = value.to_vec();
+        self.inner
+            .call(move |guest| guest.set(&key, &value, ttl.map(ttl_millis)))
+            .await
+    }
+
+    /// The raw bytes under `key`; `Ok(None)` on a miss or an expired entry.
+    ///
+    /// # Errors
+    /// Same as [`get`](Self::get), without [`Error::Deserialize`].
+    pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.inner.call(move |guest| guest.get(&key)).await
+    }
+
+    /// Removes `key`; `Ok(true)` if a live entry was removed, `Ok(false)` on a miss or an
+    /// expired entry.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        self.inner.call(move |guest| guest.delete(&key)).await
+    }
+
+    /// Removes every entry (the directory itself stays).
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
+    pub async fn clear(&self) -> Result<()> {
+        self.inner.call(|guest| guest.clear()).await
+    }
+
+    /// The cache's counters. Hit and miss counts start at zero each time the directory is
+    /// opened (they are shared by all handles in this process).
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Wasm`].
+    pub async fn stats(&self) -> Result<Stats> {
+        let counters = self.inner.call(|guest| guest.stats()).await?;
+        Ok(Stats {
+            entries: counters.entries,
+            volume: counters.volume,
+            directory: self.inner.directory.clone(),
+            size_limit: counters.size_limit,
+            hits: counters.hits,
+            misses: counters.misses,
+        })
+    }
+
+    /// Closes this handle. If it is the last handle to the directory in this process, the
+    /// engine flushes and writes its index now, the directory lock is released, and any error
+    /// from that is returned; otherwise the cache stays open for the other handles.
+    ///
+    /// Dropping the last handle closes the cache too, but only logs errors. If several
+    /// handles close at once, none may be the last here; the final drop closes the cache then.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the final flush fails, [`Error::Wasm`].
+    pub async fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.shutdown(),
+            Err(_still_shared) => Ok(()),
+        }
+    }
+
+    /// The cache directory (canonical absolute path).
+    pub fn directory(&self) -> &Path {
+        &self.inner.directory
+    }
+
+    /// The options the cache was opened with (those of the first opener in this process).
+    pub fn options(&self) -> &CacheOptions {
+        &self.inner.options
+    }
+}
+
+impl fmt::Debug for PersistentCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistentCache")
+            .field("directory", &self.inner.directory)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Locks the directory and starts a guest thread with the cache open.
+    fn start(directory: PathBuf, options: CacheOptions) -> Result<Inner> {
+        let lock_file = lock_directory(&directory)?;
+        let guest = GuestThread::start(directory.clone(), options.clone())?;
+        Ok(Inner {
+            id: NEXT_INNER_ID.fetch_add(1, Ordering::Relaxed),
+            directory,
+            options,
+            guest: Mutex::new(Some(guest)),
+            lock_file: Mutex::new(Some(lock_file)),
+        })
+    }
+
+    /// Runs `operation` on the guest thread; [`Error::Closed`] once the cache is closed.
+    async fn call<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&mut Guest) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pending = {
+            let guest = self.guest.lock().unwrap_or_else(PoisonError::into_inner);
+            match guest.as_ref() {
+                Some(guest) => guest.submit(operation),
+                None => return Err(Error::Closed),
+            }
+        };
+        pending.await.unwrap_or_else(|_| Err(thread_stopped()))
+    }
+
+    /// Closes the guest, releases the directory lock and unregisters this cache. Idempotent.
+    fn shutdown(&self) -> Result<()> {
+        let mut registry = open_caches();
+        let guest = self
+            .guest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let closed = guest.map_or(Ok(()), GuestThread::close);
+        // Dropping the file releases the advisory lock.
+        drop(
+            self.lock_file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if registry
+            .get(&self.directory)
+            .is_some_and(|entry| entry.id == self.id)
+        {
+            registry.remove(&self.directory);
+        }
+        closed
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            tracing::warn!(directory = %self.directory.display(), error = %err, "closing the cache failed");
+        }
+    }
+}
+
+/// Creates the directory if needed and returns its canonical path.
+fn canonical_directory(directory: &Path) -> Result<PathBuf> {
+    let directory_error = |source| Error::Directory {
+        path: directory.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(directory).map_err(directory_error)?;
+    std::fs::canonicalize(directory).map_err(directory_error)
+}
+
+/// Takes the exclusive advisory lock on `<directory>/.lock`.
+fn lock_directory(directory: &Path) -> Result<File> {
+    let path = directory.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| Error::Directory {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: directory.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(Error::Directory { path, source }),
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(value, &mut bytes).map_err(|err| Error::Serialize(err.to_string()))?;
+    Ok(bytes)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    ciborium::from_reader(bytes).map_err(|err| Error::Deserialize(err.to_string()))
+}
+
+/// A TTL in whole milliseconds, rounded up so a sub-millisecond TTL is not "already expired".
+fn ttl_millis(ttl: Duration) -> u64 {
+    let rounded_up = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(rounded_up).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Page {
+        url: String,
+        status: u16,
+    }
+
+    #[test]
+    fn cbor_round_trip() {
+        let page = Page {
+            url: "https://example.com".into(),
+            status: 200,
+        };
+        let bytes = encode(&page).expect("encodes");
+        assert_eq!(decode::<Page>(&bytes).expect("decodes"), page);
+        let text = encode("hello").expect("encodes unsized str");
+        assert_eq!(decode::<String>(&text).expect("decodes"), "hello");
+    }
+
+    #[test]
+    fn decoding_the_wrong_type_is_a_deserialize_error() {
+        let bytes = encode(&42_u32).expect("encodes");
+        assert!(matches!(decode::<Page>(&bytes), Err(Error::Deserialize(_))));
+        assert!(matches!(
+            decode::<u32>(&[0xff, 0x00]),
+            Err(Error::Deserialize(_))
+        ));
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_milliseconds() {
+        assert_eq!(ttl_millis(Duration::ZERO), 0);
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_millis(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock_directory(dir.path()).expect("first lock");
+        assert!(matches!(
+            lock_directory(dir.path()),
+            Err(Error::Locked { path }) if path == dir.path()
+        ));
+        drop(held);
+        assert!(lock_directory(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn unusable_directory_is_a_directory_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("write file");
+        assert!(matches!(
+            canonical_directory(&file.join("cache")),
+            Err(Error::Directory { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_directory_shares_one_instance_per_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = PersistentCache::open(CacheOptions::new(dir.path().join("c")))
+            .await
+            .expect("open");
+        let second = PersistentCache::open(CacheOptions::new(dir.path().join("c/../c")))
+            .await
+            .expect("second open of the same directory");
+        assert!(Arc::ptr_eq(&first.inner, &second.inner));
+        assert_eq!(first.directory(), second.directory());
+        first.set_raw("k", b"v", None).await.expect("set");
+        assert_eq!(second.get_raw("k").await.expect("get"), Some(b"v".to_vec()));
+
+        // Closing one of two handles leaves the cache open for the other.
+        first.close().await.expect("close shared handle");
+        assert!(second.delete("k").await.expect("delete"));
+        second.close().await.expect("close last handle");
+
+        // The lock is released and the registry entry gone: a new open starts a new instance.
+        let reopened = PersistentCache::open(CacheOptions::new(dir.path().join("c")))
+            .await
+            .expect("reopen");
+        assert_eq!(reopened.get_raw("k").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_unlocks_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+            .await
+            .expect("open");
+        cache.set("kept", &7_u8).await.expect("set");
+        assert!(matches!(
+            lock_directory(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        drop(cache);
+        drop(lock_directory(dir.path()).expect("lock released on drop"));
+        let reopened = PersistentCache::open(CacheOptions::new(dir.path()))
+            .await
+            .expect("reopen");
+        assert_eq!(reopened.get::<u8>("kept").await.expect("get"), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_directory_locked_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock_directory(dir.path()).expect("lock");
+        assert!(matches!(
+            PersistentCache::open(CacheOptions::new(dir.path())).await,
+            Err(Error::Locked { .. })
+        ));
+        drop(held);
+        assert!(PersistentCache::open(CacheOptions::new(dir.path()))
+            .await
+            .is_ok());
+    }
+}

@@ -1,0 +1,126 @@
+//! The error type every fallible PersistentCache operation returns.
+
+use std::path::PathBuf;
+
+/// Why a cache operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key is empty or longer than 4096 bytes of UTF-8.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+
+    /// The entry (key, value and record overhead) would not fit in the size limit.
+    #[error("value too large: the entry needs {size} bytes but the size limit is {limit} bytes")]
+    ValueTooLarge {
+        /// Bytes the entry would occupy on disk.
+        size: u64,
+        /// The cache's size limit in bytes.
+        limit: u64,
+    },
+
+    /// A filesystem operation inside the cache directory failed (disk full, permission denied, ...).
+    #[error("cache I/O error: {0}")]
+    Io(String),
+
+    /// The cache directory holds data the engine cannot trust.
+    #[error("cache data is corrupt: {0}")]
+    Corrupt(String),
+
+    /// The cache directory was written by a newer, incompatible format version.
+    #[error("incompatible cache format: {0}")]
+    IncompatibleFormat(String),
+
+    /// The cache was closed; reopen it with `PersistentCache::open`.
+    #[error("the cache is closed")]
+    Closed,
+
+    /// A configuration variable has a value that cannot be used.
+    #[error("invalid configuration {variable}: {message}")]
+    Config {
+        /// The variable (or file) at fault, e.g. `CACHE_SIZE_LIMIT`.
+        variable: String,
+        /// What is wrong with it, including the offending value.
+        message: String,
+    },
+
+    /// The host could not create, open or lock the cache directory.
+    #[error("cannot use cache directory {}: {source}", path.display())]
+    Directory {
+        /// The directory (or its lock file).
+        path: PathBuf,
+        /// The underlying operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another process holds the cache directory's lock.
+    #[error("cache directory {} is locked by another process", path.display())]
+    Locked {
+        /// The locked directory.
+        path: PathBuf,
+    },
+
+    /// A value could not be encoded to CBOR.
+    #[error("cannot serialize value: {0}")]
+    Serialize(String),
+
+    /// A stored value could not be decoded into the requested type.
+    #[error("cannot deserialize value: {0}")]
+    Deserialize(String),
+
+    /// The WebAssembly runtime failed: compilation, instantiation, or a trap inside the guest.
+    #[error("WebAssembly runtime error: {0}")]
+    Wasm(String),
+}
+
+/// The result type of every fallible PersistentCache operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps a wasmtime error (trap, link or compile failure): the root cause (e.g. `wasm trap:
+    /// wasm `unreachable` instruction executed`) first, then the whole chain with the wasm backtrace.
+    pub(crate) fn wasm(err: &wasmtime::Error) -> Self {
+        if err.chain().nth(1).is_some() {
+            Error::Wasm(format!("{}; details: {err:#}", err.root_cause()))
+        } else {
+            Error::Wasm(err.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_error_leads_with_root_cause() {
+        let err = wasmtime::Error::msg("wasm trap: unreachable").context("error while executing");
+        let Error::Wasm(message) = Error::wasm(&err) else {
+            panic!("expected Error::Wasm");
+        };
+        assert!(
+            message.starts_with("wasm trap: unreachable; details: error while executing"),
+            "{message}"
+        );
+        let plain = Error::wasm(&wasmtime::Error::msg("link failed"));
+        assert!(matches!(plain, Error::Wasm(m) if m == "link failed"));
+    }
+
+    #[test]
+    fn messages_name_the_details() {
+        let err = Error::Config {
+            variable: "CACHE_SIZE_LIMIT".into(),
+            message: "expected bytes, got \"x\"".into(),
+        };
+        assert!(err.to_string().contains("CACHE_SIZE_LIMIT"));
+        let locked = Error::Locked {
+            path: PathBuf::from("/tmp/c"),
+        };
+        assert!(locked.to_string().contains("/tmp/c"));
+        let dir = Error::Directory {
+            path: PathBuf::from("/nope"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(std::error::Error::source(&dir).is_some());
+    }
+}

@@ -1,0 +1,36 @@
+//! PersistentCache: a persistent, size-limited LRU cache with per-entry TTLs, whose storage
+//! engine runs as a sandboxed WebAssembly component (see `guest/`) that can only touch the
+//! cache directory.
+//!
+//! ```no_run
+//! # async fn demo() -> persistent_cache::Result<()> {
+//! use persistent_cache::{CacheOptions, PersistentCache};
+//! use std::time::Duration;
+//!
+//! let cache = PersistentCache::open(CacheOptions::new("tmp/cache")).await?;
+//! cache.set_with_ttl("greeting", "hello", Duration::from_secs(60)).await?;
+//! let greeting: Option<String> = cache.get("greeting").await?;
+//! assert_eq!(greeting.as_deref(), Some("hello"));
+//! cache.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod bindings;
+mod cache;
+mod error;
+mod options;
+mod runtime;
+mod worker;
+
+pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};
+pub use error::{Error, Result};
+pub use options::{
+    CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,
+    ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
+};
+
+/// Every Rust example in the README runs as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

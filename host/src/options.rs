@@ -1,0 +1,363 @@
+//! Cache configuration: the `CacheOptions` builder, environment loading, and the clocks TTLs are measured with.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+
+/// Directory used when none is configured.
+pub const DEFAULT_DIRECTORY: &str = "tmp/cache";
+/// Size limit used when none is configured: 500 MiB.
+pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
+
+/// Environment variable naming the cache directory.
+pub const ENV_DIRECTORY: &str = "CACHE_DIRECTORY";
+/// Environment variable holding the size limit in bytes.
+pub const ENV_SIZE_LIMIT: &str = "CACHE_SIZE_LIMIT";
+/// Environment variable holding the default entry TTL in seconds (0 = entries never expire).
+pub const ENV_CONTENT_TTL: &str = "CACHE_CONTENT_TTL";
+/// Environment variable holding the search-result TTL in seconds (0 = none).
+pub const ENV_SEARCH_TTL: &str = "CACHE_SEARCH_TTL";
+
+/// A source of wall-clock time; entry expiry is measured against it.
+pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that only moves when told to, for testing expiry.
+///
+/// Clones share the same time: keep one clone and hand another (or an `Arc` of it) to
+/// [`CacheOptions::clock`].
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<Mutex<SystemTime>>,
+}
+
+impl ManualClock {
+    /// A clock that reads `start` until moved.
+    pub fn new(start: SystemTime) -> Self {
+        ManualClock {
+            now: Arc::new(Mutex::new(start)),
+        }
+    }
+
+    /// A clock that starts at the current system time.
+    pub fn starting_now() -> Self {
+        ManualClock::new(SystemTime::now())
+    }
+
+    /// Moves the clock forward by `by` (saturating at the largest representable time).
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(later) = now.checked_add(by) {
+            *now = later;
+        }
+    }
+
+    /// Sets the clock to `time` (which may be earlier than the current reading).
+    pub fn set(&self, time: SystemTime) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = time;
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::starting_now()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How to open a [`PersistentCache`](crate::PersistentCache).
+///
+/// Build with [`CacheOptions::new`] or [`CacheOptions::default`] and the chained setters, or load
+/// from the environment with [`CacheOptions::from_env`].
+#[derive(Clone)]
+pub struct CacheOptions {
+    /// Directory holding the cache files; created (with parents) on open.
+    pub directory: PathBuf,
+    /// Maximum bytes the cache may occupy on disk; least recently used entries are evicted beyond it.
+    pub size_limit: u64,
+    /// TTL applied by [`PersistentCache::set`](crate::PersistentCache::set); `None` = never expire.
+    pub default_ttl: Option<Duration>,
+    /// TTL callers should use for search results; carried for them, not applied by the cache itself.
+    pub search_ttl: Option<Duration>,
+    /// When true, every write is flushed to stable storage (durable against power loss, slower).
+    pub sync: bool,
+    /// The clock expiry is measured against.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for CacheOptions {
+    /// Directory `tmp/cache`, 500 MiB limit, no TTLs, no sync, the system clock.
+    fn default() -> Self {
+        CacheOptions {
+            directory: PathBuf::from(DEFAULT_DIRECTORY),
+            size_limit: DEFAULT_SIZE_LIMIT,
+            default_ttl: None,
+            search_ttl: None,
+            sync: false,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for CacheOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheOptions")
+            .field("directory", &self.directory)
+            .field("size_limit", &self.size_limit)
+            .field("default_ttl", &self.default_ttl)
+            .field("search_ttl", &self.search_ttl)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheOptions {
+    /// The defaults, with the cache in `directory`.
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        CacheOptions {
+            directory: directory.into(),
+            ..CacheOptions::default()
+        }
+    }
+
+    /// Sets the cache directory.
+    pub fn directory(mut self, directory: impl Into<PathBuf>) -> Self {
+        self.directory = directory.into();
+        self
+    }
+
+    /// Sets the size limit in bytes.
+    pub fn size_limit(mut self, bytes: u64) -> Self {
+        self.size_limit = bytes;
+        self
+    }
+
+    /// Sets the TTL used by `set`; `None` means entries never expire.
+    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Sets the TTL carried for search results.
+    pub fn search_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.search_ttl = ttl;
+        self
+    }
+
+    /// Sets whether every write is synced to disk.
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets the clock expiry is measured against (e.g. a [`ManualClock`] in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Loads `.env` from the working directory (if present), then reads the environment.
+    ///
+    /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes), `CACHE_CONTENT_TTL` and
+    /// `CACHE_SEARCH_TTL` (seconds, 0 = none). Real environment variables win over `.env`.
+    /// Unset or empty variables keep their defaults.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `.env` exists but cannot be read or parsed, or if a variable's
+    /// value is malformed (the error names the variable and the value).
+    pub fn from_env() -> Result<CacheOptions> {
+        if let Err(err) = dotenvy::from_path(".env") {
+            if !err.not_found() {
+                return Err(Error::Config {
+                    variable: ".env".to_owned(),
+                    message: format!("cannot load .env: {err}"),
+                });
+            }
+        }
+        CacheOptions::from_vars(|name| {
+            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Builds options from the variables `lookup` returns, starting from the defaults.
+    ///
+    /// Same variables and rules as [`CacheOptions::from_env`], without touching the process
+    /// environment or `.env`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable and its value when a number does not parse or the
+    /// size limit is zero.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<CacheOptions> {
+        let read = |name: &str| {
+            lookup(name)
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let mut options = CacheOptions::default();
+        if let Some(directory) = read(ENV_DIRECTORY) {
+            options.directory = PathBuf::from(directory);
+        }
+        if let Some(value) = read(ENV_SIZE_LIMIT) {
+            let limit = parse_u64(ENV_SIZE_LIMIT, &value, "a size in bytes")?;
+            if limit == 0 {
+                return Err(Error::Config {
+                    variable: ENV_SIZE_LIMIT.to_owned(),
+                    message: "the size limit must be greater than 0 bytes, got \"0\"".to_owned(),
+                });
+            }
+            options.size_limit = limit;
+        }
+        if let Some(value) = read(ENV_CONTENT_TTL) {
+            options.default_ttl = parse_ttl_seconds(ENV_CONTENT_TTL, &value)?;
+        }
+        if let Some(value) = read(ENV_SEARCH_TTL) {
+            options.search_ttl = parse_ttl_seconds(ENV_SEARCH_TTL, &value)?;
+        }
+        Ok(options)
+    }
+}
+
+fn parse_u64(variable: &str, value: &str, expected: &str) -> Result<u64> {
+    value.parse::<u64>().map_err(|err| Error::Config {
+        variable: variable.to_owned(),
+        message: format!("expected {expected} (a non-negative integer), got {value:?}: {err}"),
+    })
+}
+
+fn parse_ttl_seconds(variable: &str, value: &str) -> Result<Option<Duration>> {
+    let seconds = parse_u64(variable, value, "a number of seconds")?;
+    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn options_from(pairs: &[(&str, &str)]) -> Result<CacheOptions> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        CacheOptions::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn no_variables_gives_defaults() {
+        let options = options_from(&[]).expect("defaults parse");
+        assert_eq!(options.directory, PathBuf::from("tmp/cache"));
+        assert_eq!(options.size_limit, 524_288_000);
+        assert_eq!(options.default_ttl, None);
+        assert_eq!(options.search_ttl, None);
+        assert!(!options.sync);
+    }
+
+    #[test]
+    fn all_variables_are_read() {
+        let options = options_from(&[
+            ("CACHE_DIRECTORY", "/var/cache/app"),
+            ("CACHE_SIZE_LIMIT", "1048576"),
+            ("CACHE_CONTENT_TTL", "3600"),
+            ("CACHE_SEARCH_TTL", " 60 "),
+        ])
+        .expect("valid variables parse");
+        assert_eq!(options.directory, PathBuf::from("/var/cache/app"));
+        assert_eq!(options.size_limit, 1_048_576);
+        assert_eq!(options.default_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(options.search_ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn zero_ttl_means_none_and_empty_means_unset() {
+        let options = options_from(&[
+            ("CACHE_CONTENT_TTL", "0"),
+            ("CACHE_SEARCH_TTL", "0"),
+            ("CACHE_DIRECTORY", ""),
+            ("CACHE_SIZE_LIMIT", "  "),
+        ])
+        .expect("zero TTLs parse");
+        assert_eq!(options.default_ttl, None);
+        assert_eq!(options.search_ttl, None);
+        assert_eq!(options.directory, PathBuf::from(DEFAULT_DIRECTORY));
+        assert_eq!(options.size_limit, DEFAULT_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn malformed_values_name_variable_and_value() {
+        for (variable, value) in [
+            ("CACHE_SIZE_LIMIT", "500MB"),
+            ("CACHE_SIZE_LIMIT", "-1"),
+            ("CACHE_SIZE_LIMIT", "0"),
+            ("CACHE_CONTENT_TTL", "1.5"),
+            ("CACHE_SEARCH_TTL", "soon"),
+        ] {
+            match options_from(&[(variable, value)]) {
+                Err(Error::Config {
+                    variable: named,
+                    message,
+                }) => {
+                    assert_eq!(named, variable);
+                    assert!(
+                        message.contains(value),
+                        "{message:?} should quote {value:?}"
+                    );
+                }
+                other => panic!("{variable}={value} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn builder_sets_every_field() {
+        let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+        let options = CacheOptions::new("/data")
+            .size_limit(10)
+            .default_ttl(Some(Duration::from_secs(5)))
+            .search_ttl(Some(Duration::from_secs(7)))
+            .sync(true)
+            .clock(clock.clone());
+        assert_eq!(options.directory, PathBuf::from("/data"));
+        assert_eq!(options.size_limit, 10);
+        assert_eq!(options.default_ttl, Some(Duration::from_secs(5)));
+        assert_eq!(options.search_ttl, Some(Duration::from_secs(7)));
+        assert!(options.sync);
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(
+            options.clock.now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(9)
+        );
+    }
+
+    #[test]
+    fn manual_clock_clones_share_time() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let shared = clock.clone();
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(
+            shared.now(),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1500)
+        );
+        shared.set(SystemTime::UNIX_EPOCH);
+        assert_eq!(clock.now(), SystemTime::UNIX_EPOCH);
+    }
+}

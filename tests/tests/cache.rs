@@ -1,0 +1,504 @@
+//! End-to-end: the real guest component in the real wasmtime host, on real temp directories.
+
+use persistent_cache::{CacheOptions, Error, ManualClock, PersistentCache};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn options(dir: &Path) -> CacheOptions {
+    CacheOptions::new(dir)
+}
+
+/// Bytes of the cache's own files on disk (segments, snapshot, metadata).
+fn bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let name = e.file_name().into_string().unwrap();
+            name.ends_with(".seg") || name == "index.hint" || name == "pcache.meta"
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn child() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cache-child"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+    email: Option<String>,
+    tags: Vec<String>,
+    scores: BTreeMap<String, f64>,
+    nested: Vec<Vec<i32>>,
+}
+
+#[tokio::test]
+async fn typed_values_round_trip_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let user = User {
+        id: 123,
+        name: "John".into(),
+        email: None,
+        tags: vec!["admin".into(), "ünïcødé ✓".into()],
+        scores: BTreeMap::from([("a".into(), 1.5), ("b".into(), -0.25)]),
+        nested: vec![vec![1, 2], vec![], vec![-3]],
+    };
+    cache.set("user:123", &user).await.unwrap();
+    assert_eq!(cache.get::<User>("user:123").await.unwrap(), Some(user));
+
+    let config = json!({"api_url": "https://api.example.com", "timeout": 30, "retries": 3});
+    cache.set("config", &config).await.unwrap();
+    assert_eq!(
+        cache.get::<serde_json::Value>("config").await.unwrap(),
+        Some(config)
+    );
+    cache.set("user_ids", &[1, 2, 3, 4, 5]).await.unwrap();
+    assert_eq!(
+        cache.get::<Vec<u32>>("user_ids").await.unwrap(),
+        Some(vec![1, 2, 3, 4, 5])
+    );
+    cache.set("text", "plain string").await.unwrap();
+    assert_eq!(
+        cache.get::<String>("text").await.unwrap().as_deref(),
+        Some("plain string")
+    );
+    cache.set("empty", &Vec::<u8>::new()).await.unwrap();
+    assert_eq!(cache.get::<Vec<u8>>("empty").await.unwrap(), Some(vec![]));
+    assert_eq!(cache.get::<User>("missing").await.unwrap(), None);
+
+    // Asking for the wrong type is a clear error, not a panic or a garbage value.
+    assert!(matches!(
+        cache.get::<User>("config").await,
+        Err(Error::Deserialize(_))
+    ));
+    cache.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn values_persist_across_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    for i in 0..200 {
+        cache.set(&format!("k{i}"), &json!({"i": i})).await.unwrap();
+    }
+    cache.delete("k7").await.unwrap();
+    cache.close().await.unwrap();
+
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    for i in 0..200 {
+        let got: Option<serde_json::Value> = cache.get(&format!("k{i}")).await.unwrap();
+        assert_eq!(got, (i != 7).then(|| json!({"i": i})), "k{i}");
+    }
+    // Dropping the last handle closes the cache as cleanly as close() does.
+    drop(cache);
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_eq!(cache.stats().await.unwrap().entries, 199);
+}
+
+#[tokio::test]
+async fn a_second_process_sees_what_the_first_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = child()
+        .args([d, "set", "user:1", r#"{"name":"Ann"}"#])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let got: Option<serde_json::Value> = cache.get("user:1").await.unwrap();
+    assert_eq!(got, Some(json!({"name": "Ann"})));
+    cache.set("user:2", &json!({"name": "Bo"})).await.unwrap();
+    cache.close().await.unwrap();
+
+    let out = child().args([d, "get", "user:2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        r#"{"name":"Bo"}"#
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_is_refused_while_the_first_holds_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    cache.set("k", &1).await.unwrap();
+    let out = child()
+        .args([dir.path().to_str().unwrap(), "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(dir.path().file_name().unwrap().to_str().unwrap()),
+        "{stderr}"
+    );
+    cache.close().await.unwrap();
+
+    // Once closed, the other process gets in.
+    let out = child()
+        .args([dir.path().to_str().unwrap(), "get", "k"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "1");
+}
+
+#[tokio::test]
+async fn a_killed_holder_releases_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = child()
+        .args([dir.path().to_str().unwrap(), "hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "open");
+    assert!(matches!(
+        PersistentCache::open(options(dir.path())).await,
+        Err(Error::Locked { .. })
+    ));
+    holder.kill().unwrap(); // SIGKILL
+    holder.wait().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    cache.set("after", &true).await.unwrap();
+}
+
+#[tokio::test]
+async fn ttl_expires_with_a_controlled_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let cache = PersistentCache::open(options(dir.path()).clock(clock.clone()))
+        .await
+        .unwrap();
+    cache
+        .set_with_ttl(
+            "session:abc",
+            &json!({"user": 1}),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    cache.set("forever", &1).await.unwrap();
+    clock.advance(Duration::from_secs(3599));
+    assert!(cache
+        .get::<serde_json::Value>("session:abc")
+        .await
+        .unwrap()
+        .is_some());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        cache.get::<serde_json::Value>("session:abc").await.unwrap(),
+        None
+    );
+    assert_eq!(cache.get::<i32>("forever").await.unwrap(), Some(1));
+    cache.close().await.unwrap();
+
+    // The default TTL (CACHE_CONTENT_TTL) applies to plain set().
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(
+        options(dir.path())
+            .clock(clock.clone())
+            .default_ttl(Some(Duration::from_secs(300))),
+    )
+    .await
+    .unwrap();
+    cache.set("temp_data", "value").await.unwrap();
+    clock.advance(Duration::from_secs(299));
+    assert!(cache.get::<String>("temp_data").await.unwrap().is_some());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(cache.get::<String>("temp_data").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn lru_keeps_what_was_read_and_evicts_the_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 200 * 1024;
+    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+        .await
+        .unwrap();
+    let value = "x".repeat(1000);
+    for i in 0..100 {
+        cache.set(&format!("k{i}"), &value).await.unwrap();
+    }
+    assert!(cache.get::<String>("k0").await.unwrap().is_some());
+    let mut i = 100;
+    while cache.stats().await.unwrap().entries == i {
+        cache.set(&format!("k{i}"), &value).await.unwrap();
+        i += 1;
+        assert!(i < 2000, "nothing was evicted");
+    }
+    assert!(
+        cache.get::<String>("k0").await.unwrap().is_some(),
+        "k0 was read: it stays"
+    );
+    assert_eq!(
+        cache.get::<String>("k1").await.unwrap(),
+        None,
+        "k1 was least recently used"
+    );
+    assert!(cache.stats().await.unwrap().volume <= limit);
+}
+
+#[tokio::test]
+async fn volume_stays_under_the_limit_writing_five_times_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 512 * 1024;
+    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+        .await
+        .unwrap();
+    let mut written = 0;
+    let mut i = 0u64;
+    while written < 5 * limit {
+        let value = vec![(i % 256) as u8; 500 + (i as usize * 131) % 4000];
+        cache
+            .set(&format!("blob:{}", i % 300), &value)
+            .await
+            .unwrap();
+        written += value.len() as u64;
+        let stats = cache.stats().await.unwrap();
+        assert!(stats.volume <= limit, "volume {} > {limit}", stats.volume);
+        i += 1;
+    }
+    let stats = cache.stats().await.unwrap();
+    assert_eq!(
+        stats.volume,
+        bytes_on_disk(dir.path()),
+        "volume is the real disk use"
+    );
+    cache.close().await.unwrap();
+    assert!(bytes_on_disk(dir.path()) <= limit);
+}
+
+#[tokio::test]
+async fn delete_clear_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path()).size_limit(10 << 20))
+        .await
+        .unwrap();
+    cache
+        .set("user:123", &json!({"name": "John"}))
+        .await
+        .unwrap();
+    cache
+        .set("user:456", &json!({"name": "Jane"}))
+        .await
+        .unwrap();
+    assert!(cache.delete("user:123").await.unwrap());
+    assert!(!cache.delete("user:123").await.unwrap());
+    assert!(!cache.delete("never-set").await.unwrap());
+    assert!(cache
+        .get::<serde_json::Value>("user:456")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(cache
+        .get::<serde_json::Value>("user:123")
+        .await
+        .unwrap()
+        .is_none());
+
+    let s = cache.stats().await.unwrap();
+    assert_eq!((s.entries, s.hits, s.misses), (1, 1, 1));
+    assert_eq!(s.size_limit, 10 << 20);
+    assert_eq!(s.directory, dir.path().canonicalize().unwrap());
+    assert!(s.volume > 0 && s.volume == bytes_on_disk(dir.path()));
+
+    cache.clear().await.unwrap();
+    let s = cache.stats().await.unwrap();
+    assert_eq!(s.entries, 0);
+    assert!(cache
+        .get::<serde_json::Value>("user:456")
+        .await
+        .unwrap()
+        .is_none());
+    cache.close().await.unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_eq!(cache.stats().await.unwrap().entries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_tasks_share_one_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..64u64 {
+        let cache = cache.clone();
+        tasks.spawn(async move {
+            for i in 0..50u64 {
+                let key = format!("task{t}:{i}");
+                cache.set(&key, &(t * 1000 + i)).await.unwrap();
+                cache.set("shared", &t).await.unwrap();
+                assert_eq!(cache.get::<u64>(&key).await.unwrap(), Some(t * 1000 + i));
+                assert!(cache.get::<u64>("shared").await.unwrap().unwrap() < 64);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // And from plain threads too.
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for i in 0..50u64 {
+                        cache.set(&format!("thread{t}:{i}"), &i).await.unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(cache.stats().await.unwrap().entries, 64 * 50 + 1 + 8 * 50);
+}
+
+#[tokio::test]
+async fn bad_keys_and_oversized_values_are_errors_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 * 1024;
+    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+        .await
+        .unwrap();
+    cache.set("keep", &"me").await.unwrap();
+    let before = cache.stats().await.unwrap();
+    assert!(matches!(cache.set("", &1).await, Err(Error::InvalidKey(_))));
+    assert!(matches!(
+        cache.get::<i32>("").await,
+        Err(Error::InvalidKey(_))
+    ));
+    assert!(matches!(cache.delete("").await, Err(Error::InvalidKey(_))));
+    let long = "k".repeat(4097);
+    assert!(matches!(
+        cache.set(&long, &1).await,
+        Err(Error::InvalidKey(_))
+    ));
+    cache.set(&"k".repeat(4096), &1).await.unwrap();
+    cache.delete(&"k".repeat(4096)).await.unwrap();
+    let huge = vec![0u8; limit as usize];
+    match cache.set_raw("huge", &huge, None).await {
+        Err(Error::ValueTooLarge { size, limit: l }) => assert!(size > l && l == limit),
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        cache.get::<String>("keep").await.unwrap().as_deref(),
+        Some("me")
+    );
+    assert_eq!(cache.get::<Vec<u8>>("huge").await.unwrap(), None);
+    let after = cache.stats().await.unwrap();
+    assert_eq!(after.entries, before.entries);
+    // A key that looks like a path is just a key: nothing is created outside the directory.
+    let outside = dir.path().parent().unwrap().join("escaped-by-key");
+    cache
+        .set(
+            &format!("../{}", outside.file_name().unwrap().to_str().unwrap()),
+            &1,
+        )
+        .await
+        .unwrap();
+    cache.set("/etc/passwd", &1).await.unwrap();
+    assert!(!outside.exists());
+    assert_eq!(cache.get::<i32>("/etc/passwd").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_truncated_last_record_is_recovered_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    cache.set("a", &"first").await.unwrap();
+    cache.set("b", &"x".repeat(5000)).await.unwrap();
+    cache.close().await.unwrap();
+    // Cut the last record in half, as a crash in the middle of its write would.
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(len - 2500).unwrap();
+    std::fs::remove_file(dir.path().join("index.hint")).unwrap();
+
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_eq!(
+        cache.get::<String>("a").await.unwrap().as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        cache.get::<String>("b").await.unwrap(),
+        None,
+        "the torn value is dropped"
+    );
+    cache.set("c", &3).await.unwrap();
+    cache.close().await.unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_eq!(cache.get::<i32>("c").await.unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn opening_an_open_directory_shares_the_same_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache1 = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache2 = PersistentCache::open(options(&dir.path().join(".")))
+        .await
+        .unwrap();
+    cache1.set("k", &"from one").await.unwrap();
+    assert_eq!(
+        cache2.get::<String>("k").await.unwrap().as_deref(),
+        Some("from one")
+    );
+    cache1.close().await.unwrap(); // the other handle keeps the cache open
+    cache2.set("k2", &2).await.unwrap();
+    assert_eq!(cache2.get::<i32>("k2").await.unwrap(), Some(2));
+    cache2.close().await.unwrap();
+    let cache3 = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_eq!(cache3.get::<i32>("k2").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn an_unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    match PersistentCache::open(options(&file)).await {
+        Err(e @ Error::Directory { .. }) => assert!(e.to_string().contains("a-file"), "{e}"),
+        Err(other) => panic!("expected a Directory error, got {other}"),
+        Ok(_) => panic!("opened a file as a cache directory"),
+    }
+}
