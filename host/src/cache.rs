@@ -94,6 +94,14 @@ impl PersistentCache {
     ///   recover the directory's contents.
     /// - [`Error::Wasm`]: the guest component failed to compile, instantiate or run.
     pub async fn open(options: CacheOptions) -> Result<PersistentCache> {
+        // Opening blocks: it may compile the component (first open in the process), waits
+        // for the guest to recover the directory, and may wait for a closing handle.
+        tokio::task::spawn_blocking(move || Self::open_blocking(options))
+            .await
+            .unwrap_or_else(|_| Err(thread_stopped()))
+    }
+
+    fn open_blocking(options: CacheOptions) -> Result<PersistentCache> {
         let directory = canonical_directory(&options.directory)?;
         let wait_started = Instant::now();
         loop {
@@ -239,7 +247,10 @@ impl PersistentCache {
     /// [`Error::Io`] if the final flush fails, [`Error::Wasm`].
     pub async fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.inner) {
-            Ok(inner) => inner.shutdown(),
+            // Shutting down joins the guest thread after it wrote the index snapshot.
+            Ok(inner) => tokio::task::spawn_blocking(move || inner.shutdown())
+                .await
+                .unwrap_or_else(|_| Err(thread_stopped())),
             Err(_still_shared) => Ok(()),
         }
     }
