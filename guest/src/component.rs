@@ -82,6 +82,10 @@ impl Guest for Component {
         with_engine(|e| e.clear())
     }
 
+    fn keys(prefix: String, after: Option<String>, limit: u32) -> Result<Vec<String>, wit::Error> {
+        with_engine(|e| Ok(e.keys(&prefix, after.as_deref(), limit as usize)))
+    }
+
     fn stats() -> Result<wit::CacheStats, wit::Error> {
         with_engine(|e| {
             let s = e.stats();

@@ -400,6 +400,37 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         Ok(())
     }
 
+    /// Up to `limit` live keys starting with `prefix`, in byte order, all greater than `after`.
+    ///
+    /// Edge cases: expired entries are skipped; an empty page means there are no more keys;
+    /// `limit` 0 returns an empty page. Each page scans the index once (O(n log limit)) and
+    /// touches no file; recency is not changed.
+    pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let now = self.clock.now_ms();
+        // The `limit` smallest matching keys, kept in a max-heap.
+        let mut page: std::collections::BinaryHeap<&str> =
+            std::collections::BinaryHeap::with_capacity(limit.min(1 << 16) + 1);
+        for (key, slot) in self.index.iter() {
+            if limit == 0
+                || !key.starts_with(prefix)
+                || after.is_some_and(|a| key <= a)
+                || (slot.expires_at != 0 && slot.is_expired(now))
+            {
+                continue;
+            }
+            if page.len() < limit {
+                page.push(key);
+            } else if page.peek().is_some_and(|largest| key < *largest) {
+                page.pop();
+                page.push(key);
+            }
+        }
+        page.into_sorted_vec()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The engine's counters; touches no file.
     pub fn stats(&self) -> Stats {
         Stats {

@@ -550,3 +550,33 @@ fn random_operations_under_eviction_never_return_a_wrong_value() {
         assert!(volume <= limit, "step {step}: volume {volume} > {limit}");
     }
 }
+
+#[test]
+fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path(), &clock);
+    for i in (0..250).rev() {
+        e.set(&format!("user:{i:03}"), b"u", None).unwrap();
+    }
+    e.set("file:a", b"f", None).unwrap();
+    e.set("user:ttl", b"t", Some(10)).unwrap();
+    assert_eq!(e.keys("file:", None, 10), vec!["file:a".to_string()]);
+    assert_eq!(e.keys("user:ttl", None, 10).len(), 1);
+    clock.advance(10);
+    assert!(e.keys("user:ttl", None, 10).is_empty());
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = e.keys("user:", after.as_deref(), 100);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        all.extend(page);
+    }
+    let want: Vec<String> = (0..250).map(|i| format!("user:{i:03}")).collect();
+    assert_eq!(all, want);
+    assert_eq!(e.keys("", None, 0), Vec::<String>::new());
+    assert_eq!(e.keys("", None, 1000).len(), 251);
+}

@@ -23,6 +23,9 @@ pub const LOCK_FILE_NAME: &str = ".lock";
 /// process to finish before going ahead (the file lock then decides).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// Keys fetched from the guest per call by [`PersistentCache::keys`].
+const KEYS_PAGE: u32 = 1000;
+
 /// A snapshot of a cache's counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -217,6 +220,46 @@ impl PersistentCache {
     /// [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
     pub async fn clear(&self) -> Result<()> {
         self.inner.call(|guest| guest.clear()).await
+    }
+
+    /// Every live key that starts with `prefix` (`""` for all), in byte order.
+    ///
+    /// Fetched from the engine a page at a time, so the guest never builds one huge list;
+    /// expired entries are skipped. Keys set while the listing runs may or may not appear.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Wasm`].
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let page = self
+                .keys_page(prefix, keys.last().map(String::as_str), KEYS_PAGE)
+                .await?;
+            let done = page.len() < KEYS_PAGE as usize;
+            keys.extend(page);
+            if done {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// One page of [`keys`](Self::keys): up to `limit` keys starting with `prefix`, in byte
+    /// order, all greater than `after`. Pass the last key of a page to get the next; an empty
+    /// page means the end.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Wasm`].
+    pub async fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let prefix = prefix.to_owned();
+        let after = after.map(str::to_owned);
+        self.inner
+            .call(move |guest| guest.keys(&prefix, after.as_deref(), limit))
+            .await
     }
 
     /// The cache's counters. Hit and miss counts start at zero each time the directory is

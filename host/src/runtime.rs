@@ -172,6 +172,17 @@ impl Guest {
         self.finish(outcome)
     }
 
+    /// Up to `limit` live keys starting with `prefix`, in byte order, after `after`.
+    pub(crate) fn keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let outcome = exports(&self.bindings).call_keys(&mut self.store, prefix, after, limit);
+        self.finish(outcome)
+    }
+
     /// The guest's counters.
     pub(crate) fn stats(&mut self) -> Result<GuestCounters> {
         let outcome = exports(&self.bindings).call_stats(&mut self.store);

@@ -502,3 +502,22 @@ async fn an_unusable_directory_is_a_clear_error() {
         Ok(_) => panic!("opened a file as a cache directory"),
     }
 }
+
+#[tokio::test]
+async fn keys_lists_by_prefix_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    for i in 0..2500 {
+        cache.set(&format!("user:{i:05}"), &i).await.unwrap();
+    }
+    cache.set("file:/etc/hosts", "h").await.unwrap();
+    cache.set("api:x", "a").await.unwrap();
+    let users = cache.keys("user:").await.unwrap();
+    assert_eq!(users.len(), 2500);
+    assert!(users.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    assert_eq!(users[0], "user:00000");
+    assert_eq!(cache.keys("file:").await.unwrap(), vec!["file:/etc/hosts"]);
+    assert_eq!(cache.keys("").await.unwrap().len(), 2502);
+    let page = cache.keys_page("user:", Some("user:02497"), 10).await.unwrap();
+    assert_eq!(page, vec!["user:02498", "user:02499"]);
+}
