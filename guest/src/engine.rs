@@ -340,9 +340,12 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             None => 0,
             Some(ms) => self.clock.now_ms().saturating_add(ms).max(1),
         };
-        let mut record = Vec::with_capacity(size as usize);
-        encode_record(&mut record, RecordKind::Put, key, value, expires_at);
-        let (segment, offset) = self.append(&record)?;
+        let (segment, offset) = {
+            // Freed before eviction and compaction run, so a large value is not held twice.
+            let mut record = Vec::with_capacity(size as usize);
+            encode_record(&mut record, RecordKind::Put, key, value, expires_at);
+            self.append(&record)?
+        };
         self.index.insert(
             key,
             Slot {

@@ -1,6 +1,7 @@
 //! The error type every fallible PersistentCache operation returns.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,24 @@ pub enum Error {
     /// A stored value could not be decoded into the requested type.
     #[error("cannot deserialize value: {0}")]
     Deserialize(String),
+
+    /// The sandboxed engine needed more memory than `CacheOptions::memory_limit` allows. The
+    /// call was abandoned (a write may or may not have happened, as in a crash) and the engine
+    /// is restarted from the directory before the next call.
+    #[error("the cache engine exceeded its memory limit of {limit} bytes (CacheOptions::memory_limit); the call was abandoned and the engine restarted")]
+    MemoryLimit {
+        /// The memory limit in bytes.
+        limit: u64,
+    },
+
+    /// One engine call ran longer than `CacheOptions::time_limit`. The call was abandoned (a
+    /// write may or may not have happened, as in a crash) and the engine is restarted from the
+    /// directory before the next call.
+    #[error("the cache engine ran longer than its time limit of {limit:?} (CacheOptions::time_limit); the call was abandoned and the engine restarted")]
+    TimeLimit {
+        /// The time limit.
+        limit: Duration,
+    },
 
     /// The WebAssembly runtime failed: compilation, instantiation, or a trap inside the guest.
     #[error("WebAssembly runtime error: {0}")]

@@ -18,6 +18,7 @@
 
 mod bindings;
 mod cache;
+mod compiled;
 mod error;
 mod options;
 mod runtime;

@@ -12,6 +12,13 @@ pub const DEFAULT_DIRECTORY: &str = "tmp/cache";
 /// Size limit used when none is configured: 500 MiB.
 pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
 
+/// Time limit of one engine call when none is configured: 10 seconds.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
+/// The smallest memory limit the default rule gives: 256 MiB.
+pub const MIN_DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+/// The most memory a `wasm32` guest can address: 4 GiB. Larger limits are capped to it.
+pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
+
 /// Environment variable naming the cache directory.
 pub const ENV_DIRECTORY: &str = "CACHE_DIRECTORY";
 /// Environment variable holding the size limit in bytes.
@@ -103,6 +110,22 @@ pub struct CacheOptions {
     pub sync: bool,
     /// The clock expiry is measured against.
     pub clock: Arc<dyn Clock>,
+    /// Most bytes of linear memory the sandboxed engine may use; `None` derives the limit from
+    /// the size limit (see [`CacheOptions::effective_memory_limit`]).
+    pub memory_limit: Option<u64>,
+    /// Longest one engine call (including `open`'s recovery) may run, in wall-clock time,
+    /// before it is interrupted.
+    pub time_limit: Duration,
+    /// Test hook: lets keys starting with `"\0pcache-fault:"` inject faults into the engine
+    /// (a trap, an endless loop, a sandbox escape attempt). Never set it outside tests.
+    #[doc(hidden)]
+    pub fault_injection: bool,
+    /// A guest component file to run instead of the embedded one (it must export the same
+    /// `pcache:cache` interface).
+    pub component: Option<PathBuf>,
+    /// A directory (outside the cache directory) where the component's compiled native code
+    /// is kept between processes, so start-up skips compilation; `None` = compile every time.
+    pub code_cache: Option<PathBuf>,
 }
 
 impl Default for CacheOptions {
@@ -115,6 +138,11 @@ impl Default for CacheOptions {
             search_ttl: None,
             sync: false,
             clock: Arc::new(SystemClock),
+            memory_limit: None,
+            time_limit: DEFAULT_TIME_LIMIT,
+            fault_injection: false,
+            component: None,
+            code_cache: None,
         }
     }
 }
@@ -127,11 +155,25 @@ impl fmt::Debug for CacheOptions {
             .field("default_ttl", &self.default_ttl)
             .field("search_ttl", &self.search_ttl)
             .field("sync", &self.sync)
+            .field("memory_limit", &self.memory_limit)
+            .field("time_limit", &self.time_limit)
             .finish_non_exhaustive()
     }
 }
 
 impl CacheOptions {
+    /// Runs the guest component in `path` instead of the embedded one.
+    pub fn component(mut self, path: Option<PathBuf>) -> Self {
+        self.component = path;
+        self
+    }
+
+    /// Keeps the component's compiled native code in `dir` between processes.
+    pub fn code_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.code_cache = dir;
+        self
+    }
+
     /// The defaults, with the cache in `directory`.
     pub fn new(directory: impl Into<PathBuf>) -> Self {
         CacheOptions {
@@ -173,6 +215,51 @@ impl CacheOptions {
     /// Sets the clock expiry is measured against (e.g. a [`ManualClock`] in tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Limits the sandboxed engine's linear memory to `bytes` (capped at 4 GiB, all a `wasm32`
+    /// guest can address).
+    ///
+    /// A call that needs more fails with [`Error::MemoryLimit`] and the engine is restarted
+    /// from the directory. A value needs about three times its size at peak (the copy passed
+    /// in, its record, compaction), and the index about 100 bytes plus the key per entry. A
+    /// limit below the engine's initial memory (about 2 MiB) makes `open` fail the same way.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Limits how long one engine call may run (wall clock, checked by epoch interruption
+    /// every 10 ms) before it fails with [`Error::TimeLimit`] and the engine is restarted.
+    ///
+    /// `open`'s recovery counts too, so raise it for very large caches on slow disks. A zero
+    /// limit interrupts every call, `open` included.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// The memory limit in force: the one set with [`memory_limit`](Self::memory_limit), or by
+    /// default three times the size limit plus 256 MiB, at most 4 GiB.
+    ///
+    /// Edge cases: an explicit limit above 4 GiB reads as 4 GiB; an explicit limit below
+    /// 256 MiB is kept as given.
+    pub fn effective_memory_limit(&self) -> u64 {
+        match self.memory_limit {
+            Some(bytes) => bytes.min(MAX_MEMORY_LIMIT),
+            None => self
+                .size_limit
+                .saturating_mul(3)
+                .saturating_add(MIN_DEFAULT_MEMORY_LIMIT)
+                .min(MAX_MEMORY_LIMIT),
+        }
+    }
+
+    /// Test hook: enables fault injection through keys starting with `"\0pcache-fault:"`.
+    #[doc(hidden)]
+    pub fn fault_injection(mut self, enabled: bool) -> Self {
+        self.fault_injection = enabled;
         self
     }
 
@@ -270,6 +357,29 @@ mod tests {
         assert_eq!(options.default_ttl, None);
         assert_eq!(options.search_ttl, None);
         assert!(!options.sync);
+        assert_eq!(options.time_limit, DEFAULT_TIME_LIMIT);
+        assert!(!options.fault_injection);
+    }
+
+    #[test]
+    fn memory_limit_defaults_follow_the_size_limit_within_bounds() {
+        let mib = 1 << 20;
+        // Default size limit (500 MiB): 3 × 500 MiB + 256 MiB.
+        assert_eq!(CacheOptions::default().effective_memory_limit(), 1756 * mib);
+        // Small caches get the 256 MiB floor; huge ones the 4 GiB wasm32 ceiling.
+        let small = CacheOptions::default().size_limit(1);
+        assert_eq!(small.effective_memory_limit(), 256 * mib + 3);
+        let huge = CacheOptions::default().size_limit(u64::MAX);
+        assert_eq!(huge.effective_memory_limit(), MAX_MEMORY_LIMIT);
+        // Explicit limits are kept, only capped at 4 GiB.
+        assert_eq!(
+            small.clone().memory_limit(8 * mib).effective_memory_limit(),
+            8 * mib
+        );
+        assert_eq!(
+            small.memory_limit(u64::MAX).effective_memory_limit(),
+            MAX_MEMORY_LIMIT
+        );
     }
 
     #[test]

@@ -1,47 +1,89 @@
 //! The process-wide wasmtime engine and compiled guest component, and `Guest`: one running guest instance.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, OptLevel, Store};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, EngineWeak, OptLevel, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
+    Trap,
+};
 use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{CacheExports, CacheGuest, CacheGuestPre, GuestError, GuestOpenOptions};
+use crate::compiled::{load_component, EMBEDDED_COMPONENT};
 use crate::error::{Error, Result};
-use crate::options::Clock;
-
-/// The guest component, built from `guest/` by `build.rs`.
-static GUEST_COMPONENT: &[u8] = include_bytes!(env!("PCACHE_GUEST_WASM"));
+use crate::options::{CacheOptions, Clock};
 
 /// Where the cache directory appears inside the guest.
 pub(crate) const GUEST_DIRECTORY: &str = "/cache";
 
-/// The engine and the linked, compiled component, shared by every cache in the process.
+/// The engine and the linked, compiled component, shared by every cache in the process that
+/// runs the same component with the same code cache.
 struct Runtime {
     engine: Engine,
     instance_pre: CacheGuestPre<GuestState>,
 }
 
-/// Compiled on first use; a failure is kept (as its message) and reported to every caller.
-static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+/// Which component a runtime runs and where its native code is cached.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RuntimeKey {
+    /// `None`: the embedded guest.
+    component: Option<PathBuf>,
+    code_cache: Option<PathBuf>,
+}
 
-fn runtime() -> Result<&'static Runtime> {
-    RUNTIME
-        .get_or_init(|| Runtime::compile().map_err(|err| format!("{err:#}")))
-        .as_ref()
-        .map_err(|message| Error::Wasm(format!("cannot load the guest component: {message}")))
+/// Runtimes compiled so far in this process.
+static RUNTIMES: LazyLock<Mutex<HashMap<RuntimeKey, Arc<Runtime>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The runtime for `options`' component, compiled (or loaded from the code cache) on first use.
+fn runtime(options: &CacheOptions) -> Result<Arc<Runtime>> {
+    let key = RuntimeKey {
+        component: options.component.clone(),
+        code_cache: options.code_cache.clone(),
+    };
+    // Held while compiling, so concurrent first opens compile once.
+    let mut runtimes = RUNTIMES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(runtime) = runtimes.get(&key) {
+        return Ok(Arc::clone(runtime));
+    }
+    let runtime = Arc::new(Runtime::compile(&key)?);
+    runtimes.insert(key, Arc::clone(&runtime));
+    Ok(runtime)
 }
 
 impl Runtime {
-    fn compile() -> wasmtime::Result<Runtime> {
+    fn compile(key: &RuntimeKey) -> Result<Runtime> {
+        let from_file;
+        let bytes = match &key.component {
+            None => EMBEDDED_COMPONENT,
+            Some(path) => {
+                from_file = std::fs::read(path).map_err(|err| {
+                    Error::Wasm(format!(
+                        "cannot read the guest component {}: {err}",
+                        path.display()
+                    ))
+                })?;
+                &from_file[..]
+            }
+        };
+        Self::link(bytes, key.code_cache.as_deref())
+            .map_err(|err| Error::Wasm(format!("cannot load the guest component: {err:#}")))
+    }
+
+    fn link(bytes: &[u8], code_cache: Option<&Path>) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config
             .concurrency_support(false)
-            .cranelift_opt_level(OptLevel::Speed);
+            .cranelift_opt_level(OptLevel::Speed)
+            // Every call runs under a deadline counted in epoch ticks (`CacheOptions::time_limit`).
+            .epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        let component = Component::new(&engine, GUEST_COMPONENT)?;
+        start_epoch_ticker(engine.weak());
+        let component = load_component(&engine, bytes, code_cache)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         let instance_pre = CacheGuestPre::new(linker.instantiate_pre(&component)?)?;
@@ -52,10 +94,122 @@ impl Runtime {
     }
 }
 
-/// The host state each guest's `Store` holds: its WASI context and resource table.
+/// How often the engine's epoch advances: the resolution of `CacheOptions::time_limit`.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a background thread, until the engine is
+/// dropped. A guest call traps once its deadline (a number of ticks) has passed.
+fn start_epoch_ticker(engine: EngineWeak) {
+    let ticker = std::thread::Builder::new()
+        .name("pcache-epoch".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match engine.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        });
+    if let Err(err) = ticker {
+        // Without ticks, deadlines never pass: calls still work, only without a time limit.
+        tracing::warn!(error = %err, "cannot start the epoch ticker; the time limit is not enforced");
+    }
+}
+
+/// Epoch ticks that cover `limit`, rounded up, plus one for the tick already under way.
+fn deadline_ticks(limit: Duration) -> u64 {
+    if limit.is_zero() {
+        return 0;
+    }
+    let ticks = limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) + 1;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// Sets `store`'s deadline to `ticks` from now and hands it back, for the call about to start.
+fn arm(store: &mut Store<GuestState>, ticks: u64) -> &mut Store<GuestState> {
+    store.set_epoch_deadline(ticks);
+    store
+}
+
+/// Raised (as a trap) when the guest asks for more linear memory than its limit.
+#[derive(Debug)]
+struct MemoryLimitHit {
+    desired: usize,
+    limit: u64,
+}
+
+impl std::fmt::Display for MemoryLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest asked for {} bytes of memory; its limit is {} bytes",
+            self.desired, self.limit
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitHit {}
+
+/// The guest's memory and table limits: wasmtime's [`StoreLimits`], except that a growth past
+/// the memory limit traps with [`MemoryLimitHit`] (so the caller gets `Error::MemoryLimit`)
+/// instead of failing the allocation, which the guest would turn into an opaque abort.
+struct GuestLimiter {
+    limits: StoreLimits,
+    memory_limit: u64,
+}
+
+impl GuestLimiter {
+    fn new(memory_limit: u64) -> Self {
+        let bytes = usize::try_from(memory_limit).unwrap_or(usize::MAX);
+        GuestLimiter {
+            limits: StoreLimitsBuilder::new().memory_size(bytes).build(),
+            memory_limit,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if u64::try_from(desired).map_or(true, |d| d > self.memory_limit) {
+            return Err(wasmtime::Error::new(MemoryLimitHit {
+                desired,
+                limit: self.memory_limit,
+            }));
+        }
+        self.limits.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The host state each guest's `Store` holds: its WASI context, resource table and limits.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limiter: GuestLimiter,
 }
 
 impl WasiView for GuestState {
@@ -99,14 +253,20 @@ pub(crate) struct Guest {
     store: Store<GuestState>,
     bindings: CacheGuest,
     trapped: bool,
+    /// Each call's deadline, in epoch ticks from its start.
+    deadline: u64,
+    time_limit: Duration,
+    memory_limit: u64,
+    fault_injection: bool,
 }
 
 impl Guest {
     /// Instantiates a guest that sees `directory` (read-write) as `/cache` and reads time from `clock`.
     ///
     /// The guest gets no environment, arguments, stdio or network.
-    pub(crate) fn instantiate(directory: &Path, clock: Arc<dyn Clock>) -> Result<Guest> {
-        let runtime = runtime()?;
+    pub(crate) fn instantiate(directory: &Path, options: &CacheOptions) -> Result<Guest> {
+        let runtime = runtime(options)?;
+        let clock = Arc::clone(&options.clock);
         let mut wasi = WasiCtxBuilder::new();
         // Must precede `preopened_dir`, which captures the setting.
         wasi.allow_blocking_current_thread(true)
@@ -116,19 +276,26 @@ impl Guest {
                 path: directory.to_path_buf(),
                 source: std::io::Error::other(format!("{err:#}")),
             })?;
+        let memory_limit = options.effective_memory_limit();
         let state = GuestState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            limiter: GuestLimiter::new(memory_limit),
         };
         let mut store = Store::new(&runtime.engine, state);
-        let bindings = runtime
-            .instance_pre
-            .instantiate(&mut store)
-            .map_err(|err| Error::wasm(&err))?;
+        store.limiter(|state| &mut state.limiter);
+        let deadline = deadline_ticks(options.time_limit);
+        let instantiated = runtime.instance_pre.instantiate(arm(&mut store, deadline));
+        let bindings =
+            instantiated.map_err(|err| limit_error(&err, options.time_limit, memory_limit))?;
         Ok(Guest {
             store,
             bindings,
             trapped: false,
+            deadline,
+            time_limit: options.time_limit,
+            memory_limit,
+            fault_injection: options.fault_injection,
         })
     }
 
@@ -143,32 +310,39 @@ impl Guest {
             directory: GUEST_DIRECTORY.to_owned(),
             size_limit,
             sync_writes,
+            fault_injection: self.fault_injection,
         };
-        let outcome = exports(&self.bindings).call_open(&mut self.store, &options);
+        let outcome =
+            exports(&self.bindings).call_open(arm(&mut self.store, self.deadline), &options);
         self.finish(outcome)
     }
 
     /// The value under `key`; `None` on a miss or an expired entry.
     pub(crate) fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        let outcome = exports(&self.bindings).call_get(&mut self.store, key);
+        let outcome = exports(&self.bindings).call_get(arm(&mut self.store, self.deadline), key);
         self.finish(outcome)
     }
 
     /// Stores `value` under `key`, expiring after `ttl_ms` milliseconds if given.
     pub(crate) fn set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<()> {
-        let outcome = exports(&self.bindings).call_set(&mut self.store, key, value, ttl_ms);
+        let outcome = exports(&self.bindings).call_set(
+            arm(&mut self.store, self.deadline),
+            key,
+            value,
+            ttl_ms,
+        );
         self.finish(outcome)
     }
 
     /// Removes `key`; true if a live entry was removed.
     pub(crate) fn delete(&mut self, key: &str) -> Result<bool> {
-        let outcome = exports(&self.bindings).call_delete(&mut self.store, key);
+        let outcome = exports(&self.bindings).call_delete(arm(&mut self.store, self.deadline), key);
         self.finish(outcome)
     }
 
     /// Removes every entry.
     pub(crate) fn clear(&mut self) -> Result<()> {
-        let outcome = exports(&self.bindings).call_clear(&mut self.store);
+        let outcome = exports(&self.bindings).call_clear(arm(&mut self.store, self.deadline));
         self.finish(outcome)
     }
 
@@ -179,13 +353,18 @@ impl Guest {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        let outcome = exports(&self.bindings).call_keys(&mut self.store, prefix, after, limit);
+        let outcome = exports(&self.bindings).call_keys(
+            arm(&mut self.store, self.deadline),
+            prefix,
+            after,
+            limit,
+        );
         self.finish(outcome)
     }
 
     /// The guest's counters.
     pub(crate) fn stats(&mut self) -> Result<GuestCounters> {
-        let outcome = exports(&self.bindings).call_stats(&mut self.store);
+        let outcome = exports(&self.bindings).call_stats(arm(&mut self.store, self.deadline));
         let stats = self.finish(outcome)?;
         Ok(GuestCounters {
             entries: stats.entries,
@@ -198,7 +377,7 @@ impl Guest {
 
     /// Flushes and closes the cache files; the instance is unusable afterwards.
     pub(crate) fn close(&mut self) -> Result<()> {
-        let outcome = exports(&self.bindings).call_close(&mut self.store);
+        let outcome = exports(&self.bindings).call_close(arm(&mut self.store, self.deadline));
         self.finish(outcome)
     }
 
@@ -212,9 +391,23 @@ impl Guest {
             Ok(Err(guest_error)) => Err(guest_error.into()),
             Err(trap) => {
                 self.trapped = true;
-                Err(Error::wasm(&trap))
+                Err(limit_error(&trap, self.time_limit, self.memory_limit))
             }
         }
+    }
+}
+
+/// The error for a failed guest call: `TimeLimit` for an epoch interruption, `MemoryLimit` for
+/// a memory growth past the limit, `Wasm` for any other trap or runtime failure.
+fn limit_error(err: &wasmtime::Error, time_limit: Duration, memory_limit: u64) -> Error {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        Error::TimeLimit { limit: time_limit }
+    } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
+        Error::MemoryLimit {
+            limit: memory_limit,
+        }
+    } else {
+        Error::wasm(err)
     }
 }
 

@@ -109,7 +109,7 @@ pub(crate) fn thread_stopped() -> Error {
 
 enum GuestSlot {
     /// A working guest with the cache open.
-    Ready(Guest),
+    Ready(Box<Guest>),
     /// The previous guest trapped and restarting it failed; the next call tries again.
     NeedsRestart,
     /// The cache was closed.
@@ -157,8 +157,8 @@ impl GuestWorker {
 }
 
 /// Instantiates a guest on `directory` and opens the cache in it.
-fn start_guest(directory: &std::path::Path, options: &CacheOptions) -> Result<Guest> {
-    let mut guest = Guest::instantiate(directory, std::sync::Arc::clone(&options.clock))?;
+fn start_guest(directory: &std::path::Path, options: &CacheOptions) -> Result<Box<Guest>> {
+    let mut guest = Box::new(Guest::instantiate(directory, options)?);
     guest.open(options.size_limit, options.sync)?;
     Ok(guest)
 }

@@ -514,10 +514,16 @@ async fn keys_lists_by_prefix_across_pages() {
     cache.set("api:x", "a").await.unwrap();
     let users = cache.keys("user:").await.unwrap();
     assert_eq!(users.len(), 2500);
-    assert!(users.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+    assert!(
+        users.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no duplicates"
+    );
     assert_eq!(users[0], "user:00000");
     assert_eq!(cache.keys("file:").await.unwrap(), vec!["file:/etc/hosts"]);
     assert_eq!(cache.keys("").await.unwrap().len(), 2502);
-    let page = cache.keys_page("user:", Some("user:02497"), 10).await.unwrap();
+    let page = cache
+        .keys_page("user:", Some("user:02497"), 10)
+        .await
+        .unwrap();
     assert_eq!(page, vec!["user:02498", "user:02499"]);
 }

@@ -1,25 +1,64 @@
 //! A second process for the end-to-end tests: opens a cache directory and runs one command.
 //!
 //! `cache-child DIR set KEY JSON` · `cache-child DIR get KEY` (prints JSON or `null`) ·
-//! `cache-child DIR hold` (opens, prints `open`, waits for stdin to close).
+//! `cache-child DIR hold` (opens, prints `open`, waits for stdin to close) ·
+//! `cache-child DIR workload SEED SIZE_LIMIT SYNC(0|1) MAX_LEN` (runs the crash test's workload
+//! until killed, reporting every operation; see `workload.rs`) ·
+//! `cache-child SCRATCH diskfull tmpfs|fsize` (fills a cache until its writes fail — on a 1 MiB
+//! tmpfs in a private mount namespace, or under `RLIMIT_FSIZE` — and prints what it observed).
 //! Errors print `error: ...` on stderr and exit 2.
 
-use persistent_cache::{CacheOptions, PersistentCache};
-use std::io::Read;
+#[path = "../workload.rs"]
+mod workload;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+use persistent_cache::{CacheOptions, Error, PersistentCache};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(e) = run(&args).await {
+    // A mount namespace or a resource limit must be set up while the process has one thread,
+    // before the async runtime (and the cache's threads) exist.
+    let space = match args.as_slice() {
+        [scratch, command, mode] if command == "diskfull" => {
+            match disk_full::prepare(Path::new(scratch), mode) {
+                Ok(space) => Some(space),
+                Err(why) => {
+                    println!("unavailable {why}");
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Into::into)
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match space {
+                    Some(space) => disk_full::run(space).await,
+                    None => run(&args).await,
+                }
+            })
+        });
+    if let Err(e) = outcome {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
 }
 
-async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: &[String]) -> AnyResult<()> {
     let [dir, command, rest @ ..] = args else {
-        return Err("usage: cache-child DIR (set KEY JSON | get KEY | hold)".into());
+        return Err("usage: cache-child DIR (set KEY JSON | get KEY | hold | workload ...)".into());
     };
+    if command == "workload" {
+        return run_workload(dir, rest).await;
+    }
     let cache = PersistentCache::open(CacheOptions::new(dir)).await?;
     match (command.as_str(), rest) {
         ("set", [key, json]) => {
@@ -39,4 +78,253 @@ async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     cache.close().await?;
     Ok(())
+}
+
+/// Runs random writes (and some reads) forever, printing `B` before and `A` after each write.
+async fn run_workload(dir: &str, args: &[String]) -> AnyResult<()> {
+    use workload::{key, value, Op, Rng, KEYS};
+    let [seed, size_limit, sync, max_len] = args else {
+        return Err("usage: cache-child DIR workload SEED SIZE_LIMIT SYNC MAX_LEN".into());
+    };
+    let seed: u64 = seed.parse()?;
+    let max_len: usize = max_len.parse()?;
+    let options = CacheOptions::new(dir)
+        .size_limit(size_limit.parse()?)
+        .sync(sync == "1");
+    let cache = PersistentCache::open(options).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let mut rng = Rng::new(seed);
+    for seq in 0u64.. {
+        if rng.below(10) == 0 {
+            // Reads move entries in the LRU order and make the index snapshot stale.
+            cache.get_raw(&key(rng.below(KEYS as u64) as usize)).await?;
+        }
+        let op = Op::random(&mut rng, max_len);
+        writeln!(out, "B {seq} {op}")?;
+        out.flush()?;
+        match op {
+            Op::Set {
+                key: k,
+                len,
+                ttl_ms,
+            } => {
+                let ttl = ttl_ms.map(Duration::from_millis);
+                cache.set_raw(&key(k), &value(seed, seq, len), ttl).await?;
+            }
+            Op::Delete { key: k } => {
+                cache.delete(&key(k)).await?;
+            }
+            Op::Clear => cache.clear().await?,
+        }
+        writeln!(out, "A {seq}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+mod disk_full {
+    //! Fills a cache until the file system refuses its writes, then frees space again.
+
+    use super::*;
+
+    /// How the space runs out, and how it is given back.
+    pub enum Space {
+        /// A 1 MiB tmpfs holding the cache and a filler file that is deleted to free space.
+        Tmpfs { cache: PathBuf, filler: PathBuf },
+        /// `RLIMIT_FSIZE` caps every file at `FSIZE_LIMIT` bytes until the limit is raised.
+        FileSize { cache: PathBuf },
+    }
+
+    const FSIZE_LIMIT: u64 = 256 * 1024;
+    const VALUE_LEN: usize = 8 * 1024;
+
+    /// Mounts a private tmpfs (`tmpfs`) or lowers `RLIMIT_FSIZE` (`fsize`); `Err` says why the
+    /// mode is unavailable here.
+    pub fn prepare(scratch: &Path, mode: &str) -> Result<Space, String> {
+        match mode {
+            "tmpfs" => mount_tmpfs(scratch),
+            "fsize" => {
+                // SAFETY: plain libc calls on this process with valid arguments; ignoring
+                // SIGXFSZ makes an oversized write fail with EFBIG instead of killing us.
+                unsafe {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let mut limit = std::mem::zeroed::<libc::rlimit>();
+                    if libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) != 0 {
+                        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+                    }
+                    limit.rlim_cur = FSIZE_LIMIT as libc::rlim_t;
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+                    }
+                }
+                Ok(Space::FileSize {
+                    cache: scratch.join("cache"),
+                })
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+
+    fn mount_tmpfs(scratch: &Path) -> Result<Space, String> {
+        use std::ffi::CString;
+        let os_err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+        let mount_point = scratch.join("tmpfs");
+        std::fs::create_dir_all(&mount_point).map_err(|e| format!("mkdir: {e}"))?;
+        let c = |s: &str| CString::new(s).map_err(|e| e.to_string());
+        let target = c(mount_point.to_str().ok_or("non-UTF-8 path")?)?;
+        let (tmpfs, root, data) = (c("tmpfs")?, c("/")?, c("size=1m")?);
+        // SAFETY: libc calls with valid NUL-terminated strings. The mount lives in this
+        // process's own mount namespace (private propagation), so it vanishes when it exits.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(os_err("unshare(CLONE_NEWNS)"));
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(os_err("make / private"));
+            }
+            if libc::mount(
+                tmpfs.as_ptr(),
+                target.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            ) != 0
+            {
+                return Err(os_err("mount tmpfs"));
+            }
+        }
+        let filler = mount_point.join("filler");
+        std::fs::write(&filler, vec![0xAB; 256 * 1024]).map_err(|e| format!("filler: {e}"))?;
+        Ok(Space::Tmpfs {
+            cache: mount_point.join("cache"),
+            filler,
+        })
+    }
+
+    fn entry(i: usize) -> Vec<u8> {
+        let mut v = vec![(i % 251) as u8; VALUE_LEN];
+        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        v
+    }
+
+    /// Prints `mode`, `acked N`, `full-error KIND MESSAGE` and one `CHECK ok|FAIL why` line per
+    /// check; the parent asserts on them.
+    pub async fn run(space: Space) -> AnyResult<()> {
+        let (mode, dir) = match &space {
+            Space::Tmpfs { cache, .. } => ("tmpfs", cache.clone()),
+            Space::FileSize { cache } => ("fsize", cache.clone()),
+        };
+        println!("mode {mode}");
+        // A large size limit: nothing is evicted or compacted, only the disk runs out.
+        let options = CacheOptions::new(&dir).size_limit(64 << 20);
+        let cache = PersistentCache::open(options.clone()).await?;
+        let mut acked = 0;
+        let mut error = None;
+        for i in 0..2048 {
+            match cache.set_raw(&format!("k{i}"), &entry(i), None).await {
+                Ok(()) => acked += 1,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        println!("acked {acked}");
+        match &error {
+            Some(Error::Io(message)) => println!("full-error io {message}"),
+            Some(other) => println!("full-error other {other:?}"),
+            None => println!("full-error none"),
+        }
+        check("readable-while-full", all_readable(&cache, acked).await);
+        let refused = cache.set_raw("k0", &vec![7u8; 64 * 1024], None).await;
+        let kept = cache.get_raw("k0").await?;
+        check(
+            "overwrite-refused-old-kept",
+            match refused {
+                Err(Error::Io(_)) if kept == Some(entry(0)) => Ok(()),
+                other => Err(format!(
+                    "set gave {other:?}, k0 is now {:?} bytes",
+                    kept.map(|v| v.len())
+                )),
+            },
+        );
+
+        match &space {
+            Space::Tmpfs { filler, .. } => std::fs::remove_file(filler)?,
+            // SAFETY: raising the soft limit back to the hard limit of this process.
+            Space::FileSize { .. } => unsafe {
+                let mut limit = std::mem::zeroed::<libc::rlimit>();
+                libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit);
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            },
+        }
+        let again = async {
+            cache.set_raw("after", &entry(9999), None).await?;
+            cache.set_raw("k0", &vec![7u8; 64 * 1024], None).await?;
+            Ok::<_, Error>((cache.get_raw("after").await?, cache.get_raw("k0").await?))
+        };
+        check(
+            "works-again",
+            match again.await {
+                Ok((Some(after), Some(k0)))
+                    if after == entry(9999) && k0 == vec![7u8; 64 * 1024] =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            },
+        );
+        cache.close().await?;
+
+        let cache = PersistentCache::open(options).await?;
+        check("reopen-intact", reopen_intact(&cache, acked).await);
+        cache.close().await?;
+        Ok(())
+    }
+
+    async fn reopen_intact(cache: &PersistentCache, acked: usize) -> Result<(), String> {
+        let read =
+            |key: String| async move { cache.get_raw(&key).await.map_err(|e| e.to_string()) };
+        if read("after".into()).await? != Some(entry(9999)) {
+            return Err("`after` lost".to_owned());
+        }
+        if read("k0".into()).await? != Some(vec![7u8; 64 * 1024]) {
+            return Err("k0's new value lost".to_owned());
+        }
+        // k0 was overwritten; every other acknowledged entry must be intact.
+        for i in 1..acked {
+            if read(format!("k{i}")).await? != Some(entry(i)) {
+                return Err(format!("k{i} lost or wrong"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn all_readable(cache: &PersistentCache, acked: usize) -> Result<(), String> {
+        for i in 0..acked {
+            match cache.get_raw(&format!("k{i}")).await {
+                Ok(Some(v)) if v == entry(i) => {}
+                other => return Err(format!("k{i}: {:?}", other.map(|v| v.map(|v| v.len())))),
+            }
+        }
+        Ok(())
+    }
+
+    fn check(name: &str, outcome: Result<(), impl std::fmt::Display>) {
+        match outcome {
+            Ok(()) => println!("{name} ok"),
+            Err(why) => println!("{name} FAIL {why}"),
+        }
+    }
 }

@@ -1,0 +1,210 @@
+//! The cache commands shared by the one-shot CLI and the REPL, and how values print.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use persistent_cache::{PersistentCache, Stats};
+use serde_json::Value as Json;
+
+/// One cache operation.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Op {
+    /// Print the value stored under KEY as JSON (exit 1 on a miss).
+    Get { key: String },
+    /// Store VALUE under KEY: parsed as JSON when it is valid JSON, else stored as a string.
+    Set {
+        key: String,
+        value: String,
+        /// Expire after this many seconds [default: $CACHE_CONTENT_TTL, else never].
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Remove KEY (exit 1 if it was not there).
+    Delete { key: String },
+    /// Remove every entry.
+    Clear,
+    /// Entries, volume, directory, size limit, hits and misses.
+    Stats,
+    /// List the keys that start with PREFIX (all keys without one), one per line, sorted.
+    Keys { prefix: Option<String> },
+}
+
+/// What an operation produced.
+pub enum Outcome {
+    /// `get`: the value, or `None` on a miss.
+    Value(Option<Json>),
+    /// `set`, `clear`.
+    Done,
+    /// `delete`: whether the key was there.
+    Deleted(bool),
+    Stats(Stats),
+    Keys(Vec<String>),
+}
+
+impl Op {
+    /// The key the operation names, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Op::Get { key } | Op::Set { key, .. } | Op::Delete { key } => Some(key),
+            Op::Clear | Op::Stats | Op::Keys { .. } => None,
+        }
+    }
+
+    /// Runs the operation on `cache`.
+    pub async fn execute(&self, cache: &PersistentCache) -> anyhow::Result<Outcome> {
+        Ok(match self {
+            Op::Get { key } => Outcome::Value(match cache.get_raw(key).await? {
+                Some(bytes) => Some(cbor_to_json(&bytes)?),
+                None => None,
+            }),
+            Op::Set { key, value, ttl } => {
+                let value = parse_value(value);
+                match ttl {
+                    Some(secs) => {
+                        cache
+                            .set_with_ttl(key, &value, Duration::from_secs(*secs))
+                            .await?
+                    }
+                    None => cache.set(key, &value).await?,
+                }
+                Outcome::Done
+            }
+            Op::Delete { key } => Outcome::Deleted(cache.delete(key).await?),
+            Op::Clear => {
+                cache.clear().await?;
+                Outcome::Done
+            }
+            Op::Stats => Outcome::Stats(cache.stats().await?),
+            Op::Keys { prefix } => {
+                Outcome::Keys(cache.keys(prefix.as_deref().unwrap_or("")).await?)
+            }
+        })
+    }
+}
+
+/// A command-line value: JSON when it parses as JSON, else the text as a string.
+pub fn parse_value(text: &str) -> Json {
+    serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
+}
+
+/// Decodes a stored CBOR value for printing as JSON.
+///
+/// Values stored by Rust programs may hold what JSON lacks: byte strings print as arrays of
+/// numbers, map keys that are not strings print as their JSON text, tags are dropped.
+pub fn cbor_to_json(bytes: &[u8]) -> anyhow::Result<Json> {
+    let value: ciborium::Value = ciborium::from_reader(bytes)
+        .map_err(|e| anyhow::anyhow!("the stored value is not valid CBOR: {e}"))?;
+    Ok(to_json(value))
+}
+
+fn to_json(value: ciborium::Value) -> Json {
+    use ciborium::Value as Cbor;
+    match value {
+        Cbor::Null => Json::Null,
+        Cbor::Bool(b) => Json::Bool(b),
+        Cbor::Integer(i) => {
+            let i = i128::from(i);
+            i64::try_from(i)
+                .map(Json::from)
+                .or_else(|_| u64::try_from(i).map(Json::from))
+                .unwrap_or_else(|_| Json::String(i.to_string()))
+        }
+        Cbor::Float(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        Cbor::Text(s) => Json::String(s),
+        Cbor::Bytes(b) => Json::Array(b.into_iter().map(Json::from).collect()),
+        Cbor::Array(items) => Json::Array(items.into_iter().map(to_json).collect()),
+        Cbor::Map(entries) => Json::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        Json::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Cbor::Tag(_, inner) => to_json(*inner),
+        _ => Json::Null,
+    }
+}
+
+/// Stats as a few human-readable lines.
+pub fn human_stats(s: &Stats) -> String {
+    let lookups = s.hits + s.misses;
+    let hit_rate = if lookups == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", 100.0 * s.hits as f64 / lookups as f64)
+    };
+    format!(
+        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}",
+        s.directory.display(),
+        s.entries,
+        human_bytes(s.volume),
+        100.0 * s.volume as f64 / s.size_limit.max(1) as f64,
+        human_bytes(s.size_limit),
+        s.hits,
+        s.misses,
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {} ({n} bytes)", UNITS[unit])
+    }
+}
+
+/// The first line of a (possibly multi-line) message, without clap's "error: " prefix.
+pub fn first_line(message: &str) -> &str {
+    let line = message.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_json_when_they_parse_else_strings() {
+        assert_eq!(parse_value("1"), Json::from(1));
+        assert_eq!(
+            parse_value(r#"{"a":[1,2]}"#),
+            serde_json::json!({"a": [1, 2]})
+        );
+        assert_eq!(parse_value("hello world"), Json::from("hello world"));
+        assert_eq!(parse_value("\"quoted\""), Json::from("quoted"));
+    }
+
+    #[test]
+    fn cbor_that_json_lacks_still_prints() {
+        let mut bytes = Vec::new();
+        let map = std::collections::BTreeMap::from([(1u8, serde_bytes_like(vec![1, 2]))]);
+        ciborium::into_writer(&map, &mut bytes).unwrap();
+        assert_eq!(
+            cbor_to_json(&bytes).unwrap(),
+            serde_json::json!({"1": [1, 2]})
+        );
+        assert!(cbor_to_json(&[0xff]).is_err());
+    }
+
+    fn serde_bytes_like(v: Vec<u8>) -> ciborium::Value {
+        ciborium::Value::Bytes(v)
+    }
+
+    #[test]
+    fn bytes_print_with_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(524_288_000), "500.00 MiB (524288000 bytes)");
+    }
+}

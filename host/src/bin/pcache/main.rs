@@ -1,0 +1,151 @@
+//! `pcache`: try the cache by hand (REPL) or script it (one-shot subcommands).
+//!
+//! Exit codes: 0 success; 1 a `get`/`delete` miss; 2 any error (bad flag, unusable directory,
+//! invalid key, value too large, ...), in which case nothing in the cache changed.
+
+mod command;
+mod repl;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use persistent_cache::{CacheOptions, PersistentCache};
+
+use command::{Op, Outcome};
+
+/// A persistent, size-limited LRU cache with TTL, running as a sandboxed WebAssembly component.
+#[derive(Parser, Debug)]
+#[command(name = "pcache", version, propagate_version = true)]
+struct Cli {
+    /// Cache directory [default: $CACHE_DIRECTORY, else tmp/cache].
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Size limit in bytes or with a unit: 500MB, 1GiB [default: $CACHE_SIZE_LIMIT, else 500 MiB].
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size_arg)]
+    size_limit: Option<u64>,
+    /// Run this guest component (.wasm) instead of the embedded one.
+    #[arg(long, global = true, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// Print structured output (stats) as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<CliCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CliCommand {
+    #[command(flatten)]
+    Op(Op),
+    /// Interactive shell (the default when no subcommand is given).
+    Repl,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    let size = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| format!("{e} (use bytes or a unit: 500MB, 1GiB)"))?;
+    if size == 0 {
+        return Err("the size limit must be more than 0 bytes".into());
+    }
+    Ok(size)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help, --version
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            return fail(&anyhow::anyhow!(
+                "{} (see pcache --help)",
+                command::first_line(&err.to_string())
+            ))
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::anyhow!("cannot start the async runtime: {err}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("pcache: {err:#}");
+    ExitCode::from(2)
+}
+
+/// The options: environment and `.env` first, flags over them.
+fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
+    let mut options = CacheOptions::from_env()?;
+    if let Some(dir) = &cli.dir {
+        options = options.directory(dir.clone());
+    }
+    if let Some(size_limit) = cli.size_limit {
+        options = options.size_limit(size_limit);
+    }
+    Ok(options
+        .component(cli.component.clone())
+        .code_cache(dirs::cache_dir().map(|d| d.join("persistent-cache"))))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let options = cache_options(&cli)?;
+    let cache = PersistentCache::open(options).await?;
+    let code = match cli.command {
+        None | Some(CliCommand::Repl) => {
+            repl::run(&cache).await?;
+            ExitCode::SUCCESS
+        }
+        Some(CliCommand::Op(op)) => {
+            let outcome = op.execute(&cache).await?;
+            print_one_shot(&op, outcome, cli.json)?
+        }
+    };
+    cache.close().await?;
+    Ok(code)
+}
+
+/// Prints a one-shot command's outcome; the exit code says hit or miss.
+fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitCode> {
+    Ok(match outcome {
+        Outcome::Value(Some(value)) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Outcome::Value(None) => {
+            eprintln!("not found: {}", op.key().unwrap_or_default());
+            ExitCode::from(1)
+        }
+        Outcome::Deleted(true) | Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Deleted(false) => {
+            eprintln!("not found: {}", op.key().unwrap_or_default());
+            ExitCode::from(1)
+        }
+        Outcome::Stats(stats) => {
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!("{}", command::human_stats(&stats));
+            }
+            ExitCode::SUCCESS
+        }
+        Outcome::Keys(keys) => {
+            for key in keys {
+                println!("{key}");
+            }
+            ExitCode::SUCCESS
+        }
+    })
+}

@@ -1,0 +1,169 @@
+//! The interactive shell: rustyline editing, history and completion; plain lines when piped.
+
+use std::io::{BufRead, IsTerminal};
+
+use clap::Parser;
+use persistent_cache::PersistentCache;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
+
+use crate::command::{first_line, Op, Outcome};
+
+/// The words the REPL understands as the first token.
+const COMMANDS: [&str; 9] = [
+    "get", "set", "delete", "clear", "stats", "keys", "help", "quit", "exit",
+];
+
+const HELP: &str = "\
+commands:
+  get KEY                          print the value as JSON, or (nil)
+  set KEY VALUE [--ttl SECONDS]    store VALUE (JSON if it parses, else a string)
+  delete KEY                       remove KEY: deleted / not found
+  clear                            remove every entry
+  stats                            counters as JSON
+  keys [PREFIX]                    keys starting with PREFIX, one per line
+  help                             this text
+  quit, exit, Ctrl-D               leave
+Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 300";
+
+/// A REPL line: one operation, parsed by the same definitions as the subcommands.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true, disable_help_subcommand = true)]
+struct ReplLine {
+    #[command(subcommand)]
+    op: Op,
+}
+
+/// What one input line asks for.
+enum Step {
+    Print(String),
+    Quit,
+}
+
+/// Runs the REPL on `cache` until quit or end of input.
+pub async fn run(cache: &PersistentCache) -> anyhow::Result<()> {
+    if std::io::stdin().is_terminal() {
+        interactive(cache).await
+    } else {
+        piped(cache).await
+    }
+}
+
+/// Commands from a pipe or file: no prompt, no banner, one output line per command.
+async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
+    for line in std::io::stdin().lock().lines() {
+        match step(cache, &line?).await {
+            Step::Print(text) if text.is_empty() => {}
+            Step::Print(text) => println!("{text}"),
+            Step::Quit => break,
+        }
+    }
+    Ok(())
+}
+
+async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
+    let mut editor: Editor<CommandCompleter, DefaultHistory> = Editor::new()?;
+    editor.set_helper(Some(CommandCompleter));
+    let history = dirs::data_dir().map(|d| d.join("persistent-cache").join("history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path); // none yet on the first run
+    }
+    println!(
+        "pcache {} on {} — type help, quit with Ctrl-D",
+        env!("CARGO_PKG_VERSION"),
+        cache.directory().display()
+    );
+    loop {
+        match editor.readline("pcache> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                match step(cache, &line).await {
+                    Step::Print(text) if text.is_empty() => {}
+                    Step::Print(text) => println!("{text}"),
+                    Step::Quit => break,
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if let Some(path) = &history {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(err) = editor.save_history(path) {
+            eprintln!("pcache: cannot save history to {}: {err}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Runs one input line and says what to print.
+async fn step(cache: &PersistentCache, line: &str) -> Step {
+    let words = match shell_words::split(line) {
+        Ok(words) => words,
+        Err(err) => return Step::Print(format!("error: {err}")),
+    };
+    match words.first().map(String::as_str) {
+        None => Step::Print(String::new()),
+        Some("quit" | "exit") => Step::Quit,
+        Some("help" | "?") => Step::Print(HELP.to_owned()),
+        Some(_) => match ReplLine::try_parse_from(&words) {
+            Err(err) => Step::Print(format!("error: {}", first_line(&err.to_string()))),
+            Ok(ReplLine { op }) => match op.execute(cache).await {
+                Ok(outcome) => Step::Print(render(outcome)),
+                Err(err) => Step::Print(format!("error: {err:#}")),
+            },
+        },
+    }
+}
+
+/// The REPL's one-line rendering of an outcome.
+fn render(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Value(Some(value)) => value.to_string(),
+        Outcome::Value(None) => "(nil)".to_owned(),
+        Outcome::Done => "OK".to_owned(),
+        Outcome::Deleted(true) => "deleted".to_owned(),
+        Outcome::Deleted(false) => "not found".to_owned(),
+        Outcome::Stats(stats) => {
+            serde_json::to_string(&stats).unwrap_or_else(|e| format!("error: {e}"))
+        }
+        Outcome::Keys(keys) if keys.is_empty() => "(empty)".to_owned(),
+        Outcome::Keys(keys) => keys.join("\n"),
+    }
+}
+
+/// Completes command names in the first word.
+#[derive(Helper, Hinter, Highlighter, Validator)]
+struct CommandCompleter;
+
+impl Completer for CommandCompleter {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        if before.contains(char::is_whitespace) {
+            return Ok((pos, Vec::new()));
+        }
+        let candidates = COMMANDS
+            .iter()
+            .filter(|c| c.starts_with(before))
+            .map(|c| Pair {
+                display: (*c).to_owned(),
+                replacement: format!("{c} "),
+            })
+            .collect();
+        Ok((0, candidates))
+    }
+}

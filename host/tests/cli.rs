@@ -1,0 +1,261 @@
+//! The real `pcache` binary: every subcommand's output and exit code, the piped REPL, and bad
+//! input leaving the cache unchanged.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// `pcache --dir DIR ARGS...` with a clean environment: no CACHE_* variables, compiled code and
+/// history kept under the test's own target directory, not the user's home.
+fn pcache(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pcache"));
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    cmd.env("XDG_CACHE_HOME", scratch.join("xdg-cache"))
+        .env("XDG_DATA_HOME", scratch.join("xdg-data"))
+        .env_remove("CACHE_DIRECTORY")
+        .env_remove("CACHE_SIZE_LIMIT")
+        .env_remove("CACHE_CONTENT_TTL")
+        .env_remove("CACHE_SEARCH_TTL")
+        .current_dir(dir)
+        .arg("--dir")
+        .arg(dir.join("cache"))
+        .args(args);
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    pcache(dir, args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn repl(dir: &Path, input: &str) -> Output {
+    let mut child = pcache(dir, &["repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn set_get_delete_with_exit_codes_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["set", "user:1", r#"{"name": "John", "tags": [1, 2]}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // A separate process reads what the first stored.
+    let out = run(d, &["get", "user:1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "{\"name\":\"John\",\"tags\":[1,2]}\n");
+
+    run(d, &["set", "greeting", "hello world"]);
+    assert_eq!(stdout(&run(d, &["get", "greeting"])), "\"hello world\"\n");
+    run(d, &["set", "n", "42"]);
+    assert_eq!(stdout(&run(d, &["get", "n"])), "42\n");
+
+    let out = run(d, &["get", "missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("missing"));
+
+    assert_eq!(run(d, &["delete", "n"]).status.code(), Some(0));
+    assert_eq!(run(d, &["delete", "n"]).status.code(), Some(1));
+    assert_eq!(run(d, &["get", "n"]).status.code(), Some(1));
+}
+
+#[test]
+fn ttl_keys_clear_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(d, &["set", "user:1", "a"]);
+    run(d, &["set", "user:2", "b", "--ttl", "3600"]);
+    run(d, &["set", "file:x", "c"]);
+    let out = run(d, &["keys", "user:"]);
+    assert_eq!(stdout(&out), "user:1\nuser:2\n");
+    assert_eq!(stdout(&run(d, &["keys"])), "file:x\nuser:1\nuser:2\n");
+    // A TTL of 0 seconds stores an entry that is already expired.
+    run(d, &["set", "gone", "x", "--ttl", "0"]);
+    assert_eq!(run(d, &["get", "gone"]).status.code(), Some(1));
+
+    let out = run(d, &["--json", "stats"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for field in [
+        "entries",
+        "volume",
+        "directory",
+        "size_limit",
+        "hits",
+        "misses",
+    ] {
+        assert!(
+            stats.get(field).is_some(),
+            "stats --json lacks {field}: {stats}"
+        );
+    }
+    assert_eq!(stats["entries"], 3);
+    assert_eq!(stats["size_limit"], 524_288_000);
+    let human = stdout(&run(d, &["stats"]));
+    assert!(human.contains("entries:    3"), "{human}");
+
+    assert_eq!(run(d, &["clear"]).status.code(), Some(0));
+    assert_eq!(stdout(&run(d, &["keys"])), "");
+}
+
+#[test]
+fn size_limits_take_units_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["--size-limit", "1GiB", "--json", "stats"]);
+    assert!(
+        stdout(&out).contains("\"size_limit\":1073741824"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(d, &["--size-limit", "500MB", "--json", "stats"]);
+    assert!(stdout(&out).contains("\"size_limit\":524288000"));
+    // .env in the working directory, overridden by a real environment variable.
+    std::fs::write(d.join(".env"), "CACHE_SIZE_LIMIT=2097152\n").unwrap();
+    let out = run(d, &["--json", "stats"]);
+    assert!(
+        stdout(&out).contains("\"size_limit\":2097152"),
+        "{}",
+        stdout(&out)
+    );
+    let out = pcache(d, &["--json", "stats"])
+        .env("CACHE_SIZE_LIMIT", "4194304")
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("\"size_limit\":4194304"));
+    let out = pcache(d, &["stats"])
+        .env("CACHE_SIZE_LIMIT", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("CACHE_SIZE_LIMIT"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(d, &["--size-limit", "64KiB", "set", "keep", "1"]);
+    let before = stdout(&run(d, &["--size-limit", "64KiB", "--json", "stats"]));
+    let big = "x".repeat(70_000);
+    let long_key = "k".repeat(4097);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--size-limit", "64KiB", "set", "big", &big],
+        vec!["--size-limit", "64KiB", "set", "", "1"],
+        vec!["--size-limit", "64KiB", "set", &long_key, "1"],
+        vec!["--size-limit", "64KiB", "get", ""],
+        vec!["--size-limit", "64KiB", "--no-such-flag", "get", "keep"],
+        vec!["--size-limit", "lots", "get", "keep"],
+        vec!["--size-limit", "64KiB", "set", "k", "v", "--ttl", "-5"],
+        vec!["--size-limit", "64KiB", "frobnicate"],
+    ];
+    for args in cases {
+        let out = run(d, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("pcache: "), "{err}");
+        assert_eq!(stdout(&out), "");
+    }
+    let after = stdout(&run(d, &["--size-limit", "64KiB", "--json", "stats"]));
+    let strip = |s: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v["hits"] = 0.into();
+        v["misses"] = 0.into();
+        v
+    };
+    assert_eq!(strip(&before), strip(&after));
+    assert_eq!(stdout(&run(d, &["get", "keep"])), "1\n");
+
+    // An unusable directory is a clear error too.
+    std::fs::write(d.join("file"), "x").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pcache"))
+        .args(["--dir"])
+        .arg(d.join("file"))
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("file"), "{}", stderr(&out));
+}
+
+#[test]
+fn piped_repl_prints_one_line_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = repl(
+        d,
+        "set a 1\nget a\nset user:1 '{\"name\": \"John Smith\"}' --ttl 300\nget user:1\n\
+         get nope\nbogus\nset\ndelete a\ndelete a\nkeys user:\nclear\nkeys\nquit\nget user:1\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "OK");
+    assert_eq!(lines[1], "1");
+    assert_eq!(lines[2], "OK");
+    assert_eq!(lines[3], "{\"name\":\"John Smith\"}");
+    assert_eq!(lines[4], "(nil)");
+    assert!(lines[5].starts_with("error: "), "{}", lines[5]);
+    assert!(lines[6].starts_with("error: "), "{}", lines[6]);
+    assert_eq!(
+        lines[7..],
+        ["deleted", "not found", "user:1", "OK", "(empty)"]
+    );
+
+    // `pcache` with no subcommand is the REPL too; stats print as one JSON object.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pcache"))
+        .arg("--dir")
+        .arg(d.join("cache"))
+        .env(
+            "XDG_CACHE_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"set k v\nstats\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "OK");
+    let stats: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(stats["entries"], 1);
+}
+
+#[test]
+fn help_is_available_for_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["get", "set", "delete", "clear", "stats", "keys", "repl"] {
+        let out = run(dir.path(), &[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{sub}");
+        assert!(stdout(&out).contains("Usage: pcache"), "{sub}");
+    }
+}
