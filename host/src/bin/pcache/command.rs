@@ -165,10 +165,15 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The first line of a (possibly multi-line) message, without clap's "error: " prefix.
-pub fn first_line(message: &str) -> &str {
-    let line = message.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line)
+/// A clap message on one line: its first paragraph joined, without the "error: " prefix.
+pub fn one_line(message: &str) -> String {
+    let paragraph: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let joined = paragraph.join(" ");
+    joined.strip_prefix("error: ").unwrap_or(&joined).to_owned()
 }
 
 #[cfg(test)]
@@ -200,6 +205,15 @@ mod tests {
 
     fn serde_bytes_like(v: Vec<u8>) -> ciborium::Value {
         ciborium::Value::Bytes(v)
+    }
+
+    #[test]
+    fn clap_messages_fold_to_one_line() {
+        let message = "error: the following required arguments were not provided:\n  <KEY>\n  <VALUE>\n\nUsage: set <KEY> <VALUE>\n";
+        assert_eq!(
+            one_line(message),
+            "the following required arguments were not provided: <KEY> <VALUE>"
+        );
     }
 
     #[test]

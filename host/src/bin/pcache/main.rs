@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Err(err) => {
             return fail(&anyhow::anyhow!(
                 "{} (see pcache --help)",
-                command::first_line(&err.to_string())
+                command::one_line(&err.to_string())
             ))
         }
     };

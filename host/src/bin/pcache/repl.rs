@@ -9,7 +9,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use crate::command::{first_line, Op, Outcome};
+use crate::command::{one_line, Op, Outcome};
 
 /// The words the REPL understands as the first token.
 const COMMANDS: [&str; 9] = [
@@ -114,7 +114,7 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
         Some("quit" | "exit") => Step::Quit,
         Some("help" | "?") => Step::Print(HELP.to_owned()),
         Some(_) => match ReplLine::try_parse_from(&words) {
-            Err(err) => Step::Print(format!("error: {}", first_line(&err.to_string()))),
+            Err(err) => Step::Print(format!("error: {}", one_line(&err.to_string()))),
             Ok(ReplLine { op }) => match op.execute(cache).await {
                 Ok(outcome) => Step::Print(render(outcome)),
                 Err(err) => Step::Print(format!("error: {err:#}")),
