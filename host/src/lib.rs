@@ -22,6 +22,7 @@ mod compiled;
 mod error;
 mod options;
 mod runtime;
+mod wasi_fs;
 mod worker;
 
 pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};

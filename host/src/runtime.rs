@@ -86,6 +86,7 @@ impl Runtime {
         let component = load_component(&engine, bytes, code_cache)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        crate::wasi_fs::shadow_filesystem(&mut linker)?;
         let instance_pre = CacheGuestPre::new(linker.instantiate_pre(&component)?)?;
         Ok(Runtime {
             engine,

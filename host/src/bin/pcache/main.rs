@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a `get`/`delete` miss; 2 any error (bad flag, unusable directory,
 //! invalid key, value too large, ...), in which case nothing in the cache changed.
 
+mod bench;
 mod command;
 mod repl;
 
@@ -40,6 +41,11 @@ enum CliCommand {
     Op(Op),
     /// Interactive shell (the default when no subcommand is given).
     Repl,
+    /// Benchmark the component against the native engine and diskcache (see bench/README.md).
+    Bench(bench::BenchArgs),
+    /// One benchmark workload in this process (used by `bench`).
+    #[command(hide = true)]
+    BenchRun(bench::RunArgs),
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
@@ -68,6 +74,24 @@ fn main() -> ExitCode {
             ))
         }
     };
+    match cli.command {
+        Some(CliCommand::Bench(args)) => {
+            return bench::run_suite(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+        }
+        Some(CliCommand::BenchRun(args)) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => return fail(&anyhow::anyhow!("cannot start the async runtime: {err}")),
+            };
+            return runtime
+                .block_on(bench::run_one(args))
+                .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -112,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = op.execute(&cache).await?;
             print_one_shot(&op, outcome, cli.json)?
         }
+        Some(CliCommand::Bench(_) | CliCommand::BenchRun(_)) => unreachable!("handled in main"),
     };
     cache.close().await?;
     Ok(code)
