@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::options::CacheOptions;
 use crate::runtime::Guest;
-use crate::worker::{thread_stopped, GuestThread};
+use crate::worker::GuestSupervisor;
 
 /// Name of the advisory lock file inside the cache directory.
 pub const LOCK_FILE_NAME: &str = ".lock";
@@ -64,7 +64,7 @@ struct Inner {
     directory: PathBuf,
     options: CacheOptions,
     /// The thread running this cache's guest; `None` once closed.
-    guest: Mutex<Option<GuestThread>>,
+    guest: Mutex<GuestSupervisor>,
     /// Holds the exclusive lock on `<dir>/.lock` until shutdown.
     lock_file: Mutex<Option<File>>,
 }
@@ -101,7 +101,7 @@ impl PersistentCache {
         // for the guest to recover the directory, and may wait for a closing handle.
         tokio::task::spawn_blocking(move || Self::open_blocking(options))
             .await
-            .unwrap_or_else(|_| Err(thread_stopped()))
+            .unwrap_or_else(|_| Err(Error::Wasm("a blocking task of the cache panicked".into())))
     }
 
     fn open_blocking(options: CacheOptions) -> Result<PersistentCache> {
@@ -144,10 +144,7 @@ impl PersistentCache {
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = encode(value)?;
         let ttl_ms = self.inner.options.default_ttl.map(ttl_millis);
-        let key = key.to_owned();
-        self.inner
-            .call(move |guest| guest.set(&key, &bytes, ttl_ms))
-            .await
+        self.inner.call(|guest| guest.set(key, &bytes, ttl_ms))
     }
 
     /// Stores `value` (CBOR-encoded) under `key`, expiring `ttl` from now. Replaces any
@@ -163,10 +160,8 @@ impl PersistentCache {
         ttl: Duration,
     ) -> Result<()> {
         let bytes = encode(value)?;
-        let key = key.to_owned();
         self.inner
-            .call(move |guest| guest.set(&key, &bytes, Some(ttl_millis(ttl))))
-            .await
+            .call(|guest| guest.set(key, &bytes, Some(ttl_millis(ttl))))
     }
 
     /// The value under `key`, decoded from CBOR; `Ok(None)` on a miss or an expired entry.
@@ -188,11 +183,8 @@ impl PersistentCache {
     /// # Errors
     /// Same as [`set`](Self::set), without [`Error::Serialize`].
     pub async fn set_raw(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let key = key.to_owned();
-        let value = value.to_vec();
         self.inner
-            .call(move |guest| guest.set(&key, &value, ttl.map(ttl_millis)))
-            .await
+            .call(|guest| guest.set(key, value, ttl.map(ttl_millis)))
     }
 
     /// The raw bytes under `key`; `Ok(None)` on a miss or an expired entry.
@@ -200,8 +192,7 @@ impl PersistentCache {
     /// # Errors
     /// Same as [`get`](Self::get), without [`Error::Deserialize`].
     pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let key = key.to_owned();
-        self.inner.call(move |guest| guest.get(&key)).await
+        self.inner.call(|guest| guest.get(key))
     }
 
     /// Removes `key`; `Ok(true)` if a live entry was removed, `Ok(false)` on a miss or an
@@ -210,8 +201,7 @@ impl PersistentCache {
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let key = key.to_owned();
-        self.inner.call(move |guest| guest.delete(&key)).await
+        self.inner.call(|guest| guest.delete(key))
     }
 
     /// Removes every entry (the directory itself stays).
@@ -219,7 +209,7 @@ impl PersistentCache {
     /// # Errors
     /// [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
     pub async fn clear(&self) -> Result<()> {
-        self.inner.call(|guest| guest.clear()).await
+        self.inner.call(|guest| guest.clear())
     }
 
     /// Every live key that starts with `prefix` (`""` for all), in byte order.
@@ -255,11 +245,7 @@ impl PersistentCache {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        let prefix = prefix.to_owned();
-        let after = after.map(str::to_owned);
-        self.inner
-            .call(move |guest| guest.keys(&prefix, after.as_deref(), limit))
-            .await
+        self.inner.call(|guest| guest.keys(prefix, after, limit))
     }
 
     /// The cache's counters. Hit and miss counts start at zero each time the directory is
@@ -268,7 +254,7 @@ impl PersistentCache {
     /// # Errors
     /// [`Error::Closed`], [`Error::Wasm`].
     pub async fn stats(&self) -> Result<Stats> {
-        let counters = self.inner.call(|guest| guest.stats()).await?;
+        let counters = self.inner.call(|guest| guest.stats())?;
         Ok(Stats {
             entries: counters.entries,
             volume: counters.volume,
@@ -293,7 +279,9 @@ impl PersistentCache {
             // Shutting down joins the guest thread after it wrote the index snapshot.
             Ok(inner) => tokio::task::spawn_blocking(move || inner.shutdown())
                 .await
-                .unwrap_or_else(|_| Err(thread_stopped())),
+                .unwrap_or_else(|_| {
+                    Err(Error::Wasm("a blocking task of the cache panicked".into()))
+                }),
             Err(_still_shared) => Ok(()),
         }
     }
@@ -322,40 +310,34 @@ impl Inner {
     /// Locks the directory and starts a guest thread with the cache open.
     fn start(directory: PathBuf, options: CacheOptions) -> Result<Inner> {
         let lock_file = lock_directory(&directory)?;
-        let guest = GuestThread::start(directory.clone(), options.clone())?;
+        let guest = GuestSupervisor::start(directory.clone(), options.clone())?;
         Ok(Inner {
             id: NEXT_INNER_ID.fetch_add(1, Ordering::Relaxed),
             directory,
             options,
-            guest: Mutex::new(Some(guest)),
+            guest: Mutex::new(guest),
             lock_file: Mutex::new(Some(lock_file)),
         })
     }
 
     /// Runs `operation` on the guest thread; [`Error::Closed`] once the cache is closed.
-    async fn call<T: Send + 'static>(
-        &self,
-        operation: impl FnOnce(&mut Guest) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let pending = {
-            let guest = self.guest.lock().unwrap_or_else(PoisonError::into_inner);
-            match guest.as_ref() {
-                Some(guest) => guest.submit(operation),
-                None => return Err(Error::Closed),
-            }
-        };
-        pending.await.unwrap_or_else(|_| Err(thread_stopped()))
+    fn call<T>(&self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
+        // Engine calls take microseconds (a large value or a compaction, milliseconds); they
+        // run right here, one at a time.
+        self.guest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .call(operation)
     }
 
     /// Closes the guest, releases the directory lock and unregisters this cache. Idempotent.
     fn shutdown(&self) -> Result<()> {
         let mut registry = open_caches();
-        let guest = self
+        let closed = self
             .guest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let closed = guest.map_or(Ok(()), GuestThread::close);
+            .close();
         // Dropping the file releases the advisory lock.
         drop(
             self.lock_file

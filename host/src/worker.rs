@@ -1,111 +1,14 @@
-//! `GuestThread`: runs one cache's guest on a dedicated thread, outside any async runtime.
+//! `GuestSupervisor`: one cache's guest instance, called inline, restarted after a trap.
 //!
-//! wasmtime-wasi's synchronous bindings drive their filesystem calls with a Tokio `block_on`,
-//! which panics on a thread that is running an async runtime. Each open cache therefore owns a
-//! thread that holds its guest and executes calls sent to it, in order.
+//! Calls run on the caller's thread: the filesystem bindings poll inline (see `wasi_fs`), so no
+//! thread hop or tokio `block_on` is needed. A trapped instance is dropped and a fresh one
+//! reopens the same directory, so the next call works.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::options::CacheOptions;
 use crate::runtime::Guest;
-
-/// Native stack for guest threads: room for wasm frames plus host calls.
-const GUEST_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
-
-/// A unit of work for the guest thread.
-type Job = Box<dyn FnOnce(&mut GuestWorker) + Send>;
-
-/// The handle to a running guest thread.
-pub(crate) struct GuestThread {
-    jobs: mpsc::Sender<Job>,
-    thread: JoinHandle<()>,
-}
-
-impl GuestThread {
-    /// Starts a thread, instantiates a guest on `directory` there and opens the cache.
-    ///
-    /// Blocks until the cache is open (or failed to open).
-    pub(crate) fn start(directory: PathBuf, options: CacheOptions) -> Result<GuestThread> {
-        let (jobs, job_queue) = mpsc::channel::<Job>();
-        let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<()>>(1);
-        let thread_name = format!("pcache-guest:{}", directory.display());
-        let thread = std::thread::Builder::new()
-            .name(thread_name)
-            .stack_size(GUEST_THREAD_STACK_BYTES)
-            .spawn(move || {
-                let guest = match start_guest(&directory, &options) {
-                    Ok(guest) => guest,
-                    Err(err) => {
-                        let _ = opened_tx.send(Err(err));
-                        return;
-                    }
-                };
-                let _ = opened_tx.send(Ok(()));
-                let mut worker = GuestWorker {
-                    slot: GuestSlot::Ready(guest),
-                    directory,
-                    options,
-                };
-                while let Ok(job) = job_queue.recv() {
-                    job(&mut worker);
-                }
-                if let Err(err) = worker.close() {
-                    tracing::warn!(directory = %worker.directory.display(), error = %err, "closing the cache failed");
-                }
-            })
-            .map_err(|err| Error::Wasm(format!("cannot start the cache's guest thread: {err}")))?;
-        let opened = opened_rx.recv().unwrap_or_else(|_| Err(thread_stopped()));
-        match opened {
-            Ok(()) => Ok(GuestThread { jobs, thread }),
-            Err(err) => {
-                let _ = thread.join();
-                Err(err)
-            }
-        }
-    }
-
-    /// Runs `operation` on the guest thread and waits (asynchronously) for its result.
-    ///
-    /// The guest is restarted first if an earlier call trapped, and replaced afterwards if this
-    /// call traps.
-    pub(crate) fn submit<T: Send + 'static>(
-        &self,
-        operation: impl FnOnce(&mut Guest) -> Result<T> + Send + 'static,
-    ) -> tokio::sync::oneshot::Receiver<Result<T>> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |worker| {
-            let _ = reply.send(worker.call(operation));
-        });
-        // If the thread is gone the job (and `reply`) is dropped, which the receiver reports.
-        let _ = self.jobs.send(job);
-        result
-    }
-
-    /// Closes the cache (flushing it), stops the thread and waits for it.
-    pub(crate) fn close(self) -> Result<()> {
-        let (reply, result) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |worker| {
-            let _ = reply.send(worker.close());
-        });
-        let closed = match self.jobs.send(job) {
-            Ok(()) => result.recv().unwrap_or_else(|_| Err(thread_stopped())),
-            Err(_) => Err(thread_stopped()),
-        };
-        drop(self.jobs);
-        if self.thread.join().is_err() {
-            return Err(thread_stopped());
-        }
-        closed
-    }
-}
-
-/// The error reported when the guest thread died (a panic on it).
-pub(crate) fn thread_stopped() -> Error {
-    Error::Wasm("the cache's guest thread stopped unexpectedly".to_owned())
-}
 
 enum GuestSlot {
     /// A working guest with the cache open.
@@ -116,15 +19,32 @@ enum GuestSlot {
     Closed,
 }
 
-/// The guest thread's state: the guest and what is needed to restart it.
-struct GuestWorker {
+/// One cache's guest and what is needed to restart it after a trap.
+pub(crate) struct GuestSupervisor {
     slot: GuestSlot,
     directory: PathBuf,
     options: CacheOptions,
 }
 
-impl GuestWorker {
-    fn call<T>(&mut self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
+impl GuestSupervisor {
+    /// Instantiates a guest on `directory` and opens the cache in it.
+    ///
+    /// Edge cases: the errors of `open` (locked out by nobody here: the host lock is taken
+    /// before), a component that fails to compile or instantiate (`Error::Wasm`).
+    pub(crate) fn start(directory: PathBuf, options: CacheOptions) -> Result<GuestSupervisor> {
+        let guest = start_guest(&directory, &options)?;
+        Ok(GuestSupervisor {
+            slot: GuestSlot::Ready(guest),
+            directory,
+            options,
+        })
+    }
+
+    /// Runs `operation` on the guest, on the calling thread.
+    ///
+    /// Edge cases: after `close` → `Error::Closed`; the guest is restarted first if an earlier
+    /// call trapped and its restart failed, and replaced afterwards if this call traps.
+    pub(crate) fn call<T>(&mut self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
         if matches!(self.slot, GuestSlot::NeedsRestart) {
             self.slot = GuestSlot::Ready(start_guest(&self.directory, &self.options)?);
         }
@@ -148,7 +68,8 @@ impl GuestWorker {
         result
     }
 
-    fn close(&mut self) -> Result<()> {
+    /// Closes the cache (writes the index snapshot); later calls fail with `Error::Closed`.
+    pub(crate) fn close(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.slot, GuestSlot::Closed) {
             GuestSlot::Ready(mut guest) if !guest.trapped() => guest.close(),
             GuestSlot::Ready(_) | GuestSlot::NeedsRestart | GuestSlot::Closed => Ok(()),
