@@ -10,6 +10,8 @@
 //! The trait impls below are wasmtime-wasi 48's `p2/host/filesystem/sync.rs` (Apache-2.0 WITH
 //! LLVM-exception) with `in_tokio` replaced by [`poll_inline`].
 
+#![allow(clippy::needless_question_mark)] // kept as in the upstream file
+
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use wasmtime::component::HasData;
