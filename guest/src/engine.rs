@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 /// The default size limit: 500 MiB.
 pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
 
+/// Most memory the hot value cache uses (a quarter of the size limit when that is smaller).
+pub const HOT_CACHE_MAX: u64 = 32 << 20;
+
 /// How an engine is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineOptions {
@@ -102,7 +105,11 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         let mut segments = BTreeMap::new();
         let mut log_bytes = 0;
         for name in storage.list().map_err(|e| io_err("list", ".", e))? {
-            if name.ends_with(TMP_SUFFIX) {
+            // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
+            let own_tmp = name
+                .strip_suffix(TMP_SUFFIX)
+                .is_some_and(|stem| stem == HINT_FILE || stem == META_FILE);
+            if own_tmp {
                 storage
                     .remove(&name)
                     .map_err(|e| io_err("remove", &name, e))?;
@@ -139,10 +146,15 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         if hint.is_none() && hint_bytes.is_some() {
             engine.remove_hint()?;
         }
+        // Segment ids only grow, even when recovery deletes the newest segments.
+        let first_free = engine.segments.keys().next_back().map_or(1, |id| id + 1);
+        engine
+            .index
+            .set_hot_budget((options.size_limit / 4).min(HOT_CACHE_MAX) as usize);
         engine.recover(hint)?;
         match engine.segments.keys().next_back() {
             Some(&last) => engine.active = last,
-            None => engine.create_segment(1)?,
+            None => engine.create_segment(first_free)?,
         }
         engine.enforce_limit()?;
         Ok(engine)
@@ -151,8 +163,17 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// Loads the snapshot, replays the log after it, and repairs torn or damaged tails.
     fn recover(&mut self, hint: Option<format::Hint>) -> Result<()> {
         let now = self.clock.now_ms();
+        // The newest segment whose entries must all be forgotten (see the format docs).
+        let mut forget_through: Option<u32> = None;
         let (start_segment, start_offset) = match hint {
             Some(hint) => {
+                // The snapshot knows how long the log was: a log that is shorter now, or an
+                // entry whose record is gone, means lost data (a damaged or truncated file).
+                // Lost records may be tombstones or overwrites, so it is damage like any other.
+                let covered = self.segments.get(&hint.covered_segment);
+                if covered.is_none_or(|s| s.size < hint.covered_offset) {
+                    forget_through = Some(hint.covered_segment);
+                }
                 for e in hint.entries {
                     let fits = self.segments.get(&e.segment).is_some_and(|s| {
                         u64::from(e.offset) + u64::from(e.len) <= s.size
@@ -164,11 +185,16 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                         len: e.len,
                         expires_at: e.expires_at,
                     };
-                    if fits && !slot.is_expired(now) {
+                    if !fits {
+                        forget_through = forget_through.max(Some(e.segment));
+                    } else if !slot.is_expired(now) {
                         self.index.insert(&e.key, slot);
-                    } else {
-                        self.snapshot_stale = true;
                     }
+                    self.snapshot_stale |= !fits || slot.is_expired(now);
+                }
+                if let Some(through) = forget_through {
+                    self.index.retain(|_, slot| slot.segment > through);
+                    self.snapshot_stale = true;
                 }
                 (hint.covered_segment, hint.covered_offset)
             }
@@ -239,7 +265,10 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                             DecodeError::BadHeader => rest.iter().all(|b| *b == 0),
                         };
                         damaged = !(torn && Some(id) == last);
-                        self.truncate_segment(id, from + pos as u64)?;
+                        if !damaged {
+                            // A torn write at the end of the log: it was never acknowledged.
+                            self.truncate_segment(id, from + pos as u64)?;
+                        }
                         break;
                     }
                 }
@@ -250,9 +279,23 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 // everything stored at or before this point rather than risk a stale value.
                 self.index.retain(|_, slot| slot.segment > id);
                 self.snapshot_stale = true;
+                forget_through = forget_through.max(Some(id));
+            }
+        }
+        if let Some(through) = forget_through {
+            // Make the forgetting durable: delete every segment at or before the damage. Cutting
+            // the damage away instead would let a later open replay the records before it and
+            // bring back values whose tombstones were lost. The damaged segment goes last, so a
+            // crash part-way leaves it to be found (and forgotten) again.
+            self.remove_hint()?;
+            let doomed: Vec<u32> = self.segments.range(..=through).map(|(id, _)| *id).collect();
+            for id in doomed {
+                self.delete_segment(id)?;
             }
         }
         if let Some(clear_segment) = cleared_at {
+            // The snapshot predates the clear: it must not outlive the segments it describes.
+            self.remove_hint()?;
             let older: Vec<u32> = self
                 .segments
                 .range(..clear_segment)
@@ -282,8 +325,16 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             self.misses += 1;
             return Ok(None);
         }
+        if let Some(value) = self.index.hot_value(key) {
+            let value = value.to_vec();
+            self.index.touch(key);
+            self.snapshot_stale = true;
+            self.hits += 1;
+            return Ok(Some(value));
+        }
         match self.read_value(key, slot)? {
             Some(value) => {
+                self.index.cache_value(key, &value);
                 self.index.touch(key);
                 self.snapshot_stale = true;
                 self.hits += 1;
@@ -355,20 +406,23 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 expires_at,
             },
         );
+        self.index.cache_value(key, value);
         self.snapshot_stale = true;
         self.enforce_limit()
     }
 
     /// Removes `key`; true if it held a value that had not expired.
     ///
-    /// Edge cases: a miss returns `Ok(false)` and writes nothing; an invalid key is
-    /// `InvalidKey`; a failed write is `Io` and the entry stays.
+    /// Edge cases: a miss returns `Ok(false)` but still writes a tombstone (eviction drops
+    /// entries from the index without one, and their records may still be in the log, where a
+    /// crash's replay would find them again); an invalid key is `InvalidKey`; a failed write
+    /// is `Io` and the entry stays.
     pub fn delete(&mut self, key: &str) -> Result<bool> {
         check_key(key)?;
-        let Some(slot) = self.index.get(key) else {
-            return Ok(false);
-        };
-        let live = slot.expires_at == 0 || !slot.is_expired(self.clock.now_ms());
+        let live = self
+            .index
+            .get(key)
+            .is_some_and(|slot| slot.expires_at == 0 || !slot.is_expired(self.clock.now_ms()));
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + key.len());
         encode_record(&mut record, RecordKind::Delete, key, &[], 0);
         self.append(&record)?;
@@ -556,9 +610,13 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             file.set_len(0).map_err(|e| io_err("truncate", &name, e))?;
         }
         if self.options.sync_writes {
-            self.storage
-                .sync_dir()
-                .map_err(|e| io_err("sync", ".", e))?;
+            if let Err(e) = self.storage.sync_dir() {
+                // An empty newest segment left behind would make the real active one look cut
+                // short at the next open.
+                drop(file);
+                let _ = self.storage.remove(&name);
+                return Err(io_err("sync", ".", e));
+            }
         }
         self.segments.insert(id, Segment { file, size: 0 });
         self.active = id;

@@ -6,7 +6,7 @@
 //! pcache.meta           16 bytes: magic "PCACHE\0\0", format version (u32 LE), crc32 of both (u32 LE)
 //! 0000000001.seg, ...   record log segments, append-only, replayed in ascending id order
 //! index.hint            index snapshot written at close: where every live record is, in LRU order
-//! *.tmp                 a snapshot being written; removed at open
+//! index.hint.tmp        a snapshot being written; removed at open (as is pcache.meta.tmp)
 //! ```
 //!
 //! All integers are little-endian.
@@ -30,8 +30,14 @@
 //! is no longer written to, so a sealed segment that was cut short, or any record that fails its
 //! checksum with valid data after it, is damage rather than a torn write: open then forgets
 //! every entry stored at or before the damage (a lost tombstone must not bring back an older
-//! value) and keeps the newer segments. A *clear* record starts a fresh segment; open deletes
-//! every older segment.
+//! value), deletes the segments that held them (the damaged one last, so the forgetting holds
+//! even if open is interrupted) and keeps the newer segments. A *clear* record starts a fresh
+//! segment; open deletes every older segment.
+//!
+//! Eviction writes no tombstone: an evicted entry's record stays in the log until compaction
+//! (always of the oldest segment first) removes it, so a crash's replay may bring the entry
+//! back with its latest value. A delete therefore writes a tombstone even when the key is not
+//! in the index.
 //!
 //! ## Index snapshot (`index.hint`)
 //!
@@ -46,8 +52,10 @@
 //! end 4   crc32 of every byte before it
 //! ```
 //!
-//! Entries pointing at a segment that no longer exists (compacted away) are dropped at open;
-//! compaction rewrote any live one after the covered position, where replay finds it.
+//! The snapshot is removed before anything deletes a segment (compaction, clear, recovery), so
+//! an entry pointing at a missing segment or past a segment's end, or a covered position past
+//! the end of the log, means data was lost since it was written: open treats that like damage
+//! in the log and forgets every entry stored at or before the segment concerned.
 
 /// The format version this engine writes; directories with a newer one are refused.
 pub const FORMAT_VERSION: u32 = 1;

@@ -1,7 +1,9 @@
 //! The in-memory index: where each live key's record is, in least-recently-used order.
 //!
 //! It also keeps the live bytes of every segment, so eviction and compaction know what a
-//! segment still holds without reading it.
+//! segment still holds without reading it, and a bounded cache of hot values, so most hits
+//! are answered without reading the disk. Every removal from the index drops the hot value
+//! too, so the hot cache can never hold a value the index no longer has.
 
 use hashlink::LinkedHashMap;
 use std::collections::BTreeMap;
@@ -30,9 +32,52 @@ pub struct LruIndex {
     map: LinkedHashMap<Box<str>, Slot>,
     live_by_segment: BTreeMap<u32, u64>,
     live_bytes: u64,
+    /// Values of recently used entries, least recently used first.
+    hot: LinkedHashMap<Box<str>, Box<[u8]>>,
+    hot_bytes: usize,
+    hot_budget: usize,
 }
 
 impl LruIndex {
+    /// Caps the hot value cache at `bytes` (values and keys).
+    pub fn set_hot_budget(&mut self, bytes: usize) {
+        self.hot_budget = bytes;
+        self.shrink_hot();
+    }
+
+    /// The cached value of `key`, marking it recently used there; `None` if not cached.
+    pub fn hot_value(&mut self, key: &str) -> Option<&[u8]> {
+        self.hot.to_back(key).map(|v| &**v)
+    }
+
+    /// Caches `value` as the value of live `key`; values over an eighth of the budget are not
+    /// cached (one big value would push out many small ones).
+    pub fn cache_value(&mut self, key: &str, value: &[u8]) {
+        let cost = key.len() + value.len();
+        if cost > self.hot_budget / 8 || !self.map.contains_key(key) {
+            return;
+        }
+        self.drop_hot(key);
+        self.hot.insert(key.into(), value.into());
+        self.hot_bytes += cost;
+        self.shrink_hot();
+    }
+
+    fn drop_hot(&mut self, key: &str) {
+        if let Some(old) = self.hot.remove(key) {
+            self.hot_bytes -= key.len() + old.len();
+        }
+    }
+
+    fn shrink_hot(&mut self) {
+        while self.hot_bytes > self.hot_budget {
+            match self.hot.pop_front() {
+                Some((k, v)) => self.hot_bytes -= k.len() + v.len(),
+                None => break,
+            }
+        }
+    }
+
     /// Number of live entries.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -65,6 +110,7 @@ impl LruIndex {
 
     /// Stores `key` as the most recently used entry, returning the slot it replaced.
     pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
+        self.drop_hot(key);
         self.account_add(slot);
         let old = match self.map.get_mut(key) {
             Some(existing) => {
@@ -85,6 +131,7 @@ impl LruIndex {
 
     /// Removes `key`, returning its slot; `None` on a miss.
     pub fn remove(&mut self, key: &str) -> Option<Slot> {
+        self.drop_hot(key);
         let old = self.map.remove(key)?;
         self.account_remove(old);
         Some(old)
@@ -93,6 +140,7 @@ impl LruIndex {
     /// Removes and returns the least recently used entry; `None` when empty.
     pub fn pop_lru(&mut self) -> Option<(Box<str>, Slot)> {
         let (key, slot) = self.map.pop_front()?;
+        self.drop_hot(&key);
         self.account_remove(slot);
         Some((key, slot))
     }
@@ -117,12 +165,17 @@ impl LruIndex {
     /// Keeps only the entries for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) {
         self.map.retain(|k, slot| keep(k, slot));
+        let map = &self.map;
+        self.hot.retain(|k, _| map.contains_key(k));
+        self.hot_bytes = self.hot.iter().map(|(k, v)| k.len() + v.len()).sum();
         self.recount();
     }
 
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.map.clear();
+        self.hot.clear();
+        self.hot_bytes = 0;
         self.live_by_segment.clear();
         self.live_bytes = 0;
     }
@@ -197,6 +250,36 @@ mod tests {
         index.retain(|k, _| k != "b");
         assert_eq!(index.live_bytes(), 0);
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn hot_values_follow_the_index_and_stay_in_budget() {
+        let mut index = LruIndex::default();
+        index.set_hot_budget(800);
+        for k in ["a", "b", "c"] {
+            index.insert(k, slot(1, 10));
+            index.cache_value(k, &[1u8; 99]);
+        }
+        assert_eq!(index.hot_value("a"), Some(&[1u8; 99][..]));
+        index.cache_value("d", &[0u8; 99]); // not live: never cached
+        assert_eq!(index.hot_value("d"), None);
+        index.cache_value("big", &[0u8; 200]);
+        assert_eq!(index.hot_value("big"), None);
+        index.insert("a", slot(2, 10)); // overwritten: the old value is gone
+        assert_eq!(index.hot_value("a"), None);
+        index.remove("b");
+        assert_eq!(index.hot_value("b"), None);
+        index.pop_lru(); // "c" (a moved to the back on insert)
+        assert_eq!(index.hot_value("c"), None);
+        for i in 0..20 {
+            let k = format!("k{i}");
+            index.insert(&k, slot(1, 10));
+            index.cache_value(&k, &[2u8; 97]);
+        }
+        assert!(index.hot_bytes <= 800);
+        assert!(index.hot_value("k19").is_some() && index.hot_value("k0").is_none());
+        index.clear();
+        assert_eq!(index.hot_bytes, 0);
     }
 
     #[test]
