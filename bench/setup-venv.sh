@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create bench/.venv with the pinned Python baseline (diskcache 5.6.3).
+# Create bench/.venv with the pinned Python baseline (diskcache 5.6.3) and
+# matplotlib 3.11.2 for bench/plot.py.
 # Idempotent: re-running reuses the venv and skips the install if the pin is met.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,6 +13,10 @@ fi
 
 if ! "$PY" -c 'import diskcache, sys; sys.exit(diskcache.__version__ != "5.6.3")' 2>/dev/null; then
     "$PY" -m pip install --quiet --disable-pip-version-check 'diskcache==5.6.3' >&2
+fi
+
+if ! "$PY" -c 'import matplotlib, sys; sys.exit(matplotlib.__version__ != "3.11.2")' 2>/dev/null; then
+    "$PY" -m pip install --quiet --disable-pip-version-check 'matplotlib==3.11.2' >&2
 fi
 
 echo "$PY"

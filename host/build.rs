@@ -34,7 +34,13 @@ fn main() {
         });
     let guest_target_dir = PathBuf::from(required_var("OUT_DIR")).join("guest-target");
 
-    for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
+    for watched in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace_root.join(watched).display()

@@ -15,8 +15,8 @@
 //!
 //! ```text
 //! offset size field
-//!  0     4    header_crc   crc32 of bytes 4..23 (the rest of the header, body_crc included)
-//!  4     4    body_crc     crc32 of key ++ value
+//!  0     4    header_crc   crc32 of bytes 4..23 (the rest of the header, body_hash included)
+//!  4     4    body_hash    low 32 bits of xxh3-64 of key ++ value (fast in wasm with simd128)
 //!  8     1    kind         1 put, 2 delete (tombstone), 3 clear, 4 seal
 //!  9     2    key_len      1..=4096 for put/delete, 0 for clear/seal
 //! 11     4    value_len    0 unless put
@@ -140,19 +140,22 @@ pub fn encode_record(
     expires_at: u64,
 ) {
     let start = out.len();
-    let mut body = crc32fast::Hasher::new();
-    body.update(key.as_bytes());
-    body.update(value);
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&body.finalize().to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
     out.push(kind as u8);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(&expires_at.to_le_bytes());
-    let header_crc = crc32fast::hash(&out[start + 4..start + RECORD_HEADER_LEN]);
-    out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(value);
+    let body_hash = body_hash(&out[start + RECORD_HEADER_LEN..]);
+    out[start + 4..start + 8].copy_from_slice(&body_hash.to_le_bytes());
+    let header_crc = crc32fast::hash(&out[start + 4..start + RECORD_HEADER_LEN]);
+    out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
+}
+
+/// The record body check: the low 32 bits of xxh3-64 of key ++ value.
+fn body_hash(key_and_value: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(key_and_value) as u32
 }
 
 /// Decodes the record at the start of `buf`, verifying both checksums.
@@ -189,10 +192,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     }
     let key_bytes = &buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len];
     let value = &buf[RECORD_HEADER_LEN + key_len..len];
-    let mut body = crc32fast::Hasher::new();
-    body.update(key_bytes);
-    body.update(value);
-    if body.finalize() != body_crc {
+    if body_hash(&buf[RECORD_HEADER_LEN..len]) != body_crc {
         return Err(DecodeError::BadBody { len });
     }
     let key = std::str::from_utf8(key_bytes).map_err(|_| DecodeError::BadBody { len })?;
