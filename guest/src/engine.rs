@@ -174,7 +174,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 if covered.is_none_or(|s| s.size < hint.covered_offset) {
                     forget_through = Some(hint.covered_segment);
                 }
-                for e in hint.entries {
+                for e in hint.entries() {
                     let fits = self.segments.get(&e.segment).is_some_and(|s| {
                         u64::from(e.offset) + u64::from(e.len) <= s.size
                             && e.segment <= hint.covered_segment
@@ -188,7 +188,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                     if !fits {
                         forget_through = forget_through.max(Some(e.segment));
                     } else if !slot.is_expired(now) {
-                        self.index.insert(&e.key, slot);
+                        self.index.insert(e.key, slot);
                     }
                     self.snapshot_stale |= !fits || slot.is_expired(now);
                 }

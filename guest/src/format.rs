@@ -260,25 +260,57 @@ pub fn decode_meta(bytes: &[u8]) -> Result<u32, MetaError> {
     Ok(version)
 }
 
-/// One entry of the index snapshot.
+/// One entry of the index snapshot, borrowing its key from the snapshot bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HintEntry {
-    pub key: String,
+pub struct HintEntry<'a> {
+    pub key: &'a str,
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
     pub expires_at: u64,
 }
 
-/// A decoded index snapshot.
+/// A validated index snapshot; its entries are decoded as they are iterated, so loading a
+/// million-entry snapshot never holds a second copy of the index.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Hint {
+pub struct Hint<'a> {
     /// Segment id up to which the snapshot is complete.
     pub covered_segment: u32,
     /// Offset in `covered_segment` up to which the snapshot is complete.
     pub covered_offset: u64,
-    /// Entries, least recently used first.
-    pub entries: Vec<HintEntry>,
+    /// Number of entries.
+    pub count: usize,
+    body: &'a [u8],
+}
+
+impl<'a> Hint<'a> {
+    /// The entries, least recently used first.
+    pub fn entries(&self) -> impl Iterator<Item = HintEntry<'a>> + 'a {
+        let body = self.body;
+        let mut pos = HINT_HEADER_LEN;
+        (0..self.count).map_while(move |_| {
+            let (entry, next) = hint_entry_at(body, pos)?;
+            pos = next;
+            Some(entry)
+        })
+    }
+}
+
+fn hint_entry_at(body: &[u8], pos: usize) -> Option<(HintEntry<'_>, usize)> {
+    let fixed = body.get(pos..pos + HINT_ENTRY_FIXED_LEN)?;
+    let key_len = u16::from_le_bytes([fixed[20], fixed[21]]) as usize;
+    let end = pos + HINT_ENTRY_FIXED_LEN + key_len;
+    let key = std::str::from_utf8(body.get(pos + HINT_ENTRY_FIXED_LEN..end)?).ok()?;
+    Some((
+        HintEntry {
+            key,
+            segment: u32_at(fixed, 0),
+            offset: u32_at(fixed, 4),
+            len: u32_at(fixed, 8),
+            expires_at: u64_at(fixed, 12),
+        },
+        end,
+    ))
 }
 
 /// Encodes an index snapshot from entries given least recently used first.
@@ -307,8 +339,8 @@ pub fn encode_hint<'a>(
     out
 }
 
-/// Decodes an index snapshot; `None` if it is damaged in any way (the log is then replayed).
-pub fn decode_hint(bytes: &[u8]) -> Option<Hint> {
+/// Validates an index snapshot; `None` if it is damaged in any way (the log is then replayed).
+pub fn decode_hint(bytes: &[u8]) -> Option<Hint<'_>> {
     if bytes.len() < HINT_HEADER_LEN + 4 || &bytes[..8] != HINT_MAGIC {
         return None;
     }
@@ -319,29 +351,17 @@ pub fn decode_hint(bytes: &[u8]) -> Option<Hint> {
     if u32_at(body, 8) != FORMAT_VERSION {
         return None;
     }
-    let covered_segment = u32_at(body, 12);
-    let covered_offset = u64_at(body, 16);
     let count = usize::try_from(u64_at(body, 24)).ok()?;
-    let mut entries = Vec::with_capacity(count.min(body.len() / HINT_ENTRY_FIXED_LEN));
+    // Walk every entry once so a structurally bad snapshot is refused before use.
     let mut pos = HINT_HEADER_LEN;
     for _ in 0..count {
-        let fixed = body.get(pos..pos + HINT_ENTRY_FIXED_LEN)?;
-        let key_len = u16::from_le_bytes([fixed[20], fixed[21]]) as usize;
-        let key_bytes =
-            body.get(pos + HINT_ENTRY_FIXED_LEN..pos + HINT_ENTRY_FIXED_LEN + key_len)?;
-        entries.push(HintEntry {
-            key: std::str::from_utf8(key_bytes).ok()?.to_owned(),
-            segment: u32_at(fixed, 0),
-            offset: u32_at(fixed, 4),
-            len: u32_at(fixed, 8),
-            expires_at: u64_at(fixed, 12),
-        });
-        pos += HINT_ENTRY_FIXED_LEN + key_len;
+        pos = hint_entry_at(body, pos)?.1;
     }
     (pos == body.len()).then_some(Hint {
-        covered_segment,
-        covered_offset,
-        entries,
+        covered_segment: u32_at(body, 12),
+        covered_offset: u64_at(body, 16),
+        count,
+        body,
     })
 }
 
@@ -452,9 +472,10 @@ mod tests {
         let hint = decode_hint(&bytes).unwrap();
         assert_eq!(hint.covered_segment, 2);
         assert_eq!(hint.covered_offset, 95);
-        assert_eq!(hint.entries.len(), 2);
-        assert_eq!(hint.entries[1].key, "bb");
-        assert_eq!(hint.entries[1].expires_at, 99);
+        let entries: Vec<HintEntry<'_>> = hint.entries().collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].key, "bb");
+        assert_eq!(entries[1].expires_at, 99);
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
