@@ -259,3 +259,46 @@ fn help_is_available_for_each_subcommand() {
         assert!(stdout(&out).contains("Usage: pcache"), "{sub}");
     }
 }
+
+#[test]
+fn bench_smoke_run_measures_every_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.json");
+    let out = pcache(dir.path(), &["bench", "--no-diskcache", "--n", "100"])
+        .args(["--sizes", "100,1024", "--json-out"])
+        .arg(&json)
+        .arg("--scratch")
+        .arg(dir.path().join("scratch"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let workloads = [
+        "set",
+        "get-hit",
+        "get-miss",
+        "mixed-uniform",
+        "mixed-zipf",
+        "concurrent-mixed",
+        "eviction",
+        "reopen",
+        "memory",
+    ];
+    for workload in workloads {
+        for implementation in ["persistent-cache", "native-engine"] {
+            let found = results
+                .iter()
+                .find(|r| r["workload"] == workload && r["impl"] == implementation);
+            let r = found.unwrap_or_else(|| panic!("no {implementation} {workload} result"));
+            assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    // The eviction run wrote 50 MiB into a 10 MiB cache and stayed within it.
+    for r in results.iter().filter(|r| r["workload"] == "eviction") {
+        assert!(r["volume"].as_u64().unwrap() <= 10 << 20, "{r}");
+    }
+    assert!(results.iter().any(|r| r["impl"] == "raw-disk"));
+    assert!(stdout(&out).contains("get-hit"), "the table is printed");
+}

@@ -496,8 +496,14 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
             ));
             let dir = scratch.join(format!("run{i}-{target:?}"));
             std::fs::create_dir_all(&dir)?;
+            // Reopen and memory measure n live entries: make room for all of them.
+            let size_limit = match workload {
+                Workload::Reopen | Workload::Memory => (2 * n * (size + 64)).max(524_288_000),
+                _ => 524_288_000,
+            };
             let out = Command::new(&exe)
                 .arg("bench-run")
+                .args(["--size-limit", &size_limit.to_string()])
                 .args(["--target", &format!("{target:?}").to_lowercase()])
                 .args(["--workload", workload.name()])
                 .args(["--n", &n.to_string(), "--value-size", &size.to_string()])
