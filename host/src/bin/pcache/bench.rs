@@ -125,7 +125,7 @@ pub struct Measurement {
 /// The cache under test, behind one async interface.
 enum Subject {
     Wasm(PersistentCache),
-    Native(Mutex<Engine<StdStorage, SystemClock>>),
+    Native(Box<Mutex<Engine<StdStorage, SystemClock>>>),
 }
 
 impl Subject {
@@ -139,14 +139,14 @@ impl Subject {
                 )
                 .await?,
             ),
-            Target::Native => Subject::Native(Mutex::new(Engine::open(
+            Target::Native => Subject::Native(Box::new(Mutex::new(Engine::open(
                 StdStorage::new(dir)?,
                 SystemClock,
                 EngineOptions {
                     size_limit,
                     sync_writes: false,
                 },
-            )?)),
+            )?))),
         })
     }
 
