@@ -92,7 +92,11 @@ impl Series {
             Op::Set { key, len, ttl_ms } => {
                 let allowed = &mut self.model[key];
                 allowed.values.insert(value(seed, seq, len));
-                allowed.may_expire |= ttl_ms.is_some_and(|ms| ms < LONG_TTL_MS);
+                if ttl_ms.is_some_and(|ms| ms < LONG_TTL_MS) {
+                    // It may have landed and expired since.
+                    allowed.may_expire = true;
+                    allowed.absent = true;
+                }
             }
             Op::Delete { key } => self.model[key].absent = true,
             Op::Clear => self.model.iter_mut().for_each(|a| a.absent = true),
@@ -134,6 +138,27 @@ impl Series {
     /// Opens the directory in this process and checks every key against the model, then
     /// narrows the model to what was read (what recovery kept is now what the log says).
     async fn verify(&mut self, round: usize) {
+        let dbg = |tag: &str| {
+            let to = format!("/tmp/crashdbg/{}-{tag}", self.name);
+            let _ = std::fs::remove_dir_all(&to);
+            std::fs::create_dir_all(&to).unwrap();
+            for e in std::fs::read_dir(self.dir.path()).unwrap() {
+                let p = e.unwrap().path();
+                std::fs::copy(
+                    &p,
+                    format!("{to}/{}", p.file_name().unwrap().to_str().unwrap()),
+                )
+                .unwrap();
+            }
+        };
+        if self.round > 0 {
+            let _ = std::fs::remove_dir_all(format!("/tmp/crashdbg/{}-prev-pre", self.name));
+            let _ = std::fs::rename(
+                format!("/tmp/crashdbg/{}-pre", self.name),
+                format!("/tmp/crashdbg/{}-prev-pre", self.name),
+            );
+        }
+        dbg("pre");
         let options = CacheOptions::new(self.dir.path()).size_limit(self.size_limit);
         let cache = PersistentCache::open(options).await.unwrap_or_else(|e| {
             panic!(
@@ -146,9 +171,10 @@ impl Series {
             match &got {
                 None => assert!(
                     allowed.absent,
-                    "{} round {round}: acknowledged key {:?} is missing",
+                    "{} round {round}: acknowledged key {:?} is missing; its history:\n{}",
                     self.name,
-                    key(i)
+                    key(i),
+                    self.history[i].join("\n")
                 ),
                 Some(v) => assert!(
                     allowed.values.contains(v),
@@ -244,7 +270,8 @@ fn crash_once(
         std::thread::sleep(Duration::from_micros(rng.below(400_000)));
     } else {
         // Kill after a random number of acknowledgements, a random moment into the next write.
-        let target = rng.below(2_000) as usize;
+        // Fewer with sync: every write then waits for the disk.
+        let target = rng.below(if sync { 200 } else { 2_000 }) as usize;
         let mut acks = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while acks <= target {
