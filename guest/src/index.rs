@@ -5,6 +5,7 @@
 //! are answered without reading the disk. Every removal from the index drops the hot value
 //! too, so the hot cache can never hold a value the index no longer has.
 
+use crate::lru_table::LruTable;
 use hashlink::LinkedHashMap;
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ impl Slot {
 /// Live keys in LRU order (front = least recently used) with per-segment live byte counts.
 #[derive(Default)]
 pub struct LruIndex {
-    map: LinkedHashMap<Box<str>, Slot>,
+    map: LruTable,
     live_by_segment: BTreeMap<u32, u64>,
     live_bytes: u64,
     /// Values of recently used entries, least recently used first.
@@ -112,17 +113,7 @@ impl LruIndex {
     pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
         self.drop_hot(key);
         self.account_add(slot);
-        let old = match self.map.get_mut(key) {
-            Some(existing) => {
-                let old = std::mem::replace(existing, slot);
-                self.map.to_back(key);
-                Some(old)
-            }
-            None => {
-                self.map.insert(key.into(), slot);
-                None
-            }
-        };
+        let old = self.map.insert(key, slot);
         if let Some(old) = old {
             self.account_remove(old);
         }
@@ -147,7 +138,7 @@ impl LruIndex {
 
     /// The least recently used key, if any.
     pub fn lru_key(&self) -> Option<&str> {
-        self.map.front().map(|(k, _)| &**k)
+        self.map.front().map(|(k, _)| k)
     }
 
     /// Points `key` at a new location (after compaction) without changing its recency.
@@ -182,7 +173,7 @@ impl LruIndex {
 
     /// Entries from least to most recently used.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
-        self.map.iter().map(|(k, s)| (&**k, s))
+        self.map.iter()
     }
 
     fn recount(&mut self) {

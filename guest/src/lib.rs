@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod index;
+pub mod lru_table;
 pub mod storage;
 
 #[cfg(target_arch = "wasm32")]

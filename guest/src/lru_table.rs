@@ -1,0 +1,337 @@
+//! `LruTable`: a compact map from key to [`Slot`] in least-recently-used order.
+//!
+//! Built for a million entries: entries live in one `Vec` (a slab with a free list) and link
+//! to each other by `u32` index, keys live back to back in one byte arena, and the hash table
+//! holds only `u32` entry numbers. That is about 40 bytes per entry plus the key and the
+//! table's ~5 bytes per bucket, where a linked hash map of boxed keys spends two heap
+//! allocations and about twice the bytes.
+
+use crate::index::Slot;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+const NIL: u32 = u32::MAX;
+
+struct Entry {
+    slot: Slot,
+    key_start: u32,
+    key_len: u16,
+    prev: u32,
+    /// The next entry in LRU order, or the next free entry for a free one.
+    next: u32,
+}
+
+/// Keys mapped to slots, in least-recently-used order (front = least recently used).
+pub struct LruTable {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    entries: Vec<Entry>,
+    keys: Vec<u8>,
+    /// Arena bytes of removed keys, reclaimed when they outweigh the live ones.
+    dead_key_bytes: usize,
+    free: u32,
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl Default for LruTable {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            entries: Vec::new(),
+            keys: Vec::new(),
+            dead_key_bytes: 0,
+            free: NIL,
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+fn key_of<'a>(keys: &'a [u8], e: &Entry) -> &'a str {
+    let bytes = &keys[e.key_start as usize..e.key_start as usize + e.key_len as usize];
+    // Only `&str` keys are ever copied in, so the bytes are UTF-8.
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+impl LruTable {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn find(&self, key: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        let (entries, keys) = (&self.entries, &self.keys);
+        self.table
+            .find(hash, |&i| key_of(keys, &entries[i as usize]) == key)
+            .copied()
+    }
+
+    /// The slot of `key`, without changing the order; `None` on a miss.
+    pub fn get(&self, key: &str) -> Option<&Slot> {
+        self.find(key).map(|i| &self.entries[i as usize].slot)
+    }
+
+    /// The slot of `key` for changing in place, without changing the order.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Slot> {
+        let i = self.find(key)?;
+        Some(&mut self.entries[i as usize].slot)
+    }
+
+    /// True when `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Moves `key` to the most recently used end; no-op on a miss.
+    pub fn to_back(&mut self, key: &str) {
+        if let Some(i) = self.find(key) {
+            self.unlink(i);
+            self.push_back(i);
+        }
+    }
+
+    /// Stores `slot` under `key` as the most recently used entry; returns the replaced slot.
+    pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
+        if let Some(i) = self.find(key) {
+            let old = std::mem::replace(&mut self.entries[i as usize].slot, slot);
+            self.unlink(i);
+            self.push_back(i);
+            return Some(old);
+        }
+        let key_start = self.keys.len() as u32;
+        self.keys.extend_from_slice(key.as_bytes());
+        let entry = Entry {
+            slot,
+            key_start,
+            key_len: key.len() as u16,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = if self.free != NIL {
+            let i = self.free;
+            self.free = self.entries[i as usize].next;
+            self.entries[i as usize] = entry;
+            i
+        } else {
+            self.entries.push(entry);
+            (self.entries.len() - 1) as u32
+        };
+        let hash = self.hasher.hash_one(key);
+        let (entries, keys, hasher) = (&self.entries, &self.keys, &self.hasher);
+        self.table.insert_unique(hash, i, |&j| {
+            hasher.hash_one(key_of(keys, &entries[j as usize]))
+        });
+        self.push_back(i);
+        self.len += 1;
+        None
+    }
+
+    /// Removes `key`; `None` on a miss.
+    pub fn remove(&mut self, key: &str) -> Option<Slot> {
+        let hash = self.hasher.hash_one(key);
+        let (entries, keys) = (&self.entries, &self.keys);
+        let found = self
+            .table
+            .find_entry(hash, |&i| key_of(keys, &entries[i as usize]) == key)
+            .ok()?;
+        let (i, _) = found.remove();
+        Some(self.release(i))
+    }
+
+    /// Removes and returns the least recently used entry.
+    pub fn pop_front(&mut self) -> Option<(Box<str>, Slot)> {
+        if self.head == NIL {
+            return None;
+        }
+        let key: Box<str> = key_of(&self.keys, &self.entries[self.head as usize]).into();
+        let slot = self.remove(&key)?;
+        Some((key, slot))
+    }
+
+    /// The least recently used entry.
+    pub fn front(&self) -> Option<(&str, &Slot)> {
+        (self.head != NIL).then(|| {
+            let e = &self.entries[self.head as usize];
+            (key_of(&self.keys, e), &e.slot)
+        })
+    }
+
+    /// Keeps only the entries for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) {
+        let doomed: Vec<Box<str>> = self
+            .iter()
+            .filter(|(k, s)| !keep(k, s))
+            .map(|(k, _)| k.into())
+            .collect();
+        for key in doomed {
+            self.remove(&key);
+        }
+    }
+
+    /// Removes every entry and frees the memory.
+    pub fn clear(&mut self) {
+        *self = LruTable {
+            hasher: self.hasher.clone(),
+            ..LruTable::default()
+        };
+    }
+
+    /// Entries from least to most recently used.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
+        let mut at = self.head;
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let e = &self.entries[at as usize];
+            at = e.next;
+            Some((key_of(&self.keys, e), &e.slot))
+        })
+    }
+
+    /// The slots, in LRU order.
+    pub fn values(&self) -> impl Iterator<Item = &Slot> {
+        self.iter().map(|(_, s)| s)
+    }
+
+    fn push_back(&mut self, i: u32) {
+        let e = &mut self.entries[i as usize];
+        e.prev = self.tail;
+        e.next = NIL;
+        if self.tail != NIL {
+            self.entries[self.tail as usize].next = i;
+        } else {
+            self.head = i;
+        }
+        self.tail = i;
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let e = &self.entries[i as usize];
+            (e.prev, e.next)
+        };
+        if prev != NIL {
+            self.entries[prev as usize].next = next;
+        } else {
+            self.head = next;
+        }
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        } else {
+            self.tail = prev;
+        }
+    }
+
+    /// Unlinks entry `i` (already out of the hash table) and puts it on the free list.
+    fn release(&mut self, i: u32) -> Slot {
+        self.unlink(i);
+        let e = &mut self.entries[i as usize];
+        let slot = e.slot;
+        self.dead_key_bytes += e.key_len as usize;
+        e.key_len = 0;
+        e.next = self.free;
+        self.free = i;
+        self.len -= 1;
+        if self.dead_key_bytes > 4096 && self.dead_key_bytes > self.keys.len() / 2 {
+            self.compact_keys();
+        }
+        slot
+    }
+
+    /// Rewrites the key arena without the keys of removed entries.
+    fn compact_keys(&mut self) {
+        let mut keys = Vec::with_capacity(self.keys.len() - self.dead_key_bytes);
+        let mut at = self.head;
+        while at != NIL {
+            let e = &mut self.entries[at as usize];
+            let start = e.key_start as usize;
+            let new_start = keys.len() as u32;
+            keys.extend_from_slice(&self.keys[start..start + e.key_len as usize]);
+            e.key_start = new_start;
+            at = e.next;
+        }
+        self.keys = keys;
+        self.dead_key_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn slot(n: u32) -> Slot {
+        Slot {
+            segment: n,
+            offset: n,
+            len: n,
+            expires_at: u64::from(n),
+        }
+    }
+
+    /// The table against a simple model (a VecDeque in LRU order), through many operations
+    /// that force free-list reuse and key arena compaction.
+    #[test]
+    fn matches_a_model_through_inserts_removals_and_reorders() {
+        let mut table = LruTable::default();
+        let mut model: VecDeque<(String, Slot)> = VecDeque::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for step in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("key-{}-{}", x % 500, "p".repeat((x % 7) as usize));
+            match x % 6 {
+                0 | 1 => {
+                    let old = model
+                        .iter()
+                        .position(|(k, _)| *k == key)
+                        .map(|p| model.remove(p).unwrap().1);
+                    model.push_back((key.clone(), slot(step)));
+                    assert_eq!(table.insert(&key, slot(step)), old);
+                }
+                2 => {
+                    let old = model
+                        .iter()
+                        .position(|(k, _)| *k == key)
+                        .map(|p| model.remove(p).unwrap().1);
+                    assert_eq!(table.remove(&key), old);
+                }
+                3 => {
+                    if let Some(p) = model.iter().position(|(k, _)| *k == key) {
+                        let e = model.remove(p).unwrap();
+                        model.push_back(e);
+                    }
+                    table.to_back(&key);
+                }
+                4 => {
+                    let want = model.pop_front();
+                    let got = table.pop_front().map(|(k, s)| (k.into_string(), s));
+                    assert_eq!(got, want);
+                }
+                _ => assert_eq!(
+                    table.get(&key).copied(),
+                    model.iter().find(|(k, _)| *k == key).map(|(_, s)| *s)
+                ),
+            }
+            assert_eq!(table.len(), model.len());
+        }
+        let order: Vec<(String, Slot)> = table.iter().map(|(k, s)| (k.to_owned(), *s)).collect();
+        assert_eq!(order, Vec::from(model));
+        table.retain(|k, _| k.ends_with('p'));
+        assert!(table.iter().all(|(k, _)| k.ends_with('p')));
+        table.clear();
+        assert!(table.is_empty() && table.front().is_none());
+    }
+}
