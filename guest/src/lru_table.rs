@@ -1,8 +1,9 @@
 //! `LruTable`: a compact map from key to [`Slot`] in least-recently-used order.
 //!
-//! Built for a million entries: entries live in one `Vec` (a slab with a free list) and link
-//! to each other by `u32` index, keys live back to back in one byte arena, and the hash table
-//! holds only `u32` entry numbers. That is about 40 bytes per entry plus the key and the
+//! Built for a million entries: entries live in a slab of fixed-size chunks (with a free list)
+//! and link to each other by `u32` index, keys live back to back in fixed-size arena chunks,
+//! and the hash table holds only `u32` entry numbers. Chunks matter in wasm, whose memory never
+//! shrinks: a doubling `Vec` would leave every outgrown copy of itself behind. That is about 40 bytes per entry plus the key and the
 //! table's ~5 bytes per bucket, where a linked hash map of boxed keys spends two heap
 //! allocations and about twice the bytes.
 
@@ -11,6 +12,10 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 const NIL: u32 = u32::MAX;
+/// Entries per slab chunk.
+const ENTRY_CHUNK: usize = 4096;
+/// Bytes per key arena chunk; keys (at most 4096 bytes) never straddle two chunks.
+const KEY_CHUNK: usize = 64 * 1024;
 
 struct Entry {
     slot: Slot,
@@ -25,8 +30,8 @@ struct Entry {
 pub struct LruTable {
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    entries: Vec<Entry>,
-    keys: Vec<u8>,
+    entries: Slab,
+    keys: KeyArena,
     /// Arena bytes of removed keys, reclaimed when they outweigh the live ones.
     dead_key_bytes: usize,
     free: u32,
@@ -40,8 +45,8 @@ impl Default for LruTable {
         Self {
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            entries: Vec::new(),
-            keys: Vec::new(),
+            entries: Slab::default(),
+            keys: KeyArena::default(),
             dead_key_bytes: 0,
             free: NIL,
             head: NIL,
@@ -51,10 +56,73 @@ impl Default for LruTable {
     }
 }
 
-fn key_of<'a>(keys: &'a [u8], e: &Entry) -> &'a str {
-    let bytes = &keys[e.key_start as usize..e.key_start as usize + e.key_len as usize];
+/// Entries in chunks of `ENTRY_CHUNK`, addressed by a `u32` number.
+#[derive(Default)]
+struct Slab {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Slab {
+    fn push(&mut self, entry: Entry) -> u32 {
+        if self.len % ENTRY_CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(ENTRY_CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(entry);
+        }
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Entry;
+    fn index(&self, i: usize) -> &Entry {
+        &self.chunks[i / ENTRY_CHUNK][i % ENTRY_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.chunks[i / ENTRY_CHUNK][i % ENTRY_CHUNK]
+    }
+}
+
+/// Key bytes in chunks of `KEY_CHUNK`; a key's position is chunk * KEY_CHUNK + offset.
+#[derive(Default)]
+struct KeyArena {
+    chunks: Vec<Vec<u8>>,
+    /// Bytes stored, live or dead.
+    len: usize,
+}
+
+impl KeyArena {
+    fn push(&mut self, key: &[u8]) -> u32 {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.len() + key.len() <= KEY_CHUNK);
+        if !fits {
+            self.chunks.push(Vec::with_capacity(KEY_CHUNK));
+        }
+        let chunk_no = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[chunk_no];
+        let at = chunk_no * KEY_CHUNK + chunk.len();
+        chunk.extend_from_slice(key);
+        self.len += key.len();
+        at as u32
+    }
+
+    fn get(&self, start: u32, len: u16) -> &[u8] {
+        let (chunk, offset) = (start as usize / KEY_CHUNK, start as usize % KEY_CHUNK);
+        &self.chunks[chunk][offset..offset + len as usize]
+    }
+}
+
+fn key_of<'a>(keys: &'a KeyArena, e: &Entry) -> &'a str {
     // Only `&str` keys are ever copied in, so the bytes are UTF-8.
-    std::str::from_utf8(bytes).unwrap_or_default()
+    std::str::from_utf8(keys.get(e.key_start, e.key_len)).unwrap_or_default()
 }
 
 impl LruTable {
@@ -108,8 +176,7 @@ impl LruTable {
             self.push_back(i);
             return Some(old);
         }
-        let key_start = self.keys.len() as u32;
-        self.keys.extend_from_slice(key.as_bytes());
+        let key_start = self.keys.push(key.as_bytes());
         let entry = Entry {
             slot,
             key_start,
@@ -123,8 +190,7 @@ impl LruTable {
             self.entries[i as usize] = entry;
             i
         } else {
-            self.entries.push(entry);
-            (self.entries.len() - 1) as u32
+            self.entries.push(entry)
         };
         let hash = self.hasher.hash_one(key);
         let (entries, keys, hasher) = (&self.entries, &self.keys, &self.hasher);
@@ -243,7 +309,7 @@ impl LruTable {
         e.next = self.free;
         self.free = i;
         self.len -= 1;
-        if self.dead_key_bytes > 4096 && self.dead_key_bytes > self.keys.len() / 2 {
+        if self.dead_key_bytes > KEY_CHUNK && self.dead_key_bytes > self.keys.len / 2 {
             self.compact_keys();
         }
         slot
@@ -251,15 +317,14 @@ impl LruTable {
 
     /// Rewrites the key arena without the keys of removed entries.
     fn compact_keys(&mut self) {
-        let mut keys = Vec::with_capacity(self.keys.len() - self.dead_key_bytes);
+        let mut keys = KeyArena::default();
         let mut at = self.head;
         while at != NIL {
-            let e = &mut self.entries[at as usize];
-            let start = e.key_start as usize;
-            let new_start = keys.len() as u32;
-            keys.extend_from_slice(&self.keys[start..start + e.key_len as usize]);
-            e.key_start = new_start;
-            at = e.next;
+            let e = &self.entries[at as usize];
+            let (start, len, next) = (e.key_start, e.key_len, e.next);
+            let new_start = keys.push(self.keys.get(start, len));
+            self.entries[at as usize].key_start = new_start;
+            at = next;
         }
         self.keys = keys;
         self.dead_key_bytes = 0;
