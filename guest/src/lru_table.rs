@@ -65,7 +65,7 @@ struct Slab {
 
 impl Slab {
     fn push(&mut self, entry: Entry) -> u32 {
-        if self.len % ENTRY_CHUNK == 0 {
+        if self.len.is_multiple_of(ENTRY_CHUNK) {
             self.chunks.push(Vec::with_capacity(ENTRY_CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {

@@ -1,0 +1,282 @@
+//! Property tests (proptest): the record, snapshot and metadata decoders on arbitrary bytes,
+//! and random operation sequences checked against a simple in-memory model with a fake clock.
+//!
+//! `PROPTEST_CASES=N` runs more cases. The coverage-guided fuzz targets for the same
+//! properties are in `guest/fuzz` (see the README).
+
+use persistent_cache_guest::format::{self, DecodeError, RecordKind};
+use persistent_cache_guest::storage::StdStorage;
+use persistent_cache_guest::{Clock, Engine, EngineOptions, ManualClock};
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn kind() -> impl Strategy<Value = RecordKind> {
+    prop_oneof![
+        Just(RecordKind::Put),
+        Just(RecordKind::Delete),
+        Just(RecordKind::Clear),
+        Just(RecordKind::Seal),
+    ]
+}
+
+/// A record as the engine would encode it: keys only for put/delete, values only for put.
+fn record() -> impl Strategy<Value = (RecordKind, String, Vec<u8>, u64)> {
+    (
+        kind(),
+        "\\PC{1,40}",
+        proptest::collection::vec(any::<u8>(), 0..300),
+        any::<u64>(),
+    )
+        .prop_map(|(kind, key, value, expires_at)| match kind {
+            RecordKind::Put => (kind, key, value, expires_at),
+            RecordKind::Delete => (kind, key, Vec::new(), expires_at),
+            RecordKind::Clear | RecordKind::Seal => (kind, String::new(), Vec::new(), 0),
+        })
+}
+
+fn encode(kind: RecordKind, key: &str, value: &[u8], expires_at: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    format::encode_record(&mut out, kind, key, value, expires_at);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Arbitrary bytes never panic the decoder; anything it accepts is self-consistent.
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        match format::decode_record(&bytes) {
+            Ok(rec) => {
+                prop_assert!(rec.len <= bytes.len());
+                prop_assert_eq!(&encode(rec.kind, rec.key, rec.value, rec.expires_at)[..], &bytes[..rec.len]);
+            }
+            Err(DecodeError::Truncated { needed }) => prop_assert!(needed > bytes.len()),
+            Err(DecodeError::BadBody { len }) => prop_assert!(len <= bytes.len()),
+            Err(DecodeError::BadHeader) => {}
+        }
+        let _ = format::decode_hint(&bytes);
+        let _ = format::decode_meta(&bytes);
+    }
+
+    /// Every record round-trips, also with trailing bytes after it.
+    #[test]
+    fn records_round_trip((kind, key, value, expires_at) in record(), trailing in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let mut bytes = encode(kind, &key, &value, expires_at);
+        let len = bytes.len();
+        prop_assert_eq!(len as u64, format::record_len(key.len(), value.len()));
+        bytes.extend_from_slice(&trailing);
+        let rec = format::decode_record(&bytes).unwrap();
+        prop_assert_eq!((rec.kind, rec.key, rec.value, rec.expires_at, rec.len), (kind, &key[..], &value[..], expires_at, len));
+    }
+
+    /// Damage anywhere in a record (any byte changed, or the record cut short) is detected:
+    /// it never decodes as a different record.
+    #[test]
+    fn damaged_records_are_detected((kind, key, value, expires_at) in record(), at in any::<prop::sample::Index>(), xor in 1..=255u8, cut in any::<prop::sample::Index>()) {
+        let bytes = encode(kind, &key, &value, expires_at);
+        let mut flipped = bytes.clone();
+        flipped[at.index(bytes.len())] ^= xor;
+        prop_assert!(format::decode_record(&flipped).is_err());
+        let short = &bytes[..cut.index(bytes.len())];
+        let is_truncated = matches!(format::decode_record(short), Err(DecodeError::Truncated { .. }));
+        prop_assert!(is_truncated);
+    }
+
+    /// Index snapshots round-trip, and any changed byte or cut makes them invalid (ignored).
+    #[test]
+    fn snapshots_round_trip_and_reject_damage(
+        entries in proptest::collection::vec(("\\PC{1,20}", any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()), 0..20),
+        covered in (any::<u32>(), any::<u64>()),
+        at in any::<prop::sample::Index>(),
+        xor in 1..=255u8,
+    ) {
+        let bytes = format::encode_hint(covered.0, covered.1, entries.len(),
+            entries.iter().map(|(k, s, o, l, e)| (k.as_str(), *s, *o, *l, *e)));
+        let hint = format::decode_hint(&bytes).unwrap();
+        prop_assert_eq!((hint.covered_segment, hint.covered_offset), covered);
+        prop_assert_eq!(hint.entries().count(), entries.len());
+        for (got, (k, s, o, l, e)) in hint.entries().zip(&entries) {
+            prop_assert_eq!((got.key, got.segment, got.offset, got.len, got.expires_at), (&k[..], *s, *o, *l, *e));
+        }
+        let mut damaged = bytes.clone();
+        damaged[at.index(bytes.len())] ^= xor;
+        prop_assert!(format::decode_hint(&damaged).is_none());
+        prop_assert!(format::decode_hint(&bytes[..at.index(bytes.len())]).is_none());
+    }
+}
+
+/// One step of a random session.
+#[derive(Clone, Debug)]
+enum Op {
+    Set {
+        key: u8,
+        len: u16,
+        ttl_ms: Option<u32>,
+    },
+    Get {
+        key: u8,
+    },
+    Delete {
+        key: u8,
+    },
+    Clear,
+    Advance {
+        ms: u32,
+    },
+    /// Close cleanly (`clean`) or drop without closing (a crash), then open again.
+    Reopen {
+        clean: bool,
+    },
+}
+
+/// TTLs and clock steps are multiples of 250 ms, so reads land exactly on expiry times too.
+fn op(keys: u8, max_len: u16) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..keys, 0..max_len, prop::option::weighted(0.25, (0..10u32).prop_map(|n| n * 500)))
+            .prop_map(|(key, len, ttl_ms)| Op::Set { key, len, ttl_ms }),
+        6 => (0..keys).prop_map(|key| Op::Get { key }),
+        3 => (0..keys).prop_map(|key| Op::Delete { key }),
+        1 => Just(Op::Clear),
+        2 => (0..12u32).prop_map(|n| Op::Advance { ms: n * 250 }),
+        1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+    ]
+}
+
+fn key_name(key: u8) -> String {
+    format!("key/{key}")
+}
+
+fn value_for(step: usize, len: u16) -> Vec<u8> {
+    (0..len as usize).map(|i| (step * 31 + i) as u8).collect()
+}
+
+fn open(dir: &Path, clock: &ManualClock, limit: u64) -> Engine<StdStorage, ManualClock> {
+    let options = EngineOptions {
+        size_limit: limit,
+        sync_writes: false,
+    };
+    Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
+}
+
+fn bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let name = e.file_name().into_string().unwrap();
+            name.ends_with(".seg") || name == format::HINT_FILE || name == format::META_FILE
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// With a limit nothing reaches, the engine is exactly the model: a map of key to value
+    /// and expiry, read against the fake clock, across clean and crashing reopens.
+    #[test]
+    fn operations_match_the_model(ops in proptest::collection::vec(op(16, 600), 1..150)) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(T0);
+        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let now = clock.now_ms();
+            let live = |model: &HashMap<u8, (Vec<u8>, u64)>, key: u8| {
+                model.get(&key).filter(|(_, exp)| *exp == 0 || now < *exp).map(|(v, _)| v.clone())
+            };
+            match op {
+                Op::Set { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    engine.set(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap();
+                    let expires = ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1));
+                    model.insert(key, (value, expires));
+                }
+                Op::Get { key } => {
+                    prop_assert_eq!(engine.get(&key_name(key)).unwrap(), live(&model, key), "step {}", step);
+                }
+                Op::Delete { key } => {
+                    let was = live(&model, key).is_some();
+                    prop_assert_eq!(engine.delete(&key_name(key)).unwrap(), was, "step {}", step);
+                    model.remove(&key);
+                }
+                Op::Clear => {
+                    engine.clear().unwrap();
+                    model.clear();
+                }
+                Op::Advance { ms } => clock.advance(u64::from(ms)),
+                Op::Reopen { clean } => {
+                    if clean {
+                        engine.close().unwrap();
+                    } else {
+                        drop(engine);
+                    }
+                    engine = open(dir.path(), &clock, 1 << 30);
+                }
+            }
+        }
+        // Finally every key, after a crash.
+        drop(engine);
+        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let now = clock.now_ms();
+        for key in 0..16 {
+            let expected = model.get(&key).filter(|(_, exp)| *exp == 0 || now < *exp).map(|(v, _)| v.clone());
+            prop_assert_eq!(engine.get(&key_name(key)).unwrap(), expected);
+        }
+    }
+
+    /// With a small limit entries are evicted: a read may miss, but never returns a value other
+    /// than the key's latest, and after every operation the volume is within the limit and
+    /// equal to the bytes on disk.
+    #[test]
+    fn eviction_keeps_the_size_invariant_and_never_a_wrong_value(ops in proptest::collection::vec(op(40, 3_000), 1..150)) {
+        let limit = 32 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(T0);
+        let mut engine = open(dir.path(), &clock, limit);
+        // The latest value per key and its expiry; None once deleted or cleared.
+        let mut latest: HashMap<u8, Option<(Vec<u8>, u64)>> = HashMap::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let now = clock.now_ms();
+            match op {
+                Op::Set { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    engine.set(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap();
+                    let expires = ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1));
+                    latest.insert(key, Some((value, expires)));
+                }
+                Op::Get { key } => {
+                    if let Some(got) = engine.get(&key_name(key)).unwrap() {
+                        let ok = matches!(latest.get(&key), Some(Some((v, exp))) if *v == got && (*exp == 0 || now < *exp));
+                        prop_assert!(ok, "step {}: key {} returned a stale, deleted or expired value", step, key);
+                    }
+                }
+                Op::Delete { key } => {
+                    engine.delete(&key_name(key)).unwrap();
+                    latest.insert(key, None);
+                }
+                Op::Clear => {
+                    engine.clear().unwrap();
+                    latest.clear();
+                }
+                Op::Advance { ms } => clock.advance(u64::from(ms)),
+                Op::Reopen { clean } => {
+                    if clean {
+                        engine.close().unwrap();
+                    } else {
+                        drop(engine);
+                    }
+                    engine = open(dir.path(), &clock, limit);
+                }
+            }
+            let volume = engine.stats().volume;
+            prop_assert!(volume <= limit, "step {}: volume {} > {}", step, volume, limit);
+            prop_assert_eq!(volume, bytes_on_disk(dir.path()), "step {}", step);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Damaged data on the real host: every file of a populated cache directory is truncated and
+//! bit-flipped at many positions; open either works or says `Corrupt`, a damaged entry is a
+//! miss and never a wrong (or deleted) value. Also: unknown files are left alone and a newer
+//! format version is refused.
+
+use persistent_cache::{CacheOptions, Error, PersistentCache};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What was written: per key, the final value (`None` once deleted) and every value it held.
+#[derive(Default)]
+struct Model {
+    last: BTreeMap<String, Option<Vec<u8>>>,
+    ever: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+impl Model {
+    fn set(&mut self, key: &str, value: Vec<u8>) {
+        self.ever.entry(key.into()).or_default().push(value.clone());
+        self.last.insert(key.into(), Some(value));
+    }
+}
+
+/// 64 KiB limit → 8 KiB segments: the data spans several sealed segments plus the active one.
+const LIMIT: u64 = 64 * 1024;
+
+fn options(dir: &Path) -> CacheOptions {
+    CacheOptions::new(dir).size_limit(LIMIT)
+}
+
+fn value(i: usize, round: usize) -> Vec<u8> {
+    let len = 200 + (i * 97 + round * 31) % 700;
+    (0..len).map(|j| (i * 7 + j + round * 13) as u8).collect()
+}
+
+/// Fills `dir` with live entries (some with TTLs), overwrites and deletes; nothing is evicted.
+async fn populate(dir: &Path) -> Model {
+    let cache = PersistentCache::open(options(dir)).await.unwrap();
+    let mut model = Model::default();
+    for round in 0..2 {
+        for i in 0..30 {
+            let key = format!("key:{i}");
+            let v = value(i, round);
+            if i % 4 == 0 {
+                let ttl = std::time::Duration::from_secs(3600);
+                cache.set_raw(&key, &v, Some(ttl)).await.unwrap();
+            } else {
+                cache.set_raw(&key, &v, None).await.unwrap();
+            }
+            model.set(&key, v);
+        }
+        for i in (round..30).step_by(7) {
+            let key = format!("key:{i}");
+            assert!(cache.delete(&key).await.unwrap());
+            model.last.insert(key, None);
+        }
+    }
+    let stats = cache.stats().await.unwrap();
+    assert_eq!(
+        stats.entries as usize,
+        model.last.values().filter(|v| v.is_some()).count()
+    );
+    cache.close().await.unwrap();
+    model
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for file in files(from) {
+        std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Positions to damage in a file of `len` bytes: both ends, record-header-sized steps at the
+/// start, and an even spread over the rest.
+fn positions(len: usize) -> Vec<usize> {
+    let mut at: Vec<usize> = (0..len.min(48)).step_by(3).collect();
+    at.extend((0..len).step_by((len / 24).max(1)));
+    at.extend([len.saturating_sub(1), len / 2]);
+    at.retain(|&p| p < len);
+    at.sort();
+    at.dedup();
+    at
+}
+
+/// Opens the damaged directory and checks it; returns whether open said `Corrupt`.
+///
+/// With `tail_loss`, the damage is at the end of the log, where it cannot be told from a torn
+/// write: the last writes may be lost (as in a crash before them), so a key may read any value
+/// it ever held (or a deleted one come back). Otherwise a key reads its last value or nothing.
+///
+/// With `snapshot`, open trusted the index snapshot and may not have seen the damage; the
+/// second open (a full replay) may then find it and forget more, even the write made between.
+async fn check_damaged(
+    dir: &Path,
+    model: &Model,
+    what: &str,
+    tail_loss: bool,
+    snapshot: bool,
+) -> bool {
+    let cache = match PersistentCache::open(options(dir)).await {
+        Ok(cache) => cache,
+        Err(Error::Corrupt(message)) => {
+            assert!(!message.is_empty(), "{what}");
+            return true;
+        }
+        Err(other) => panic!("{what}: open failed with {other:?}, not Corrupt"),
+    };
+    let mut seen = BTreeMap::new();
+    for (key, last) in &model.last {
+        let got = cache
+            .get_raw(key)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: get {key} failed: {e:?}"));
+        if let Some(got) = &got {
+            if tail_loss {
+                assert!(
+                    model.ever[key].contains(got),
+                    "{what}: {key} read a value it never held"
+                );
+            } else {
+                assert_eq!(
+                    Some(got),
+                    last.as_ref(),
+                    "{what}: {key} read a stale, deleted or wrong value"
+                );
+            }
+        }
+        seen.insert(key.clone(), got);
+    }
+    // The cache keeps working, and what it forgot stays forgotten: another open that replays
+    // the whole log may forget more (it finds the damage the snapshot skipped), but nothing
+    // comes back and nothing changes.
+    cache.set_raw("after-damage", b"new", None).await.unwrap();
+    assert_eq!(
+        cache.get_raw("after-damage").await.unwrap().as_deref(),
+        Some(&b"new"[..]),
+        "{what}"
+    );
+    cache.close().await.unwrap();
+    // As if the process had crashed instead: no fresh index snapshot, open replays the log.
+    let _ = std::fs::remove_file(dir.join("index.hint"));
+    let cache = PersistentCache::open(options(dir)).await.unwrap();
+    for (key, first) in &seen {
+        if let Some(got) = cache.get_raw(key).await.unwrap() {
+            assert_eq!(
+                Some(&got),
+                first.as_ref(),
+                "{what}: {key} came back or changed at the next open"
+            );
+        }
+    }
+    let after = cache.get_raw("after-damage").await.unwrap();
+    assert!(
+        after.as_deref() == Some(&b"new"[..]) || (snapshot && after.is_none()),
+        "{what}: the write after recovery was lost"
+    );
+    cache.close().await.unwrap();
+    false
+}
+
+async fn damage_every_file(with_snapshot: bool) {
+    let pristine = tempfile::tempdir().unwrap();
+    let model = populate(pristine.path()).await;
+    if !with_snapshot {
+        // As after a crash: no index snapshot, open replays the whole log.
+        std::fs::remove_file(pristine.path().join("index.hint")).unwrap();
+    }
+    let targets = files(pristine.path());
+    let segments = targets
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert!(segments >= 4, "only {segments} segments");
+    let newest = targets
+        .iter()
+        .rfind(|p| p.extension().is_some_and(|x| x == "seg"));
+    let (mut cases, mut corrupt) = (0, 0);
+    for target in &targets {
+        let name = target.file_name().unwrap().to_str().unwrap().to_owned();
+        let original = std::fs::read(target).unwrap();
+        for pos in positions(original.len()) {
+            for flip in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                copy_dir(pristine.path(), dir.path());
+                let mut bytes = original.clone();
+                if flip {
+                    bytes[pos] ^= 1 << (pos % 8);
+                } else {
+                    bytes.truncate(pos);
+                }
+                std::fs::write(dir.path().join(&name), &bytes).unwrap();
+                let what = format!(
+                    "{} {name} at {pos}",
+                    if flip { "bit flip in" } else { "truncating" }
+                );
+                let tail_loss = !with_snapshot && Some(target) == newest;
+                corrupt += usize::from(
+                    check_damaged(dir.path(), &model, &what, tail_loss, with_snapshot).await,
+                );
+                cases += 1;
+            }
+        }
+    }
+    println!(
+        "damage ({}): {cases} damaged copies of {} files, {corrupt} refused as Corrupt",
+        if with_snapshot {
+            "with index snapshot"
+        } else {
+            "log replay"
+        },
+        targets.len()
+    );
+    // Only the metadata file's damage is reported as Corrupt; everything else is recovered.
+    assert!(corrupt > 0 && corrupt < cases / 4, "{corrupt} of {cases}");
+}
+
+#[tokio::test]
+async fn damage_to_any_file_never_yields_a_wrong_value_with_a_snapshot() {
+    damage_every_file(true).await;
+}
+
+#[tokio::test]
+async fn damage_to_any_file_never_yields_a_wrong_value_on_log_replay() {
+    damage_every_file(false).await;
+}
+
+#[tokio::test]
+async fn unknown_files_and_directories_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign: Vec<(&str, &[u8])> = vec![
+        ("notes.txt", b"mine"),
+        ("backup.tmp", b"a user's temporary file"),
+        ("0000000001.seg.bak", b"not a segment"),
+        ("index.hint.old", b"not a snapshot"),
+        ("sub/0000000002.seg", b"inside a subdirectory"),
+    ];
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for (name, bytes) in &foreign {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    // Small limit: the writes below evict and compact, and clear deletes every segment.
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(32 * 1024))
+        .await
+        .unwrap();
+    for i in 0..200 {
+        cache
+            .set_raw(&format!("k{i}"), &[i as u8; 700], None)
+            .await
+            .unwrap();
+    }
+    cache.clear().await.unwrap();
+    cache.set_raw("k", b"v", None).await.unwrap();
+    cache.close().await.unwrap();
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(32 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_raw("k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    cache.close().await.unwrap();
+    for (name, bytes) in &foreign {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            *bytes,
+            "{name} was changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_directory_from_a_newer_format_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    cache.set("k", &1).await.unwrap();
+    cache.close().await.unwrap();
+    // What a future engine would write: format version 2, with a valid checksum.
+    let meta = dir.path().join("pcache.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    assert_eq!(bytes.len(), 16);
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..12]);
+    bytes[12..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&meta, &bytes).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = files(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+
+    match PersistentCache::open(CacheOptions::new(dir.path())).await {
+        Err(e @ Error::IncompatibleFormat(_)) => {
+            let message = e.to_string();
+            assert!(message.contains("version 2"), "{message}");
+        }
+        other => panic!("expected IncompatibleFormat, got {other:?}"),
+    }
+    let after: Vec<(PathBuf, Vec<u8>)> = files(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(before, after, "a refused directory must not be modified");
+    // The refusal released the directory: nothing is left locked.
+    assert!(!matches!(
+        PersistentCache::open(CacheOptions::new(dir.path())).await,
+        Err(Error::Locked { .. })
+    ));
+}

@@ -1,0 +1,287 @@
+//! The sandbox: memory and time limits, traps, and the one preopened directory. Faults are
+//! injected through the guest's test hook (`CacheOptions::fault_injection`, off by default),
+//! which turns keys starting with `"\0pcache-fault:"` into commands.
+
+use persistent_cache::{CacheOptions, Error, PersistentCache};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const FAULT: &str = "\u{0}pcache-fault:";
+
+fn options(dir: &Path) -> CacheOptions {
+    CacheOptions::new(dir).fault_injection(true)
+}
+
+/// Stores 100 entries and deletes every tenth; returns the expected contents.
+async fn populate(cache: &PersistentCache) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut expected = Vec::new();
+    for i in 0..100u32 {
+        let key = format!("entry:{i}");
+        let value = i.to_le_bytes().repeat(50);
+        cache.set_raw(&key, &value, None).await.unwrap();
+        if i % 10 == 0 {
+            assert!(cache.delete(&key).await.unwrap());
+            expected.push((key, None));
+        } else {
+            expected.push((key, Some(value)));
+        }
+    }
+    expected
+}
+
+async fn assert_contents(cache: &PersistentCache, expected: &[(String, Option<Vec<u8>>)]) {
+    for (key, value) in expected {
+        assert_eq!(&cache.get_raw(key).await.unwrap(), value, "{key}");
+    }
+}
+
+async fn fault(
+    cache: &PersistentCache,
+    command: &str,
+    value: &[u8],
+) -> persistent_cache::Result<()> {
+    cache
+        .set_raw(&format!("{FAULT}{command}"), value, None)
+        .await
+}
+
+#[tokio::test]
+async fn a_trap_is_an_error_and_the_restarted_engine_has_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let expected = populate(&cache).await;
+    match fault(&cache, "trap", b"").await {
+        Err(Error::Wasm(message)) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // The next call runs on a fresh instance that recovered the directory from disk.
+    assert_contents(&cache, &expected).await;
+    cache.set_raw("after", b"works", None).await.unwrap();
+    assert_eq!(cache.stats().await.unwrap().entries, 91);
+
+    // A trap after a write completed but before it was acknowledged: the write is on disk and
+    // the new instance finds it (a crash at that point could keep it too).
+    match fault(&cache, "trap-after-set:half-done", b"landed").await {
+        Err(Error::Wasm(_)) => {}
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(
+        cache.get_raw("half-done").await.unwrap().as_deref(),
+        Some(&b"landed"[..])
+    );
+    assert_contents(&cache, &expected).await;
+    cache.close().await.unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    assert_contents(&cache, &expected).await;
+    assert_eq!(
+        cache.get_raw("after").await.unwrap().as_deref(),
+        Some(&b"works"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_call_past_the_time_limit_is_interrupted_and_the_engine_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = Duration::from_millis(300);
+    let cache = PersistentCache::open(options(dir.path()).time_limit(limit))
+        .await
+        .unwrap();
+    let expected = populate(&cache).await;
+    let started = Instant::now();
+    match fault(&cache, "spin", b"").await {
+        Err(e @ Error::TimeLimit { .. }) => {
+            assert!(matches!(e, Error::TimeLimit { limit: l } if l == limit));
+            assert!(e.to_string().contains("time limit"), "{e}");
+        }
+        other => panic!("expected TimeLimit, got {other:?}"),
+    }
+    // An endless loop is stopped, not waited for (generous bound: only a hang fails it).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_contents(&cache, &expected).await;
+    cache.set_raw("after", b"works", None).await.unwrap();
+    assert_eq!(
+        cache.get_raw("after").await.unwrap().as_deref(),
+        Some(&b"works"[..])
+    );
+}
+
+#[tokio::test]
+async fn memory_past_the_limit_is_an_error_and_the_engine_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 16 << 20;
+    let cache = PersistentCache::open(options(dir.path()).size_limit(64 << 20).memory_limit(limit))
+        .await
+        .unwrap();
+    let expected = populate(&cache).await;
+    // A value the size limit allows but the memory limit does not: it cannot even be passed in.
+    let big = vec![7u8; 20 << 20];
+    match cache.set_raw("big", &big, None).await {
+        Err(e @ Error::MemoryLimit { .. }) => {
+            assert!(matches!(e, Error::MemoryLimit { limit: l } if l == limit));
+            assert!(e.to_string().contains("memory limit"), "{e}");
+        }
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    assert_contents(&cache, &expected).await;
+    assert_eq!(cache.get_raw("big").await.unwrap(), None);
+    // The engine itself allocating without bound is stopped the same way.
+    assert!(matches!(
+        fault(&cache, "grow-memory", b"").await,
+        Err(Error::MemoryLimit { .. })
+    ));
+    assert_contents(&cache, &expected).await;
+    // Values well within the limit still work.
+    let medium = vec![9u8; 2 << 20];
+    cache.set_raw("medium", &medium, None).await.unwrap();
+    assert_eq!(cache.get_raw("medium").await.unwrap(), Some(medium));
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_what_the_engine_needs_fails_open_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    match PersistentCache::open(CacheOptions::new(dir.path()).memory_limit(64 * 1024)).await {
+        Err(Error::MemoryLimit { limit }) => assert_eq!(limit, 64 * 1024),
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    // Nothing stays locked: a sane configuration opens the directory.
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    cache.set("k", &1).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_the_test_hook_fault_keys_are_ordinary_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    for command in ["trap", "spin", "grow-memory", "open-outside"] {
+        let key = format!("{FAULT}{command}");
+        cache.set_raw(&key, b"data", None).await.unwrap();
+        assert_eq!(
+            cache.get_raw(&key).await.unwrap().as_deref(),
+            Some(&b"data"[..])
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_guest_cannot_open_anything_outside_its_directory() {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("cache");
+    let secret = outer.path().join("secret.txt");
+    std::fs::write(&secret, b"outside").unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    // A symlink inside the directory that points out of it.
+    std::os::unix::fs::symlink(&secret, dir.join("link-out")).unwrap();
+    std::os::unix::fs::symlink(outer.path(), dir.join("dir-out")).unwrap();
+    let cache = PersistentCache::open(options(&dir)).await.unwrap();
+    cache.set_raw("kept", b"yes", None).await.unwrap();
+    let attempts = [
+        "../secret.txt".to_owned(),
+        "../created-by-guest".to_owned(),
+        "../../etc/passwd".to_owned(),
+        "/etc/passwd".to_owned(),
+        secret.display().to_string(),
+        "sub/../../secret.txt".to_owned(),
+        "link-out".to_owned(),
+        "dir-out/secret.txt".to_owned(),
+        "dir-out/created-by-guest".to_owned(),
+    ];
+    for path in &attempts {
+        match fault(&cache, "open-outside", path.as_bytes()).await {
+            // Refused by the one and only preopen, the cache directory.
+            Err(Error::Io(message)) => assert!(
+                message.contains("refused by every preopen [/cache: ") && !message.contains(", "),
+                "{path}: {message}"
+            ),
+            other => panic!("the guest opened {path:?} outside its directory: {other:?}"),
+        }
+    }
+    // A path inside the directory does open: the refusals above are the sandbox, not a bug.
+    assert!(fault(&cache, "open-outside", b"inside-is-fine")
+        .await
+        .is_ok());
+    assert_eq!(std::fs::read(&secret).unwrap(), b"outside");
+    let outer_names: Vec<String> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut outer_names = outer_names;
+    outer_names.sort();
+    assert_eq!(outer_names, ["cache", "secret.txt"]);
+    assert_eq!(
+        cache.get_raw("kept").await.unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
+}
+
+#[tokio::test]
+async fn keys_that_look_like_paths_stay_keys_inside_the_directory() {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("cache");
+    let cache = PersistentCache::open(CacheOptions::new(&dir))
+        .await
+        .unwrap();
+    let keys = [
+        "../../etc/passwd",
+        "../escaped",
+        "/abs/path",
+        "/tmp/pcache-escape",
+        "..",
+        ".",
+        "a/b/c",
+        "C:\\Windows\\system32",
+        // The engine's own file names, as keys.
+        "0000000001.seg",
+        "0000000002.seg",
+        "index.hint",
+        "pcache.meta",
+        ".lock",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        cache.set_raw(key, &[i as u8; 64], None).await.unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            cache.get_raw(key).await.unwrap(),
+            Some(vec![i as u8; 64]),
+            "{key}"
+        );
+    }
+    cache.close().await.unwrap();
+    // Nothing was created next to the directory, nor anywhere a key names.
+    let outer_names: Vec<_> = std::fs::read_dir(outer.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outer_names, ["cache"]);
+    assert!(!Path::new("/tmp/pcache-escape").exists());
+    assert!(!Path::new("/abs/path").exists());
+    // Inside, only the engine's own files: no subdirectories, nothing named after a key.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        assert!(entry.file_type().unwrap().is_file(), "{name} is not a file");
+        let own = name == "pcache.meta"
+            || name == "index.hint"
+            || name == ".lock"
+            || (name.len() == 14 && name.ends_with(".seg"));
+        assert!(own, "unexpected file {name}");
+    }
+    // And the engine's files were not overwritten by the keys named like them.
+    let cache = PersistentCache::open(CacheOptions::new(&dir))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_raw("index.hint").await.unwrap(),
+        Some(vec![10; 64])
+    );
+    assert_eq!(cache.stats().await.unwrap().entries, keys.len() as u64);
+}
