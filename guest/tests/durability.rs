@@ -391,6 +391,7 @@ fn compaction_loses_nothing_whatever_operation_a_crash_interrupts() {
     // 16 KiB limit (4 KiB segments) and at most 12 × ~600 bytes live: overwrites and deletes
     // make the engine compact every few writes, but nothing is ever evicted.
     let points = crash_at_every_operation(16 * 1024, 12, 600, false);
+    println!("compaction: crashed at each of {points} file operations");
     assert!(points > 300, "only {points} crash points");
 }
 
@@ -398,6 +399,7 @@ fn compaction_loses_nothing_whatever_operation_a_crash_interrupts() {
 fn eviction_never_resurrects_or_corrupts_whatever_operation_a_crash_interrupts() {
     // 40 keys of up to 1.5 KiB in 16 KiB: constant eviction. A key may be missing, never wrong.
     let points = crash_at_every_operation(16 * 1024, 40, 1_500, true);
+    println!("eviction: crashed at each of {points} file operations");
     assert!(points > 300, "only {points} crash points");
 }
 

@@ -138,27 +138,6 @@ impl Series {
     /// Opens the directory in this process and checks every key against the model, then
     /// narrows the model to what was read (what recovery kept is now what the log says).
     async fn verify(&mut self, round: usize) {
-        let dbg = |tag: &str| {
-            let to = format!("/tmp/crashdbg/{}-{tag}", self.name);
-            let _ = std::fs::remove_dir_all(&to);
-            std::fs::create_dir_all(&to).unwrap();
-            for e in std::fs::read_dir(self.dir.path()).unwrap() {
-                let p = e.unwrap().path();
-                std::fs::copy(
-                    &p,
-                    format!("{to}/{}", p.file_name().unwrap().to_str().unwrap()),
-                )
-                .unwrap();
-            }
-        };
-        if self.round > 0 {
-            let _ = std::fs::remove_dir_all(format!("/tmp/crashdbg/{}-prev-pre", self.name));
-            let _ = std::fs::rename(
-                format!("/tmp/crashdbg/{}-pre", self.name),
-                format!("/tmp/crashdbg/{}-prev-pre", self.name),
-            );
-        }
-        dbg("pre");
         let options = CacheOptions::new(self.dir.path()).size_limit(self.size_limit);
         let cache = PersistentCache::open(options).await.unwrap_or_else(|e| {
             panic!(
