@@ -374,8 +374,10 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     ///
     /// Edge cases: an invalid key is `InvalidKey`; an entry bigger than the size limit is
     /// `ValueTooLarge`; in both cases nothing changes. A failed write (disk full) is `Io`
-    /// and leaves the previous value in place. When the volume passes the size limit, least
-    /// recently used entries are evicted before this returns.
+    /// and leaves the previous value in place; if the record was written but the eviction or
+    /// compaction after it fails, the new value stays and the `Io` error is still returned.
+    /// When the volume passes the size limit, least recently used entries are evicted before
+    /// this returns.
     pub fn set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<()> {
         check_key(key)?;
         let size = record_len(key.len(), value.len());
