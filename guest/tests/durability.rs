@@ -1,38 +1,17 @@
 //! Durability of the engine across crashes: regressions for resurrected values, and a crash
 //! injected at every single file operation of a workload that evicts and compacts.
 
+mod common;
+
+use common::{open_with, segment_paths, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
 use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
 use std::cell::Cell;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
-
-const T0: u64 = 1_700_000_000_000;
-
-fn open_with(dir: &Path, clock: &ManualClock, size_limit: u64) -> Engine<StdStorage, ManualClock> {
-    Engine::open(
-        StdStorage::new(dir).unwrap(),
-        clock.clone(),
-        EngineOptions {
-            size_limit,
-            sync_writes: false,
-        },
-    )
-    .unwrap()
-}
-
-fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    segs
-}
 
 /// Found by the SIGKILL crash test: deleting a key that eviction had already dropped from the
 /// index wrote no tombstone, so after a crash the log replay brought the deleted value back.

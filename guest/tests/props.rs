@@ -4,14 +4,15 @@
 //! `PROPTEST_CASES=N` runs more cases. The coverage-guided fuzz targets for the same
 //! properties are in `guest/fuzz` (see the README).
 
+mod common;
+
+use common::{bytes_on_disk, T0};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
 use persistent_cache_guest::storage::StdStorage;
 use persistent_cache_guest::{Clock, Engine, EngineOptions, ManualClock};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
-
-const T0: u64 = 1_700_000_000_000;
 
 fn kind() -> impl Strategy<Value = RecordKind> {
     prop_oneof![
@@ -160,18 +161,6 @@ fn open(dir: &Path, clock: &ManualClock, limit: u64) -> Engine<StdStorage, Manua
         sync_writes: false,
     };
     Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
-}
-
-fn bytes_on_disk(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            let name = e.file_name().into_string().unwrap();
-            name.ends_with(".seg") || name == format::HINT_FILE || name == format::META_FILE
-        })
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
 }
 
 proptest! {

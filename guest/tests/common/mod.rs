@@ -1,0 +1,50 @@
+//! Helpers shared by the engine's native integration tests.
+#![allow(dead_code)] // each test file uses its own subset
+
+use persistent_cache_guest::format;
+use persistent_cache_guest::storage::StdStorage;
+use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
+use std::path::{Path, PathBuf};
+
+/// A fixed start time for manual clocks.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// An engine on real files in `dir` with a manual clock.
+pub type TestEngine = Engine<StdStorage, ManualClock>;
+
+/// Opens `dir` with `size_limit` (no sync), panicking on failure.
+pub fn open_with(dir: &Path, clock: &ManualClock, size_limit: u64) -> TestEngine {
+    Engine::open(
+        StdStorage::new(dir).unwrap(),
+        clock.clone(),
+        EngineOptions {
+            size_limit,
+            sync_writes: false,
+        },
+    )
+    .unwrap()
+}
+
+/// Bytes of the engine's own files in `dir`, as the filesystem reports them.
+pub fn bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let name = e.file_name().into_string().unwrap();
+            name.ends_with(".seg") || name == format::HINT_FILE || name == format::META_FILE
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// The segment files of `dir`, oldest first.
+pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
