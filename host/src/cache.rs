@@ -54,11 +54,11 @@ pub struct Stats {
 /// raw bytes ([`set_raw`](Self::set_raw), [`get_raw`](Self::get_raw)).
 #[derive(Clone)]
 pub struct PersistentCache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// The state shared by every handle to one directory.
-struct Inner {
+pub(crate) struct Inner {
     /// Distinguishes this instance's registry entry from a later one for the same directory.
     id: u64,
     directory: PathBuf,
@@ -67,6 +67,8 @@ struct Inner {
     guest: Mutex<GuestSupervisor>,
     /// Holds the exclusive lock on `<dir>/.lock` until shutdown.
     lock_file: Mutex<Option<File>>,
+    /// Computations in progress for `get_or_set_with`, by key (see `single_flight`).
+    pub(crate) flights: crate::single_flight::Flights,
 }
 
 /// The caches open in this process, by canonical directory.
@@ -317,6 +319,7 @@ impl Inner {
             options,
             guest: Mutex::new(guest),
             lock_file: Mutex::new(Some(lock_file)),
+            flights: crate::single_flight::Flights::default(),
         })
     }
 

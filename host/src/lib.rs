@@ -22,6 +22,7 @@ mod compiled;
 mod error;
 mod options;
 mod runtime;
+mod single_flight;
 mod wasi_fs;
 mod worker;
 
