@@ -6,6 +6,7 @@
 //! copied forward, the file deleted) until the volume is back under the limit.
 
 use crate::clock::Clock;
+use crate::counter;
 use crate::error::{io_err, Error, Result};
 use crate::format::{
     self, decode_record, encode_record, record_len, DecodeError, RecordKind, HINT_FILE,
@@ -47,6 +48,10 @@ pub struct Stats {
     pub size_limit: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Entries removed because their TTL had passed, since open.
+    pub expired: u64,
+    /// Entries removed by LRU eviction to respect the size limit, since open.
+    pub evicted: u64,
 }
 
 struct Segment<F> {
@@ -72,6 +77,8 @@ pub struct Engine<S: Storage, C: Clock> {
     tail_unclean: bool,
     hits: u64,
     misses: u64,
+    expired: u64,
+    evicted: u64,
 }
 
 impl<S: Storage, C: Clock> Engine<S, C> {
@@ -88,6 +95,11 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             .map_err(|e| io_err("read", META_FILE, e))?
         {
             Some(bytes) => match format::decode_meta(&bytes) {
+                // An older format is a subset of ours: claim the directory before writing
+                // records an older engine would take for damage.
+                Ok(version) if version < format::FORMAT_VERSION => storage
+                    .write_file_atomic(META_FILE, &format::encode_meta(), options.sync_writes)
+                    .map_err(|e| io_err("upgrade", META_FILE, e))?,
                 Ok(_) => {}
                 Err(format::MetaError::Corrupt(why)) => return Err(Error::Corrupt(why)),
                 Err(format::MetaError::NewerVersion(v)) => {
@@ -141,6 +153,8 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             tail_unclean: false,
             hits: 0,
             misses: 0,
+            expired: 0,
+            evicted: 0,
         };
         let hint = hint_bytes.as_deref().and_then(format::decode_hint);
         if hint.is_none() && hint_bytes.is_some() {
@@ -185,12 +199,14 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                         len: e.len,
                         expires_at: e.expires_at,
                     };
-                    if !fits {
-                        forget_through = forget_through.max(Some(e.segment));
-                    } else if !slot.is_expired(now) {
+                    // Expired entries are loaded too: a touch later in the log may extend them.
+                    // They are dropped once the replay is done.
+                    if fits {
                         self.index.insert(e.key, slot);
+                    } else {
+                        forget_through = forget_through.max(Some(e.segment));
+                        self.snapshot_stale = true;
                     }
-                    self.snapshot_stale |= !fits || slot.is_expired(now);
                 }
                 if let Some(through) = forget_through {
                     self.index.retain(|_, slot| slot.segment > through);
@@ -240,14 +256,16 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                                     len: rec.len as u32,
                                     expires_at: rec.expires_at,
                                 };
-                                if slot.is_expired(now) {
-                                    self.index.remove(rec.key);
-                                } else {
-                                    self.index.insert(rec.key, slot);
-                                }
+                                self.index.insert(rec.key, slot);
                             }
                             RecordKind::Delete => {
                                 self.index.remove(rec.key);
+                            }
+                            RecordKind::Touch => {
+                                self.index.set_expires_at(rec.key, rec.expires_at);
+                            }
+                            RecordKind::DeletePrefix => {
+                                self.index.retain(|key, _| !key.starts_with(rec.key));
                             }
                             RecordKind::Clear => {
                                 self.index.clear();
@@ -293,6 +311,10 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 self.delete_segment(id)?;
             }
         }
+        if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
+            self.index.retain(|_, slot| !slot.is_expired(now));
+            self.snapshot_stale = true;
+        }
         if let Some(clear_segment) = cleared_at {
             // The snapshot predates the clear: it must not outlive the segments it describes.
             self.remove_hint()?;
@@ -315,38 +337,52 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// is `InvalidKey`; a failed read is `Io`.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let Some(slot) = self.index.get(key) else {
-            self.misses += 1;
-            return Ok(None);
+        let value = match self.live_slot(key) {
+            Some(slot) => self.live_value(key, slot)?,
+            None => None,
         };
-        if slot.expires_at != 0 && slot.is_expired(self.clock.now_ms()) {
-            self.index.remove(key);
-            self.snapshot_stale = true;
-            self.misses += 1;
-            return Ok(None);
-        }
-        if let Some(value) = self.index.hot_value(key) {
-            let value = value.to_vec();
-            self.index.touch(key);
-            self.snapshot_stale = true;
-            self.hits += 1;
-            return Ok(Some(value));
-        }
-        match self.read_value(key, slot)? {
+        match value {
             Some(value) => {
-                self.index.cache_value(key, &value);
                 self.index.touch(key);
                 self.snapshot_stale = true;
                 self.hits += 1;
                 Ok(Some(value))
             }
             None => {
-                self.index.remove(key);
-                self.snapshot_stale = true;
                 self.misses += 1;
                 Ok(None)
             }
         }
+    }
+
+    /// The slot of `key` if it holds a live entry; an expired entry is removed now (and
+    /// counted as expired).
+    fn live_slot(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.index.get(key)?;
+        if slot.expires_at != 0 && slot.is_expired(self.clock.now_ms()) {
+            self.index.remove(key);
+            self.snapshot_stale = true;
+            self.expired += 1;
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// The value of the live entry in `slot`, from the hot cache or the disk (then cached);
+    /// an entry whose record fails its checksum is removed now and is `None`.
+    fn live_value(&mut self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self.index.hot_value(key) {
+            return Ok(Some(value.to_vec()));
+        }
+        let value = self.read_value(key, slot)?;
+        match &value {
+            Some(value) => self.index.cache_value(key, value),
+            None => {
+                self.index.remove(key);
+                self.snapshot_stale = true;
+            }
+        }
+        Ok(value)
     }
 
     /// Reads and verifies the record in `slot`; `None` if it is damaged.
@@ -380,19 +416,21 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// this returns.
     pub fn set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<()> {
         check_key(key)?;
-        let size = record_len(key.len(), value.len());
-        if value.len() > u32::MAX as usize - RECORD_HEADER_LEN - MAX_KEY_LEN
-            || size > self.options.size_limit.saturating_sub(META_LEN as u64)
-        {
-            return Err(Error::ValueTooLarge {
-                size,
-                limit: self.options.size_limit,
-            });
-        }
-        let expires_at = match ttl_ms {
+        let expires_at = self.expires_at(ttl_ms);
+        self.put(key, value, expires_at)
+    }
+
+    /// When an entry written now with `ttl_ms` expires (0 = never).
+    fn expires_at(&self, ttl_ms: Option<u64>) -> u64 {
+        match ttl_ms {
             None => 0,
             Some(ms) => self.clock.now_ms().saturating_add(ms).max(1),
-        };
+        }
+    }
+
+    /// Writes a put record for a checked key and makes it the most recently used entry.
+    fn put(&mut self, key: &str, value: &[u8], expires_at: u64) -> Result<()> {
+        let size = self.check_fits(key, value)?;
         let (segment, offset) = {
             // Freed before eviction and compaction run, so a large value is not held twice.
             let mut record = Vec::with_capacity(size as usize);
@@ -413,6 +451,20 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         self.enforce_limit()
     }
 
+    /// The record size of `key` and `value`, or `ValueTooLarge` if it cannot fit the limit.
+    fn check_fits(&self, key: &str, value: &[u8]) -> Result<u64> {
+        let size = record_len(key.len(), value.len());
+        if value.len() > u32::MAX as usize - RECORD_HEADER_LEN - MAX_KEY_LEN
+            || size > self.options.size_limit.saturating_sub(META_LEN as u64)
+        {
+            return Err(Error::ValueTooLarge {
+                size,
+                limit: self.options.size_limit,
+            });
+        }
+        Ok(size)
+    }
+
     /// Removes `key`; true if it held a value that had not expired.
     ///
     /// Edge cases: a miss returns `Ok(false)` but still writes a tombstone (eviction drops
@@ -421,17 +473,153 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// is `Io` and the entry stays.
     pub fn delete(&mut self, key: &str) -> Result<bool> {
         check_key(key)?;
+        let live = self.live_slot(key).is_some();
+        self.write_tombstone(key)?;
+        Ok(live)
+    }
+
+    /// Writes a tombstone for `key` and drops it from the index.
+    fn write_tombstone(&mut self, key: &str) -> Result<()> {
+        self.write_marker(RecordKind::Delete, key, 0)?;
+        self.index.remove(key);
+        self.enforce_limit()
+    }
+
+    /// Appends a record without a value (tombstone, touch, delete-prefix).
+    fn write_marker(&mut self, kind: RecordKind, key: &str, expires_at: u64) -> Result<()> {
+        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + key.len());
+        encode_record(&mut record, kind, key, &[], expires_at);
+        self.append(&record)?;
+        self.snapshot_stale = true;
+        Ok(())
+    }
+
+    /// Stores `value` under `key` only if the key holds no live entry; true if it was stored.
+    ///
+    /// Edge cases: an expired entry counts as absent (and is replaced); the check and the write
+    /// are one engine call, so no other operation can come between them. Errors as for `set`;
+    /// an invalid key or a too large value is an error even when the key is present.
+    pub fn add(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<bool> {
+        check_key(key)?;
+        if self.live_slot(key).is_some() {
+            self.check_fits(key, value)?;
+            return Ok(false);
+        }
+        self.set(key, value, ttl_ms)?;
+        Ok(true)
+    }
+
+    /// Marks `key` as the most recently used and sets its TTL to `ttl_ms` from now (`None`:
+    /// never expires) without rewriting the value; true if the key held a live entry.
+    ///
+    /// Edge cases: a miss or an expired entry returns `Ok(false)` and writes nothing; an
+    /// unchanged expiry writes nothing; `Some(0)` expires the entry at once. An invalid key is
+    /// `InvalidKey`; a failed write is `Io` and the old expiry stays.
+    pub fn touch(&mut self, key: &str, ttl_ms: Option<u64>) -> Result<bool> {
+        check_key(key)?;
+        let Some(slot) = self.live_slot(key) else {
+            return Ok(false);
+        };
+        let expires_at = self.expires_at(ttl_ms);
+        self.index.touch(key);
+        self.snapshot_stale = true;
+        if expires_at != slot.expires_at {
+            self.write_marker(RecordKind::Touch, key, expires_at)?;
+            self.index.set_expires_at(key, expires_at);
+            self.enforce_limit()?;
+        }
+        Ok(true)
+    }
+
+    /// Removes `key` and returns the value it held, in one step.
+    ///
+    /// Edge cases: a miss, an expired entry or a damaged record returns `Ok(None)` (a tombstone
+    /// is written anyway, as for `delete`). An invalid key is `InvalidKey`; a failed read or
+    /// write is `Io` and the entry stays. Does not count as a hit or a miss.
+    pub fn pop(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let value = match self.live_slot(key) {
+            Some(slot) => self.live_value(key, slot)?,
+            None => None,
+        };
+        self.write_tombstone(key)?;
+        Ok(value)
+    }
+
+    /// Adds `delta` to the integer counter under `key` and returns the new value; a key with
+    /// no live entry starts from `default` and gets `ttl_ms` (an existing counter keeps its
+    /// expiry). Counters are stored as one CBOR integer, so a typed `get` reads them as `i64`.
+    ///
+    /// Edge cases: a value that is not a CBOR integer is `NotACounter`; a result outside the
+    /// `i64` range is `CounterOverflow`; in both cases nothing changes. A damaged record counts
+    /// as absent. Errors otherwise as for `set`.
+    pub fn incr(&mut self, key: &str, delta: i64, default: i64, ttl_ms: Option<u64>) -> Result<i64> {
+        check_key(key)?;
+        let current = match self.live_slot(key) {
+            Some(slot) => self.live_value(key, slot)?.map(|value| (value, slot.expires_at)),
+            None => None,
+        };
+        let (base, expires_at) = match current {
+            Some((value, expires_at)) => {
+                let n = counter::decode(&value).ok_or_else(|| {
+                    Error::NotACounter(format!(
+                        "the value under {key:?} is not an integer ({} bytes of CBOR)",
+                        value.len()
+                    ))
+                })?;
+                (n, expires_at)
+            }
+            None => (default, self.expires_at(ttl_ms)),
+        };
+        let n = base.checked_add(delta).ok_or_else(|| {
+            Error::CounterOverflow(format!("{base} + {delta} does not fit in an i64 ({key:?})"))
+        })?;
+        self.put(key, &counter::encode(n), expires_at)?;
+        Ok(n)
+    }
+
+    /// Removes every key that starts with `prefix` and returns how many live entries that was.
+    ///
+    /// Edge cases: `""` removes everything (as `clear`); no match returns 0 (a delete-prefix
+    /// record is written anyway, so evicted entries cannot come back after a crash); a prefix
+    /// longer than 4096 bytes is `InvalidKey`; a failed write is `Io` and nothing changes.
+    /// Scans the index once.
+    pub fn delete_prefix(&mut self, prefix: &str) -> Result<u64> {
+        if prefix.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidKey(format!(
+                "the prefix is {} bytes long; at most {MAX_KEY_LEN} are allowed",
+                prefix.len()
+            )));
+        }
+        let now = self.clock.now_ms();
         let live = self
             .index
-            .get(key)
-            .is_some_and(|slot| slot.expires_at == 0 || !slot.is_expired(self.clock.now_ms()));
-        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + key.len());
-        encode_record(&mut record, RecordKind::Delete, key, &[], 0);
-        self.append(&record)?;
-        self.index.remove(key);
-        self.snapshot_stale = true;
+            .iter()
+            .filter(|(key, slot)| key.starts_with(prefix) && !slot.is_expired(now))
+            .count() as u64;
+        if prefix.is_empty() {
+            self.clear()?;
+            return Ok(live);
+        }
+        self.write_marker(RecordKind::DeletePrefix, prefix, 0)?;
+        self.index.retain(|key, _| !key.starts_with(prefix));
         self.enforce_limit()?;
         Ok(live)
+    }
+
+    /// Removes every expired entry now and returns how many there were; touches no file (their
+    /// records are reclaimed by compaction, and replay skips expired records).
+    pub fn expire(&mut self) -> u64 {
+        let now = self.clock.now_ms();
+        if !self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
+            return 0;
+        }
+        let before = self.index.len();
+        self.index.retain(|_, slot| !slot.is_expired(now));
+        let removed = (before - self.index.len()) as u64;
+        self.expired += removed;
+        self.snapshot_stale = true;
+        removed
     }
 
     /// Removes every entry and deletes every segment file.
@@ -498,6 +686,8 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             size_limit: self.options.size_limit,
             hits: self.hits,
             misses: self.misses,
+            expired: self.expired,
+            evicted: self.evicted,
         }
     }
 
@@ -671,15 +861,23 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         let slack = limit / 10;
         // Each round compacts one segment; a full rotation reclaims every dead byte.
         let mut rounds = 2 * self.segments.len() + 8;
+        let mut swept = false;
         while self.volume() > limit && rounds > 0 {
             rounds -= 1;
             let excess = self.volume() - limit;
             let mut dead = self.log_bytes - self.index.live_bytes();
+            if dead < excess + slack && !swept {
+                // Expired entries go before any live one is evicted.
+                swept = true;
+                self.expire();
+                dead = self.log_bytes - self.index.live_bytes();
+            }
             if dead < excess + slack {
                 // Never evict the entry just written: it is the most recent one.
                 while dead < excess + slack && self.index.len() > 1 {
                     if let Some((_, slot)) = self.index.pop_lru() {
                         dead += u64::from(slot.len);
+                        self.evicted += 1;
                     }
                 }
                 self.snapshot_stale = true;
@@ -720,7 +918,13 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                         .is_some_and(|s| s.segment == oldest && s.offset as usize == pos);
                 if live {
                     batch_keys.push((rec.key.to_owned(), batch.len()));
-                    batch.extend_from_slice(&data[pos..pos + rec.len]);
+                    let expires_at = self.index.get(rec.key).map_or(0, |s| s.expires_at);
+                    if expires_at == rec.expires_at {
+                        batch.extend_from_slice(&data[pos..pos + rec.len]);
+                    } else {
+                        // A touch changed the expiry; its record will not outlive this copy.
+                        encode_record(&mut batch, RecordKind::Put, rec.key, rec.value, expires_at);
+                    }
                 }
                 pos += rec.len;
                 if batch.len() >= 1 << 20 || (pos >= data.len() && !batch.is_empty()) {

@@ -19,6 +19,10 @@ pub enum Error {
     NotOpen,
     /// The cache is already open in this instance.
     AlreadyOpen,
+    /// `incr` found a value that is not an integer counter.
+    NotACounter(String),
+    /// `incr` would take the counter past the `i64` range; the counter is unchanged.
+    CounterOverflow(String),
 }
 
 impl fmt::Display for Error {
@@ -34,6 +38,8 @@ impl fmt::Display for Error {
             Error::IncompatibleFormat(msg) => write!(f, "incompatible cache format: {msg}"),
             Error::NotOpen => write!(f, "the cache is not open"),
             Error::AlreadyOpen => write!(f, "the cache is already open"),
+            Error::NotACounter(msg) => write!(f, "not a counter: {msg}"),
+            Error::CounterOverflow(msg) => write!(f, "counter overflow: {msg}"),
         }
     }
 }

@@ -17,12 +17,18 @@
 //! offset size field
 //!  0     4    header_crc   crc32 of bytes 4..23 (the rest of the header, body_hash included)
 //!  4     4    body_hash    low 32 bits of xxh3-64 of key ++ value (fast in wasm with simd128)
-//!  8     1    kind         1 put, 2 delete (tombstone), 3 clear, 4 seal
-//!  9     2    key_len      1..=4096 for put/delete, 0 for clear/seal
+//!  8     1    kind         1 put, 2 delete (tombstone), 3 clear, 4 seal,
+//!                          5 touch (new expires_at for the key's current value),
+//!                          6 delete-prefix (every key starting with `key` is deleted)
+//!  9     2    key_len      1..=4096 for put/delete/touch/delete-prefix, 0 for clear/seal
 //! 11     4    value_len    0 unless put
-//! 15     8    expires_at   ms since the UNIX epoch; 0 = never
+//! 15     8    expires_at   ms since the UNIX epoch; 0 = never (put and touch; 0 for the rest)
 //! 23     key_len bytes of UTF-8 key, then value_len bytes of value
 //! ```
+//!
+//! Version history: version 1 had kinds 1–4 only. Version 2 added touch and delete-prefix; it
+//! reads version 1 directories unchanged and rewrites `pcache.meta` to version 2 at open, so an
+//! older engine refuses the directory instead of mistaking the new records for damage.
 //!
 //! Writes append one whole record with one `write`. A crash can leave a torn record only at the
 //! end of the segment being written: it fails its checksums and reaches the end of the file, so
@@ -33,6 +39,11 @@
 //! value), deletes the segments that held them (the damaged one last, so the forgetting holds
 //! even if open is interrupted) and keeps the newer segments. A *clear* record starts a fresh
 //! segment; open deletes every older segment.
+//!
+//! A touch record changes only the expiry of the entry its key holds when it is replayed (none:
+//! it does nothing). Compaction copies a live put record with the entry's current expiry, so a
+//! touch dropped with its segment is never needed again. Delete-prefix, like a tombstone, also
+//! voids records of evicted keys that replay would otherwise find.
 //!
 //! Eviction writes no tombstone: an evicted entry's record stays in the log until compaction
 //! (always of the oldest segment first) removes it, so a crash's replay may bring the entry
@@ -58,7 +69,9 @@
 //! in the log and forgets every entry stored at or before the segment concerned.
 
 /// The format version this engine writes; directories with a newer one are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this engine reads (and upgrades at open).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Name of the metadata file.
 pub const META_FILE: &str = "pcache.meta";
 /// Name of the index snapshot.
@@ -88,6 +101,10 @@ pub enum RecordKind {
     Clear = 3,
     /// The segment ends here and is never written again.
     Seal = 4,
+    /// A key's current value now expires at `expires_at` (0 = never).
+    Touch = 5,
+    /// Every key starting with the record's key was deleted.
+    DeletePrefix = 6,
 }
 
 impl RecordKind {
@@ -97,6 +114,8 @@ impl RecordKind {
             2 => Some(Self::Delete),
             3 => Some(Self::Clear),
             4 => Some(Self::Seal),
+            5 => Some(Self::Touch),
+            6 => Some(Self::DeletePrefix),
             _ => None,
         }
     }
@@ -180,7 +199,9 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     let expires_at = u64_at(buf, 15);
     let shape_ok = match kind {
         RecordKind::Put => (1..=MAX_KEY_LEN).contains(&key_len),
-        RecordKind::Delete => (1..=MAX_KEY_LEN).contains(&key_len) && value_len == 0,
+        RecordKind::Delete | RecordKind::Touch | RecordKind::DeletePrefix => {
+            (1..=MAX_KEY_LEN).contains(&key_len) && value_len == 0
+        }
         RecordKind::Clear | RecordKind::Seal => key_len == 0 && value_len == 0,
     };
     if !shape_ok {
@@ -221,9 +242,14 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
 
 /// The metadata file's bytes for this engine's format version.
 pub fn encode_meta() -> [u8; META_LEN] {
+    encode_meta_version(FORMAT_VERSION)
+}
+
+/// The metadata file's bytes for `version` (tests use it to make older directories).
+pub fn encode_meta_version(version: u32) -> [u8; META_LEN] {
     let mut out = [0u8; META_LEN];
     out[..8].copy_from_slice(META_MAGIC);
-    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&out[..12]);
     out[12..].copy_from_slice(&crc.to_le_bytes());
     out
@@ -256,6 +282,11 @@ pub fn decode_meta(bytes: &[u8]) -> Result<u32, MetaError> {
     let version = u32_at(bytes, 8);
     if version > FORMAT_VERSION {
         return Err(MetaError::NewerVersion(version));
+    }
+    if version < OLDEST_READABLE_VERSION {
+        return Err(MetaError::Corrupt(format!(
+            "{META_FILE} names format version {version}, which never existed"
+        )));
     }
     Ok(version)
 }
@@ -348,7 +379,8 @@ pub fn decode_hint(bytes: &[u8]) -> Option<Hint<'_>> {
     if crc32fast::hash(body) != u32_at(bytes, bytes.len() - 4) {
         return None;
     }
-    if u32_at(body, 8) != FORMAT_VERSION {
+    // Versions 1 and 2 share the snapshot layout.
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&u32_at(body, 8)) {
         return None;
     }
     let count = usize::try_from(u64_at(body, 24)).ok()?;
@@ -460,6 +492,11 @@ mod tests {
             decode_meta(&newer),
             Err(MetaError::NewerVersion(FORMAT_VERSION + 1))
         );
+        assert_eq!(decode_meta(&encode_meta_version(1)), Ok(1));
+        assert!(matches!(
+            decode_meta(&encode_meta_version(0)),
+            Err(MetaError::Corrupt(_))
+        ));
         let mut flipped = meta;
         flipped[9] ^= 1;
         assert!(matches!(decode_meta(&flipped), Err(MetaError::Corrupt(_))));

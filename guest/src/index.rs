@@ -141,6 +141,17 @@ impl LruIndex {
         self.map.front().map(|(k, _)| k)
     }
 
+    /// Changes the expiry of `key` (0 = never); false on a miss.
+    pub fn set_expires_at(&mut self, key: &str, expires_at: u64) -> bool {
+        match self.map.get_mut(key) {
+            Some(slot) => {
+                slot.expires_at = expires_at;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Points `key` at a new location (after compaction) without changing its recency.
     pub fn relocate(&mut self, key: &str, segment: u32, offset: u32) {
         if let Some(slot) = self.map.get_mut(key) {

@@ -4,6 +4,7 @@
 //! WebAssembly component through the `pcache:cache` WIT interface.
 
 pub mod clock;
+pub mod counter;
 pub mod engine;
 pub mod error;
 pub mod format;

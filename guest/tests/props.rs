@@ -9,7 +9,7 @@ mod common;
 use common::{bytes_on_disk, T0};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Clock, Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{counter, Clock, Engine, EngineOptions, Error, ManualClock};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +20,8 @@ fn kind() -> impl Strategy<Value = RecordKind> {
         Just(RecordKind::Delete),
         Just(RecordKind::Clear),
         Just(RecordKind::Seal),
+        Just(RecordKind::Touch),
+        Just(RecordKind::DeletePrefix),
     ]
 }
 
@@ -33,7 +35,9 @@ fn record() -> impl Strategy<Value = (RecordKind, String, Vec<u8>, u64)> {
     )
         .prop_map(|(kind, key, value, expires_at)| match kind {
             RecordKind::Put => (kind, key, value, expires_at),
-            RecordKind::Delete => (kind, key, Vec::new(), expires_at),
+            RecordKind::Delete | RecordKind::Touch | RecordKind::DeletePrefix => {
+                (kind, key, Vec::new(), expires_at)
+            }
             RecordKind::Clear | RecordKind::Seal => (kind, String::new(), Vec::new(), 0),
         })
 }
@@ -125,6 +129,27 @@ enum Op {
         key: u8,
     },
     Clear,
+    Add {
+        key: u8,
+        len: u16,
+        ttl_ms: Option<u32>,
+    },
+    Touch {
+        key: u8,
+        ttl_ms: Option<u32>,
+    },
+    Pop {
+        key: u8,
+    },
+    Incr {
+        key: u8,
+        delta: i64,
+    },
+    /// Deletes the keys of one of four prefix groups (see `key_name`).
+    DeletePrefix {
+        group: u8,
+    },
+    Expire,
     Advance {
         ms: u32,
     },
@@ -142,14 +167,29 @@ fn op(keys: u8, max_len: u16) -> impl Strategy<Value = Op> {
         6 => (0..keys).prop_map(|key| Op::Get { key }),
         3 => (0..keys).prop_map(|key| Op::Delete { key }),
         1 => Just(Op::Clear),
+        2 => (0..keys, 0..max_len, ttl()).prop_map(|(key, len, ttl_ms)| Op::Add { key, len, ttl_ms }),
+        2 => (0..keys, ttl()).prop_map(|(key, ttl_ms)| Op::Touch { key, ttl_ms }),
+        2 => (0..keys).prop_map(|key| Op::Pop { key }),
+        3 => (0..keys, -3..4i64).prop_map(|(key, delta)| Op::Incr { key, delta }),
+        1 => (0..4u8).prop_map(|group| Op::DeletePrefix { group }),
+        1 => Just(Op::Expire),
         2 => (0..12u32).prop_map(|n| Op::Advance { ms: n * 250 }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
     ]
 }
 
-fn key_name(key: u8) -> String {
-    format!("key/{key}")
+fn ttl() -> impl Strategy<Value = Option<u32>> {
+    prop::option::weighted(0.4, (0..10u32).prop_map(|n| n * 500))
 }
+
+/// Keys fall in four prefix groups, `g0/` to `g3/`, for `DeletePrefix`.
+fn key_name(key: u8) -> String {
+    format!("g{}/{key}", key % 4)
+}
+
+/// The default `incr` starts from, and the TTL it gives a new counter.
+const INCR_DEFAULT: i64 = 10;
+const INCR_TTL_MS: u64 = 1_500;
 
 fn value_for(step: usize, len: u16) -> Vec<u8> {
     (0..len as usize).map(|i| (step * 31 + i) as u8).collect()
@@ -161,6 +201,22 @@ fn open(dir: &Path, clock: &ManualClock, limit: u64) -> Engine<StdStorage, Manua
         sync_writes: false,
     };
     Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
+}
+
+/// When an entry written at `now` with `ttl_ms` expires (0 = never).
+fn expiry(now: u64, ttl_ms: Option<u32>) -> u64 {
+    ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1))
+}
+
+/// Whether `got` is the latest value of `key` and, when its expiry is known, not expired.
+fn is_latest(
+    latest: &HashMap<u8, Option<(Vec<u8>, Option<u64>)>>,
+    key: u8,
+    got: &[u8],
+    now: u64,
+) -> bool {
+    matches!(latest.get(&key), Some(Some((v, exp)))
+        if v == got && exp.is_none_or(|exp| exp == 0 || now < exp))
 }
 
 proptest! {
@@ -183,8 +239,7 @@ proptest! {
                 Op::Set { key, len, ttl_ms } => {
                     let value = value_for(step, len);
                     engine.set(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap();
-                    let expires = ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1));
-                    model.insert(key, (value, expires));
+                    model.insert(key, (value, expiry(now, ttl_ms)));
                 }
                 Op::Get { key } => {
                     prop_assert_eq!(engine.get(&key_name(key)).unwrap(), live(&model, key), "step {}", step);
@@ -197,6 +252,53 @@ proptest! {
                 Op::Clear => {
                     engine.clear().unwrap();
                     model.clear();
+                }
+                Op::Add { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    let absent = live(&model, key).is_none();
+                    prop_assert_eq!(engine.add(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap(), absent, "step {}", step);
+                    if absent {
+                        model.insert(key, (value, expiry(now, ttl_ms)));
+                    }
+                }
+                Op::Touch { key, ttl_ms } => {
+                    let present = live(&model, key).is_some();
+                    prop_assert_eq!(engine.touch(&key_name(key), ttl_ms.map(u64::from)).unwrap(), present, "step {}", step);
+                    if present {
+                        model.get_mut(&key).unwrap().1 = expiry(now, ttl_ms);
+                    }
+                }
+                Op::Pop { key } => {
+                    prop_assert_eq!(engine.pop(&key_name(key)).unwrap(), live(&model, key), "step {}", step);
+                    model.remove(&key);
+                }
+                Op::Incr { key, delta } => {
+                    let got = engine.incr(&key_name(key), delta, INCR_DEFAULT, Some(INCR_TTL_MS));
+                    match live(&model, key) {
+                        None => {
+                            prop_assert_eq!(got.unwrap(), INCR_DEFAULT + delta, "step {}", step);
+                            model.insert(key, (counter::encode(INCR_DEFAULT + delta), now + INCR_TTL_MS));
+                        }
+                        Some(value) => match counter::decode(&value) {
+                            Some(n) => {
+                                prop_assert_eq!(got.unwrap(), n + delta, "step {}", step);
+                                model.get_mut(&key).unwrap().0 = counter::encode(n + delta);
+                            }
+                            None => prop_assert!(matches!(got, Err(Error::NotACounter(_))), "step {}: {:?}", step, got),
+                        },
+                    }
+                }
+                Op::DeletePrefix { group } => {
+                    let live_in_group = (0..16).filter(|k| k % 4 == group && live(&model, *k).is_some()).count() as u64;
+                    prop_assert_eq!(engine.delete_prefix(&format!("g{group}/")).unwrap(), live_in_group, "step {}", step);
+                    model.retain(|k, _| k % 4 != group);
+                }
+                Op::Expire => {
+                    // Reopening drops expired entries too, so expire may find fewer.
+                    let expired = model.values().filter(|(_, exp)| *exp != 0 && now >= *exp).count() as u64;
+                    let removed = engine.expire();
+                    prop_assert!(removed <= expired, "step {}: expire removed {} of {}", step, removed, expired);
+                    model.retain(|_, (_, exp)| *exp == 0 || now < *exp);
                 }
                 Op::Advance { ms } => clock.advance(u64::from(ms)),
                 Op::Reopen { clean } => {
@@ -228,22 +330,60 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at(T0);
         let mut engine = open(dir.path(), &clock, limit);
-        // The latest value per key and its expiry; None once deleted or cleared.
-        let mut latest: HashMap<u8, Option<(Vec<u8>, u64)>> = HashMap::new();
+        // The latest value per key and its expiry (None: not known, after an incr that may
+        // have found the key evicted); None once deleted or cleared.
+        let mut latest: HashMap<u8, Option<(Vec<u8>, Option<u64>)>> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = clock.now_ms();
             match op {
                 Op::Set { key, len, ttl_ms } => {
                     let value = value_for(step, len);
                     engine.set(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap();
-                    let expires = ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1));
-                    latest.insert(key, Some((value, expires)));
+                    latest.insert(key, Some((value, Some(expiry(now, ttl_ms)))));
                 }
                 Op::Get { key } => {
                     if let Some(got) = engine.get(&key_name(key)).unwrap() {
-                        let ok = matches!(latest.get(&key), Some(Some((v, exp))) if *v == got && (*exp == 0 || now < *exp));
-                        prop_assert!(ok, "step {}: key {} returned a stale, deleted or expired value", step, key);
+                        prop_assert!(is_latest(&latest, key, &got, now), "step {}: key {} returned a stale, deleted or expired value", step, key);
                     }
+                }
+                Op::Add { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    if engine.add(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap() {
+                        latest.insert(key, Some((value, Some(expiry(now, ttl_ms)))));
+                    }
+                }
+                Op::Touch { key, ttl_ms } => {
+                    if engine.touch(&key_name(key), ttl_ms.map(u64::from)).unwrap() {
+                        let entry = latest.get_mut(&key).and_then(Option::as_mut);
+                        prop_assert!(entry.is_some(), "step {}: touch found deleted key {}", step, key);
+                        entry.unwrap().1 = Some(expiry(now, ttl_ms));
+                    }
+                }
+                Op::Pop { key } => {
+                    if let Some(got) = engine.pop(&key_name(key)).unwrap() {
+                        prop_assert!(is_latest(&latest, key, &got, now), "step {}: pop of key {} returned a stale value", step, key);
+                    }
+                    latest.insert(key, None);
+                }
+                Op::Incr { key, delta } => {
+                    match engine.incr(&key_name(key), delta, INCR_DEFAULT, Some(INCR_TTL_MS)) {
+                        Ok(n) => {
+                            latest.insert(key, Some((counter::encode(n), None)));
+                        }
+                        Err(Error::NotACounter(_)) => {}
+                        Err(e) => prop_assert!(false, "step {}: incr failed: {}", step, e),
+                    }
+                }
+                Op::DeletePrefix { group } => {
+                    engine.delete_prefix(&format!("g{group}/")).unwrap();
+                    for (k, v) in latest.iter_mut() {
+                        if k % 4 == group {
+                            *v = None;
+                        }
+                    }
+                }
+                Op::Expire => {
+                    engine.expire();
                 }
                 Op::Delete { key } => {
                     engine.delete(&key_name(key)).unwrap();
