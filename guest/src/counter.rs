@@ -86,13 +86,13 @@ mod tests {
     fn refuses_everything_else() {
         let not_counters: [&[u8]; 8] = [
             b"",
-            &[0x61, b'a'],                   // text "a"
-            &[0xf9, 0x3c, 0x00],             // float 1.0
-            &[0x18],                         // truncated
-            &[0x0a, 0x00],                   // trailing byte
+            &[0x61, b'a'],                      // text "a"
+            &[0xf9, 0x3c, 0x00],                // float 1.0
+            &[0x18],                            // truncated
+            &[0x0a, 0x00],                      // trailing byte
             &[0x1b, 0x80, 0, 0, 0, 0, 0, 0, 0], // 2^63: above i64::MAX
             &[0x3b, 0x80, 0, 0, 0, 0, 0, 0, 0], // -1 - 2^63: below i64::MIN
-            &[0xc2, 0x41, 0x01],             // bignum tag
+            &[0xc2, 0x41, 0x01],                // bignum tag
         ];
         for bytes in not_counters {
             assert_eq!(decode(bytes), None, "{bytes:?}");

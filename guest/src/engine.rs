@@ -553,10 +553,18 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// Edge cases: a value that is not a CBOR integer is `NotACounter`; a result outside the
     /// `i64` range is `CounterOverflow`; in both cases nothing changes. A damaged record counts
     /// as absent. Errors otherwise as for `set`.
-    pub fn incr(&mut self, key: &str, delta: i64, default: i64, ttl_ms: Option<u64>) -> Result<i64> {
+    pub fn incr(
+        &mut self,
+        key: &str,
+        delta: i64,
+        default: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64> {
         check_key(key)?;
         let current = match self.live_slot(key) {
-            Some(slot) => self.live_value(key, slot)?.map(|value| (value, slot.expires_at)),
+            Some(slot) => self
+                .live_value(key, slot)?
+                .map(|value| (value, slot.expires_at)),
             None => None,
         };
         let (base, expires_at) = match current {

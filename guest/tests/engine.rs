@@ -551,3 +551,215 @@ fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
     assert_eq!(e.keys("", None, 0), Vec::<String>::new());
     assert_eq!(e.keys("", None, 1000).len(), 251);
 }
+
+#[test]
+fn add_touch_pop_and_incr_behave_and_persist() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path(), &clock);
+    assert!(e.add("k", b"first", None).unwrap());
+    assert!(!e.add("k", b"second", None).unwrap());
+    assert_eq!(get(&mut e, "k").as_deref(), Some(&b"first"[..]));
+    // An expired entry counts as absent for add.
+    e.set("old", b"x", Some(10)).unwrap();
+    clock.advance(10);
+    assert!(e.add("old", b"new", None).unwrap());
+    assert_eq!(get(&mut e, "old").as_deref(), Some(&b"new"[..]));
+
+    // touch: missing → false; sets, then clears, the TTL without rewriting the value.
+    assert!(!e.touch("missing", Some(100)).unwrap());
+    assert!(e.touch("k", Some(100)).unwrap());
+    clock.advance(99);
+    assert!(e.touch("k", None).unwrap());
+    clock.advance(1_000_000);
+    assert_eq!(get(&mut e, "k").as_deref(), Some(&b"first"[..]));
+    assert!(e.touch("k", Some(50)).unwrap());
+
+    // pop returns and removes in one step.
+    assert_eq!(e.pop("old").unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(e.pop("old").unwrap(), None);
+    assert_eq!(get(&mut e, "old"), None);
+
+    // incr: default, then add; a negative delta; persisted as a CBOR integer.
+    assert_eq!(e.incr("hits", 1, 0, None).unwrap(), 1);
+    assert_eq!(e.incr("hits", 41, 0, None).unwrap(), 42);
+    assert_eq!(e.incr("down", -5, 100, None).unwrap(), 95);
+    assert_eq!(get(&mut e, "hits").unwrap(), [0x18, 42]);
+
+    // Crash (no close): everything above comes back from the log.
+    drop(e);
+    let mut e = open(dir.path(), &clock);
+    assert_eq!(get(&mut e, "old"), None);
+    assert_eq!(e.incr("hits", 0, 0, None).unwrap(), 42);
+    assert_eq!(e.incr("down", 0, 0, None).unwrap(), 95);
+    clock.advance(49);
+    assert_eq!(get(&mut e, "k").as_deref(), Some(&b"first"[..]));
+    clock.advance(1);
+    assert_eq!(
+        get(&mut e, "k"),
+        None,
+        "the TTL set by the last touch applies"
+    );
+}
+
+#[test]
+fn incr_refuses_non_counters_and_overflow_and_changes_nothing() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path(), &clock);
+    e.set("text", &[0x61, b'a'], None).unwrap();
+    assert!(matches!(
+        e.incr("text", 1, 0, None),
+        Err(Error::NotACounter(_))
+    ));
+    assert_eq!(get(&mut e, "text").unwrap(), [0x61, b'a']);
+    assert_eq!(e.incr("max", i64::MAX, 0, None).unwrap(), i64::MAX);
+    assert!(matches!(
+        e.incr("max", 1, 0, None),
+        Err(Error::CounterOverflow(_))
+    ));
+    assert_eq!(e.incr("max", 0, 0, None).unwrap(), i64::MAX);
+    assert!(matches!(
+        e.incr("min", -1, i64::MIN, None),
+        Err(Error::CounterOverflow(_))
+    ));
+    assert_eq!(get(&mut e, "min"), None, "a failed incr creates nothing");
+    // A new counter gets the TTL; an existing one keeps its expiry.
+    assert_eq!(e.incr("rate", 1, 0, Some(100)).unwrap(), 1);
+    clock.advance(60);
+    assert_eq!(e.incr("rate", 1, 0, Some(100)).unwrap(), 2);
+    clock.advance(40);
+    assert_eq!(
+        e.incr("rate", 1, 0, Some(100)).unwrap(),
+        1,
+        "expired at 100 ms"
+    );
+}
+
+#[test]
+fn a_touched_expiry_survives_compaction_and_crashes() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    // A small limit so the segment holding "kept" is compacted many times over.
+    let limit = 256 * 1024;
+    let mut e = open_with(dir.path(), &clock, limit);
+    e.set("kept", b"value", Some(1_000)).unwrap();
+    assert!(e.touch("kept", None).unwrap());
+    let filler = vec![1u8; 2000];
+    for i in 0..2_000 {
+        e.set(&format!("filler{i}"), &filler, None).unwrap();
+        // Keep "kept" recently used so eviction never takes it.
+        assert!(get(&mut e, "kept").is_some(), "step {i}");
+    }
+    assert!(
+        e.stats().evicted > 0,
+        "the test must have evicted and compacted"
+    );
+    let first = segment_paths(dir.path())[0].clone();
+    assert!(
+        !first.ends_with("0000000001.seg"),
+        "segment 1 was compacted"
+    );
+    drop(e); // crash
+    clock.advance(10_000);
+    let mut e = open_with(dir.path(), &clock, limit);
+    assert_eq!(get(&mut e, "kept").as_deref(), Some(&b"value"[..]));
+}
+
+#[test]
+fn delete_prefix_and_expire_count_and_persist() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path(), &clock);
+    for i in 0..10 {
+        e.set(&format!("user:{i}"), b"u", None).unwrap();
+        e.set(&format!("file:{i}"), b"f", Some(100)).unwrap();
+    }
+    e.set("api:x", b"a", None).unwrap();
+    assert_eq!(e.delete_prefix("user:").unwrap(), 10);
+    assert_eq!(e.delete_prefix("user:").unwrap(), 0);
+    assert!(e.keys("user:", None, 100).is_empty());
+    assert!(matches!(
+        e.delete_prefix(&"p".repeat(4097)),
+        Err(Error::InvalidKey(_))
+    ));
+    assert_eq!(e.expire(), 0);
+    clock.advance(100);
+    assert_eq!(e.expire(), 10);
+    assert_eq!(e.expire(), 0);
+    let stats = e.stats();
+    assert_eq!((stats.entries, stats.expired), (1, 10));
+    drop(e); // crash: the delete-prefix record is replayed
+    let mut e = open(dir.path(), &clock);
+    assert_eq!(get(&mut e, "user:3"), None);
+    assert_eq!(get(&mut e, "api:x").as_deref(), Some(&b"a"[..]));
+    assert_eq!(e.delete_prefix("").unwrap(), 1, "the empty prefix clears");
+    assert_eq!(e.stats().entries, 0);
+}
+
+#[test]
+fn delete_prefix_keeps_evicted_entries_from_coming_back_after_a_crash() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 * 1024;
+    let mut e = open_with(dir.path(), &clock, limit);
+    let value = vec![3u8; 1000];
+    let mut i = 0;
+    // Fill until eviction starts: old "doomed:" records may still be in the log.
+    while e.stats().evicted == 0 {
+        e.set(&format!("doomed:{i}"), &value, None).unwrap();
+        i += 1;
+    }
+    e.delete_prefix("doomed:").unwrap();
+    drop(e); // crash before any compaction could remove the evicted records
+    let mut e = open_with(dir.path(), &clock, limit);
+    for j in 0..i {
+        assert_eq!(get(&mut e, &format!("doomed:{j}")), None, "doomed:{j}");
+    }
+}
+
+#[test]
+fn expired_entries_go_before_live_ones_are_evicted() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 100 * 1024;
+    let mut e = open_with(dir.path(), &clock, limit);
+    let value = vec![5u8; 1000];
+    // Least recently used, but live.
+    for i in 0..30 {
+        e.set(&format!("live{i}"), &value, None).unwrap();
+    }
+    // More recent, but short-lived.
+    for i in 0..40 {
+        e.set(&format!("short{i}"), &value, Some(10)).unwrap();
+    }
+    clock.advance(10);
+    // Push the volume past the limit: the expired entries make the room.
+    for i in 0..30 {
+        e.set(&format!("new{i}"), &value, None).unwrap();
+    }
+    let stats = e.stats();
+    assert!(stats.expired > 0, "{stats:?}");
+    assert_eq!(stats.evicted, 0, "{stats:?}");
+    for i in 0..30 {
+        assert!(get(&mut e, &format!("live{i}")).is_some(), "live{i}");
+    }
+}
+
+#[test]
+fn a_version_1_directory_is_read_and_upgraded() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path(), &clock);
+    e.set("k", b"from v1", None).unwrap();
+    e.close().unwrap();
+    // Version 1 directories hold the same records and snapshot, with version 1 in the header.
+    let meta_path = dir.path().join(format::META_FILE);
+    fs::write(&meta_path, format::encode_meta_version(1)).unwrap();
+    let mut e = open(dir.path(), &clock);
+    assert_eq!(get(&mut e, "k").as_deref(), Some(&b"from v1"[..]));
+    assert_eq!(
+        format::decode_meta(&fs::read(&meta_path).unwrap()),
+        Ok(format::FORMAT_VERSION)
+    );
+}
