@@ -44,6 +44,8 @@ fn to_wit(e: Error) -> wit::Error {
         Error::IncompatibleFormat(msg) => wit::Error::IncompatibleFormat(msg),
         Error::NotOpen => wit::Error::NotOpen,
         Error::AlreadyOpen => wit::Error::AlreadyOpen,
+        Error::NotACounter(msg) => wit::Error::NotACounter(msg),
+        Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
     }
 }
 
@@ -93,6 +95,30 @@ impl Guest for Component {
         with_engine(|e| e.clear())
     }
 
+    fn add(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<bool, wit::Error> {
+        with_engine(|e| e.add(&key, &value, ttl_ms))
+    }
+
+    fn touch(key: String, ttl_ms: Option<u64>) -> Result<bool, wit::Error> {
+        with_engine(|e| e.touch(&key, ttl_ms))
+    }
+
+    fn pop(key: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        with_engine(|e| e.pop(&key))
+    }
+
+    fn incr(key: String, delta: i64, default: i64, ttl_ms: Option<u64>) -> Result<i64, wit::Error> {
+        with_engine(|e| e.incr(&key, delta, default, ttl_ms))
+    }
+
+    fn delete_prefix(prefix: String) -> Result<u64, wit::Error> {
+        with_engine(|e| e.delete_prefix(&prefix))
+    }
+
+    fn expire() -> Result<u64, wit::Error> {
+        with_engine(|e| Ok(e.expire()))
+    }
+
     fn keys(prefix: String, after: Option<String>, limit: u32) -> Result<Vec<String>, wit::Error> {
         with_engine(|e| Ok(e.keys(&prefix, after.as_deref(), limit as usize)))
     }
@@ -106,6 +132,8 @@ impl Guest for Component {
                 size_limit: s.size_limit,
                 hits: s.hits,
                 misses: s.misses,
+                expired: s.expired,
+                evicted: s.evicted,
             })
         })
     }

@@ -9,7 +9,7 @@ mod generated {
 
 pub(crate) use generated::exports::pcache::cache::cache::Guest as CacheExports;
 pub(crate) use generated::pcache::cache::types::{
-    Error as GuestError, OpenOptions as GuestOpenOptions,
+    CacheStats as GuestCounters, Error as GuestError, OpenOptions as GuestOpenOptions,
 };
 pub(crate) use generated::{CacheGuest, CacheGuestPre};
 
@@ -30,6 +30,8 @@ impl From<GuestError> for Error {
             GuestError::AlreadyOpen => {
                 Error::Wasm("the guest reported `already-open`: it was opened twice".to_owned())
             }
+            GuestError::NotACounter(message) => Error::NotACounter(message),
+            GuestError::CounterOverflow(message) => Error::CounterOverflow(message),
         }
     }
 }
@@ -65,6 +67,14 @@ mod tests {
             Error::IncompatibleFormat(m) if m == "v9"
         ));
         assert!(matches!(Error::from(GuestError::NotOpen), Error::Closed));
+        assert!(matches!(
+            Error::from(GuestError::NotACounter("text".into())),
+            Error::NotACounter(m) if m == "text"
+        ));
+        assert!(matches!(
+            Error::from(GuestError::CounterOverflow("max".into())),
+            Error::CounterOverflow(m) if m == "max"
+        ));
         assert!(matches!(
             Error::from(GuestError::AlreadyOpen),
             Error::Wasm(_)

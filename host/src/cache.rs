@@ -41,6 +41,14 @@ pub struct Stats {
     pub hits: u64,
     /// `get` calls that found nothing (missing or expired) since the cache was opened in this process.
     pub misses: u64,
+    /// Entries removed because their TTL had passed (found by a read, by [`expire`], or swept
+    /// to make room) since the cache was opened in this process.
+    ///
+    /// [`expire`]: PersistentCache::expire
+    pub expired: u64,
+    /// Live entries removed by LRU eviction to stay under the size limit since the cache was
+    /// opened in this process.
+    pub evicted: u64,
 }
 
 /// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
@@ -206,6 +214,104 @@ impl PersistentCache {
         self.inner.call(|guest| guest.delete(key))
     }
 
+    /// Stores `value` (CBOR-encoded) under `key` only if the key holds no live entry, in one
+    /// atomic step; `Ok(true)` if it was stored, `Ok(false)` if the key was present (the old
+    /// value stays and keeps its recency). `ttl: None` applies the default TTL, as [`set`](Self::set).
+    ///
+    /// Edge cases: an expired entry counts as absent. An invalid key or a value too large for
+    /// the size limit is an error even when the key is present.
+    ///
+    /// # Errors
+    /// Same as [`set`](Self::set).
+    pub async fn add<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let bytes = encode(value)?;
+        let ttl_ms = ttl.or(self.inner.options.default_ttl).map(ttl_millis);
+        self.inner.call(|guest| guest.add(key, &bytes, ttl_ms))
+    }
+
+    /// Marks `key` as the most recently used and gives it a new TTL from now (`None`: it never
+    /// expires), without rewriting its value; `Ok(false)` on a miss or an expired entry.
+    ///
+    /// Edge cases: a zero TTL expires the entry at once; the new expiry survives restarts and
+    /// crashes (a small touch record is appended to the log).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
+    pub async fn touch(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.inner
+            .call(|guest| guest.touch(key, ttl.map(ttl_millis)))
+    }
+
+    /// Removes `key` and returns its value decoded from CBOR, in one atomic step; `Ok(None)`
+    /// on a miss or an expired entry. Does not count as a hit or a miss.
+    ///
+    /// Edge cases: if the stored bytes are not a `T`, the entry is still removed and
+    /// [`Error::Deserialize`] is returned (use [`pop_raw`](Self::pop_raw) to get the bytes).
+    ///
+    /// # Errors
+    /// [`Error::Deserialize`], [`Error::InvalidKey`], [`Error::Io`], [`Error::Closed`],
+    /// [`Error::Wasm`].
+    pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.pop_raw(key).await? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes `key` and returns its raw bytes, in one atomic step; `Ok(None)` on a miss or an
+    /// expired entry.
+    ///
+    /// # Errors
+    /// Same as [`pop`](Self::pop), without [`Error::Deserialize`].
+    pub async fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.call(|guest| guest.pop(key))
+    }
+
+    /// Adds `delta` to the integer counter under `key` and returns the new value, atomically
+    /// and durably (as durable as [`set`](Self::set)). A key with no live entry starts from
+    /// `default` and gets the default TTL; an existing counter keeps its expiry.
+    ///
+    /// Counters are stored as CBOR integers, so `get::<i64>` reads them and `set(key, &5_i64)`
+    /// starts one.
+    ///
+    /// # Errors
+    /// [`Error::NotACounter`] if the value under `key` is not an integer,
+    /// [`Error::CounterOverflow`] if the result leaves the `i64` range (nothing changes in
+    /// either case), [`Error::InvalidKey`], [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
+    pub async fn incr(&self, key: &str, delta: i64, default: i64) -> Result<i64> {
+        let ttl_ms = self.inner.options.default_ttl.map(ttl_millis);
+        self.inner
+            .call(|guest| guest.incr(key, delta, default, ttl_ms))
+    }
+
+    /// Removes every key that starts with `prefix` and returns how many live entries that was.
+    ///
+    /// Edge cases: `""` removes everything, like [`clear`](Self::clear); no match returns 0.
+    /// One small record is written whatever the count, so this is cheap even for millions of
+    /// keys, and the removal survives crashes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] (a prefix over 4096 bytes), [`Error::Io`], [`Error::Closed`],
+    /// [`Error::Wasm`].
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        self.inner.call(|guest| guest.delete_prefix(prefix))
+    }
+
+    /// Removes every expired entry now and returns how many there were. Expired entries are
+    /// never returned anyway and are swept before any live entry is evicted; this frees their
+    /// index memory at a time of your choosing.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Wasm`].
+    pub async fn expire(&self) -> Result<u64> {
+        self.inner.call(|guest| guest.expire())
+    }
+
     /// Removes every entry (the directory itself stays).
     ///
     /// # Errors
@@ -264,6 +370,8 @@ impl PersistentCache {
             size_limit: counters.size_limit,
             hits: counters.hits,
             misses: counters.misses,
+            expired: counters.expired,
+            evicted: counters.evicted,
         })
     }
 

@@ -31,6 +31,14 @@ pub enum Error {
     #[error("incompatible cache format: {0}")]
     IncompatibleFormat(String),
 
+    /// `incr` found a value that is not an integer counter; nothing changed.
+    #[error("not a counter: {0}")]
+    NotACounter(String),
+
+    /// `incr` would take the counter outside the `i64` range; the counter is unchanged.
+    #[error("counter overflow: {0}")]
+    CounterOverflow(String),
+
     /// The cache was closed; reopen it with `PersistentCache::open`.
     #[error("the cache is closed")]
     Closed,

@@ -12,7 +12,9 @@ use wasmtime::{
 };
 use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{CacheExports, CacheGuest, CacheGuestPre, GuestError, GuestOpenOptions};
+use crate::bindings::{
+    CacheExports, CacheGuest, CacheGuestPre, GuestCounters, GuestError, GuestOpenOptions,
+};
 use crate::compiled::{load_component, EMBEDDED_COMPONENT};
 use crate::error::{Error, Result};
 use crate::options::{CacheOptions, Clock};
@@ -239,16 +241,6 @@ impl HostWallClock for WasiWallClock {
     }
 }
 
-/// The counters the guest's `stats` reports.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GuestCounters {
-    pub(crate) entries: u64,
-    pub(crate) volume: u64,
-    pub(crate) size_limit: u64,
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
-}
-
 /// One instance of the guest component, with its own store, seeing one directory as `/cache`.
 pub(crate) struct Guest {
     store: Store<GuestState>,
@@ -363,17 +355,56 @@ impl Guest {
         self.finish(outcome)
     }
 
+    /// Stores `value` under `key` only if it holds no live entry; true if stored.
+    pub(crate) fn add(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<bool> {
+        let store = arm(&mut self.store, self.deadline);
+        let outcome = exports(&self.bindings).call_add(store, key, value, ttl_ms);
+        self.finish(outcome)
+    }
+
+    /// Refreshes `key`'s recency and sets (or, with `None`, clears) its TTL; false on a miss.
+    pub(crate) fn touch(&mut self, key: &str, ttl_ms: Option<u64>) -> Result<bool> {
+        let store = arm(&mut self.store, self.deadline);
+        let outcome = exports(&self.bindings).call_touch(store, key, ttl_ms);
+        self.finish(outcome)
+    }
+
+    /// Removes `key` and returns its value; `None` on a miss or an expired entry.
+    pub(crate) fn pop(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let outcome = exports(&self.bindings).call_pop(arm(&mut self.store, self.deadline), key);
+        self.finish(outcome)
+    }
+
+    /// Adds `delta` to the counter under `key` (starting from `default`); the new value.
+    pub(crate) fn incr(
+        &mut self,
+        key: &str,
+        delta: i64,
+        default: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64> {
+        let store = arm(&mut self.store, self.deadline);
+        let outcome = exports(&self.bindings).call_incr(store, key, delta, default, ttl_ms);
+        self.finish(outcome)
+    }
+
+    /// Removes every key starting with `prefix`; the number of live entries removed.
+    pub(crate) fn delete_prefix(&mut self, prefix: &str) -> Result<u64> {
+        let store = arm(&mut self.store, self.deadline);
+        let outcome = exports(&self.bindings).call_delete_prefix(store, prefix);
+        self.finish(outcome)
+    }
+
+    /// Removes every expired entry now; how many there were.
+    pub(crate) fn expire(&mut self) -> Result<u64> {
+        let outcome = exports(&self.bindings).call_expire(arm(&mut self.store, self.deadline));
+        self.finish(outcome)
+    }
+
     /// The guest's counters.
     pub(crate) fn stats(&mut self) -> Result<GuestCounters> {
         let outcome = exports(&self.bindings).call_stats(arm(&mut self.store, self.deadline));
-        let stats = self.finish(outcome)?;
-        Ok(GuestCounters {
-            entries: stats.entries,
-            volume: stats.volume,
-            size_limit: stats.size_limit,
-            hits: stats.hits,
-            misses: stats.misses,
-        })
+        self.finish(outcome)
     }
 
     /// Flushes and closes the cache files; the instance is unusable afterwards.

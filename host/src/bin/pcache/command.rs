@@ -23,10 +23,40 @@ pub enum Op {
     Delete { key: String },
     /// Remove every entry.
     Clear,
-    /// Entries, volume, directory, size limit, hits and misses.
+    /// Entries, volume, directory, size limit, hits, misses, expired and evicted.
     Stats,
     /// List the keys that start with PREFIX (all keys without one), one per line, sorted.
     Keys { prefix: Option<String> },
+    /// Store VALUE under KEY only if KEY is absent (exit 1 if it was there).
+    Add {
+        key: String,
+        value: String,
+        /// Expire after this many seconds [default: $CACHE_CONTENT_TTL, else never].
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Mark KEY recently used and give it a new TTL; without --ttl it never expires (exit 1 if absent).
+    Touch {
+        key: String,
+        /// Expire this many seconds from now.
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Print the value under KEY as JSON and remove it (exit 1 on a miss).
+    Pop { key: String },
+    /// Add DELTA (default 1, may be negative) to the integer under KEY and print the result.
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+        /// The value an absent KEY starts from.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        default: i64,
+    },
+    /// Remove every key that starts with PREFIX and print how many there were.
+    DeletePrefix { prefix: String },
+    /// Remove every expired entry now and print how many there were.
+    Expire,
 }
 
 /// What an operation produced.
@@ -39,14 +69,26 @@ pub enum Outcome {
     Deleted(bool),
     Stats(Stats),
     Keys(Vec<String>),
+    /// `add`: whether the value was stored (the key was absent).
+    Added(bool),
+    /// `touch`: whether the key was there.
+    Touched(bool),
+    /// `incr`: the new value; `delete-prefix`, `expire`: how many entries were removed.
+    Number(i64),
 }
 
 impl Op {
     /// The key the operation names, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Op::Get { key } | Op::Set { key, .. } | Op::Delete { key } => Some(key),
-            Op::Clear | Op::Stats | Op::Keys { .. } => None,
+            Op::Get { key }
+            | Op::Set { key, .. }
+            | Op::Delete { key }
+            | Op::Add { key, .. }
+            | Op::Touch { key, .. }
+            | Op::Pop { key }
+            | Op::Incr { key, .. } => Some(key),
+            Op::Clear | Op::Stats | Op::Keys { .. } | Op::DeletePrefix { .. } | Op::Expire => None,
         }
     }
 
@@ -78,8 +120,32 @@ impl Op {
             Op::Keys { prefix } => {
                 Outcome::Keys(cache.keys(prefix.as_deref().unwrap_or("")).await?)
             }
+            Op::Add { key, value, ttl } => {
+                let ttl = ttl.map(Duration::from_secs);
+                Outcome::Added(cache.add(key, &parse_value(value), ttl).await?)
+            }
+            Op::Touch { key, ttl } => {
+                Outcome::Touched(cache.touch(key, ttl.map(Duration::from_secs)).await?)
+            }
+            Op::Pop { key } => Outcome::Value(match cache.pop_raw(key).await? {
+                Some(bytes) => Some(cbor_to_json(&bytes)?),
+                None => None,
+            }),
+            Op::Incr {
+                key,
+                delta,
+                default,
+            } => Outcome::Number(cache.incr(key, *delta, *default).await?),
+            Op::DeletePrefix { prefix } => {
+                Outcome::Number(count(cache.delete_prefix(prefix).await?))
+            }
+            Op::Expire => Outcome::Number(count(cache.expire().await?)),
         })
     }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A command-line value: JSON when it parses as JSON, else the text as a string.
@@ -139,7 +205,7 @@ pub fn human_stats(s: &Stats) -> String {
         format!("{:.1}%", 100.0 * s.hits as f64 / lookups as f64)
     };
     format!(
-        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}",
+        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}\nexpired:    {}\nevicted:    {}",
         s.directory.display(),
         s.entries,
         human_bytes(s.volume),
@@ -147,6 +213,8 @@ pub fn human_stats(s: &Stats) -> String {
         human_bytes(s.size_limit),
         s.hits,
         s.misses,
+        s.expired,
+        s.evicted,
     )
 }
 

@@ -1,6 +1,7 @@
 //! `pcache`: try the cache by hand (REPL) or script it (one-shot subcommands).
 //!
-//! Exit codes: 0 success; 1 a `get`/`delete` miss; 2 any error (bad flag, unusable directory,
+//! Exit codes: 0 success; 1 a miss (`get`, `delete`, `pop`, `touch`) or an `add` of a key
+//! that exists; 2 any error (bad flag, unusable directory,
 //! invalid key, value too large, ...), in which case nothing in the cache changed.
 
 mod bench;
@@ -170,6 +171,19 @@ fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitC
             for key in keys {
                 println!("{key}");
             }
+            ExitCode::SUCCESS
+        }
+        Outcome::Added(true) | Outcome::Touched(true) => ExitCode::SUCCESS,
+        Outcome::Added(false) => {
+            eprintln!("exists: {}", op.key().unwrap_or_default());
+            ExitCode::from(1)
+        }
+        Outcome::Touched(false) => {
+            eprintln!("not found: {}", op.key().unwrap_or_default());
+            ExitCode::from(1)
+        }
+        Outcome::Number(n) => {
+            println!("{n}");
             ExitCode::SUCCESS
         }
     })

@@ -12,8 +12,22 @@ use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 use crate::command::{one_line, Op, Outcome};
 
 /// The words the REPL understands as the first token.
-const COMMANDS: [&str; 9] = [
-    "get", "set", "delete", "clear", "stats", "keys", "help", "quit", "exit",
+const COMMANDS: [&str; 15] = [
+    "get",
+    "set",
+    "delete",
+    "clear",
+    "stats",
+    "keys",
+    "add",
+    "touch",
+    "pop",
+    "incr",
+    "delete-prefix",
+    "expire",
+    "help",
+    "quit",
+    "exit",
 ];
 
 const HELP: &str = "\
@@ -24,6 +38,12 @@ commands:
   clear                            remove every entry
   stats                            counters as JSON
   keys [PREFIX]                    keys starting with PREFIX, one per line
+  add KEY VALUE [--ttl SECONDS]    store only if KEY is absent: added / exists
+  touch KEY [--ttl SECONDS]        refresh KEY, new TTL (none: never expires)
+  pop KEY                          print the value and remove it, or (nil)
+  incr KEY [DELTA] [--default N]   add DELTA (1) to an integer, print it
+  delete-prefix PREFIX             remove keys starting with PREFIX, print count
+  expire                           remove expired entries now, print count
   help                             this text
   quit, exit, Ctrl-D               leave
 Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 300";
@@ -136,6 +156,11 @@ fn render(outcome: Outcome) -> String {
         }
         Outcome::Keys(keys) if keys.is_empty() => "(empty)".to_owned(),
         Outcome::Keys(keys) => keys.join("\n"),
+        Outcome::Added(true) => "added".to_owned(),
+        Outcome::Added(false) => "exists".to_owned(),
+        Outcome::Touched(true) => "OK".to_owned(),
+        Outcome::Touched(false) => "not found".to_owned(),
+        Outcome::Number(n) => n.to_string(),
     }
 }
 
