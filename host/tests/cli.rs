@@ -251,9 +251,73 @@ fn piped_repl_prints_one_line_per_command() {
 }
 
 #[test]
+fn add_touch_pop_incr_delete_prefix_and_expire_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let code = |out: &Output| out.status.code();
+    // incr: default delta 1 from 0, negative deltas, --default for a new counter.
+    assert_eq!(stdout(&run(d, &["incr", "hits"])), "1\n");
+    assert_eq!(stdout(&run(d, &["incr", "hits", "10"])), "11\n");
+    assert_eq!(stdout(&run(d, &["incr", "hits", "-3"])), "8\n");
+    assert_eq!(
+        stdout(&run(d, &["incr", "stock", "-1", "--default", "5"])),
+        "4\n"
+    );
+    assert_eq!(stdout(&run(d, &["get", "hits"])), "8\n");
+    run(d, &["set", "name", "John"]);
+    let out = run(d, &["incr", "name"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("not a counter"), "{}", stderr(&out));
+
+    // add: exit 1 when the key exists, and the old value stays.
+    assert_eq!(code(&run(d, &["add", "lock", "me"])), Some(0));
+    let out = run(d, &["add", "lock", "you"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(stderr(&out).contains("exists: lock"), "{}", stderr(&out));
+    assert_eq!(stdout(&run(d, &["get", "lock"])), "\"me\"\n");
+
+    // touch and pop: exit 1 on a miss.
+    assert_eq!(code(&run(d, &["touch", "lock", "--ttl", "60"])), Some(0));
+    assert_eq!(code(&run(d, &["touch", "nope"])), Some(1));
+    let out = run(d, &["pop", "lock"]);
+    assert_eq!((code(&out), stdout(&out)), (Some(0), "\"me\"\n".to_owned()));
+    assert_eq!(code(&run(d, &["pop", "lock"])), Some(1));
+
+    // delete-prefix and expire print counts.
+    for i in 0..5 {
+        run(d, &["set", &format!("user:{i}"), "x"]);
+    }
+    assert_eq!(stdout(&run(d, &["delete-prefix", "user:"])), "5\n");
+    assert_eq!(stdout(&run(d, &["keys", "user:"])), "");
+    assert_eq!(stdout(&run(d, &["expire"])), "0\n");
+    let stats: serde_json::Value =
+        serde_json::from_str(&stdout(&run(d, &["stats", "--json"]))).unwrap();
+    assert_eq!(stats["expired"], 0);
+    assert_eq!(stats["evicted"], 0);
+
+    let out = repl(d, "incr r 2\nincr r\nadd r 0\npop r\npop r\nexpire\n");
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines, ["2", "3", "exists", "3", "(nil)", "0"]);
+}
+
+#[test]
 fn help_is_available_for_each_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["get", "set", "delete", "clear", "stats", "keys", "repl"] {
+    for sub in [
+        "get",
+        "set",
+        "delete",
+        "clear",
+        "stats",
+        "keys",
+        "add",
+        "touch",
+        "pop",
+        "incr",
+        "delete-prefix",
+        "expire",
+        "repl",
+    ] {
         let out = run(dir.path(), &[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{sub}");
         assert!(stdout(&out).contains("Usage: pcache"), "{sub}");
