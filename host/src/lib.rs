@@ -28,11 +28,11 @@ mod worker;
 
 pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};
 pub use error::{Error, Result};
-pub use single_flight::GetOrSetError;
 pub use options::{
     CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,
     ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
 };
+pub use single_flight::GetOrSetError;
 
 /// Every Rust example in the README runs as a doctest.
 #[doc = include_str!("../../README.md")]
