@@ -79,6 +79,18 @@ pub struct Engine<S: Storage, C: Clock> {
     misses: u64,
     expired: u64,
     evicted: u64,
+    /// The key listing being paged through, if any (see `keys`).
+    listing: Option<KeyListing>,
+}
+
+/// The sorted keys of a `keys` listing past its first page, so that each later page is a
+/// binary search instead of a scan of the whole index.
+struct KeyListing {
+    prefix: String,
+    /// The listing holds every key greater than this that matched when it was built.
+    built_after: String,
+    /// Matching keys greater than `built_after`, sorted; entries removed since are skipped.
+    keys: Vec<Box<str>>,
 }
 
 impl<S: Storage, C: Clock> Engine<S, C> {
@@ -155,6 +167,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             misses: 0,
             expired: 0,
             evicted: 0,
+            listing: None,
         };
         let hint = hint_bytes.as_deref().and_then(format::decode_hint);
         if hint.is_none() && hint_bytes.is_some() {
@@ -658,9 +671,66 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// Up to `limit` live keys starting with `prefix`, in byte order, all greater than `after`.
     ///
     /// Edge cases: expired entries are skipped; an empty page means there are no more keys;
-    /// `limit` 0 returns an empty page. Each page scans the index once (O(n log limit)) and
-    /// touches no file; recency is not changed.
-    pub fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    /// `limit` 0 returns an empty page. Touches no file and does not change recency.
+    ///
+    /// Cost: the first page scans the index (O(n log limit)). The second page of a listing
+    /// sorts the keys still to come once and keeps them, so every later page is a binary
+    /// search; keys removed meanwhile are skipped, keys added meanwhile may be missed (as with
+    /// any paged listing of a changing set). The kept list is dropped at the last page, or
+    /// when a listing with another prefix or an earlier cursor starts.
+    pub fn keys(&mut self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+        let Some(after) = after else {
+            self.listing = None;
+            return self.scan_keys(prefix, None, limit);
+        };
+        let now = self.clock.now_ms();
+        let reusable = self
+            .listing
+            .as_ref()
+            .is_some_and(|l| l.prefix == prefix && l.built_after.as_str() <= after);
+        if !reusable {
+            let mut keys: Vec<Box<str>> = self
+                .index
+                .iter()
+                .filter(|(key, slot)| {
+                    key.starts_with(prefix) && *key > after && !slot.is_expired(now)
+                })
+                .map(|(key, _)| key.into())
+                .collect();
+            keys.sort_unstable();
+            self.listing = Some(KeyListing {
+                prefix: prefix.to_owned(),
+                built_after: after.to_owned(),
+                keys,
+            });
+        }
+        let Some(listing) = &self.listing else {
+            return Vec::new();
+        };
+        let start = listing.keys.partition_point(|k| &**k <= after);
+        let mut page = Vec::with_capacity(limit.min(listing.keys.len() - start));
+        let mut end = start;
+        for key in &listing.keys[start..] {
+            if page.len() == limit {
+                break;
+            }
+            end += 1;
+            let live = self
+                .index
+                .get(key)
+                .is_some_and(|slot| !slot.is_expired(now));
+            if live {
+                page.push(key.to_string());
+            }
+        }
+        if end == listing.keys.len() {
+            self.listing = None;
+        }
+        page
+    }
+
+    /// One page of `keys` by scanning the whole index.
+    fn scan_keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
         let now = self.clock.now_ms();
         // The `limit` smallest matching keys, kept in a max-heap.
         let mut page: std::collections::BinaryHeap<&str> =

@@ -208,9 +208,12 @@ fn expiry(now: u64, ttl_ms: Option<u32>) -> u64 {
     ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1))
 }
 
+/// Per key: its latest value and expiry (`None` when unknown), or `None` once deleted.
+type Latest = HashMap<u8, Option<(Vec<u8>, Option<u64>)>>;
+
 /// Whether `got` is the latest value of `key` and, when its expiry is known, not expired.
 fn is_latest(
-    latest: &HashMap<u8, Option<(Vec<u8>, Option<u64>)>>,
+    latest: &Latest,
     key: u8,
     got: &[u8],
     now: u64,
@@ -332,7 +335,7 @@ proptest! {
         let mut engine = open(dir.path(), &clock, limit);
         // The latest value per key and its expiry (None: not known, after an incr that may
         // have found the key evicted); None once deleted or cleared.
-        let mut latest: HashMap<u8, Option<(Vec<u8>, Option<u64>)>> = HashMap::new();
+        let mut latest: Latest = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = clock.now_ms();
             match op {
