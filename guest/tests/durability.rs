@@ -6,7 +6,7 @@ mod common;
 use common::{open_with, segment_paths, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
-use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualClock};
 use std::cell::Cell;
 use std::fs;
 use std::io;
@@ -217,9 +217,17 @@ enum Op {
     Delete(usize),
     Get(usize),
     Clear,
+    /// `incr(key, delta, INCR_DEFAULT)`.
+    Incr(usize, i64),
+    /// Delete every key of one of the `GROUPS` prefix groups.
+    DeletePrefix(usize),
     /// Close cleanly (writes the index snapshot) and reopen.
     Reopen,
 }
+
+/// Keys fall in this many prefix groups (see `key_of`).
+const GROUPS: usize = 3;
+const INCR_DEFAULT: i64 = 1000;
 
 /// A fixed pseudo-random workload over `keys` keys with values up to `max_len` bytes.
 fn workload(seed: u64, ops: usize, keys: usize, max_len: usize) -> Vec<Op> {
@@ -236,8 +244,10 @@ fn workload(seed: u64, ops: usize, keys: usize, max_len: usize) -> Vec<Op> {
             match next() % 100 {
                 0 => Op::Clear,
                 1..=3 => Op::Reopen,
-                4..=23 => Op::Delete(key),
-                24..=33 => Op::Get(key),
+                4..=15 => Op::Delete(key),
+                16..=17 => Op::DeletePrefix(key % GROUPS),
+                18..=25 => Op::Incr(key, next() as i64 % 7 - 3),
+                26..=33 => Op::Get(key),
                 _ => Op::Set(key, 1 + next() as usize % max_len),
             }
         })
@@ -251,7 +261,7 @@ fn value_of(step: usize, len: usize) -> Vec<u8> {
 }
 
 fn key_of(i: usize) -> String {
-    format!("key-{i}")
+    format!("g{}/key-{i}", i % GROUPS)
 }
 
 /// What each key may read as: `None` in a set means "missing".
@@ -286,6 +296,22 @@ fn run_until_crash(
                 }
             }),
             Op::Clear => e.clear().map(|()| acked.fill(None)),
+            Op::Incr(k, delta) => match e.incr(&key_of(k), delta, INCR_DEFAULT, None) {
+                Ok(n) => {
+                    acked[k] = Some(counter::encode(n));
+                    Ok(())
+                }
+                // Most values are not counters; nothing changed.
+                Err(Error::NotACounter(_)) => Ok(()),
+                Err(err) => Err(err),
+            },
+            Op::DeletePrefix(group) => e.delete_prefix(&format!("g{group}/")).map(|_| {
+                for (k, v) in acked.iter_mut().enumerate() {
+                    if k % GROUPS == group {
+                        *v = None;
+                    }
+                }
+            }),
             Op::Reopen => {
                 let left = spent.get();
                 let closed = e.close();
@@ -311,6 +337,25 @@ fn run_until_crash(
                 Op::Clear => {
                     let mut allowed = in_flight(&acked, None);
                     allowed.iter_mut().for_each(|a| a.push(None));
+                    return (allowed, true);
+                }
+                Op::DeletePrefix(group) => {
+                    let mut allowed = in_flight(&acked, None);
+                    for (k, a) in allowed.iter_mut().enumerate() {
+                        if k % GROUPS == group {
+                            a.push(None);
+                        }
+                    }
+                    return (allowed, true);
+                }
+                Op::Incr(k, delta) => {
+                    // From the acknowledged counter, or from the default if it was absent
+                    // (or, when evicting, evicted).
+                    let mut allowed = in_flight(&acked, None);
+                    let from_acked = acked[k].as_deref().and_then(counter::decode);
+                    for base in from_acked.into_iter().chain(Some(INCR_DEFAULT)) {
+                        allowed[k].push(Some(counter::encode(base + delta)));
+                    }
                     return (allowed, true);
                 }
                 Op::Get(_) | Op::Reopen => None,
