@@ -212,12 +212,7 @@ fn expiry(now: u64, ttl_ms: Option<u32>) -> u64 {
 type Latest = HashMap<u8, Option<(Vec<u8>, Option<u64>)>>;
 
 /// Whether `got` is the latest value of `key` and, when its expiry is known, not expired.
-fn is_latest(
-    latest: &Latest,
-    key: u8,
-    got: &[u8],
-    now: u64,
-) -> bool {
+fn is_latest(latest: &Latest, key: u8, got: &[u8], now: u64) -> bool {
     matches!(latest.get(&key), Some(Some((v, exp)))
         if v == got && exp.is_none_or(|exp| exp == 0 || now < exp))
 }
