@@ -484,8 +484,26 @@ fn canonical_directory(directory: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(directory).map_err(directory_error)
 }
 
-/// Takes the exclusive advisory lock on `<directory>/.lock`.
+/// How long `open` keeps trying a held directory lock before reporting `Locked`. A child
+/// process forked by this one shares the lock until it calls `exec`, so a cache closed and
+/// reopened while another thread spawns a process can find its own lock briefly held.
+const LOCK_WAIT: Duration = Duration::from_millis(250);
+
+/// Takes the exclusive advisory lock on `<directory>/.lock`, retrying for up to [`LOCK_WAIT`].
 fn lock_directory(directory: &Path) -> Result<File> {
+    let started = Instant::now();
+    loop {
+        match try_lock_directory(directory) {
+            Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// One attempt at the exclusive advisory lock on `<directory>/.lock`.
+fn try_lock_directory(directory: &Path) -> Result<File> {
     let path = directory.join(LOCK_FILE_NAME);
     let file = OpenOptions::new()
         .read(true)

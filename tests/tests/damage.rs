@@ -286,11 +286,12 @@ async fn a_directory_from_a_newer_format_is_refused_and_left_untouched() {
         .unwrap();
     cache.set("k", &1).await.unwrap();
     cache.close().await.unwrap();
-    // What a future engine would write: format version 2, with a valid checksum.
+    // What a future engine would write: the next format version, with a valid checksum.
     let meta = dir.path().join("pcache.meta");
     let mut bytes = std::fs::read(&meta).unwrap();
     assert_eq!(bytes.len(), 16);
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let future = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) + 1;
+    bytes[8..12].copy_from_slice(&future.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..12]);
     bytes[12..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&meta, &bytes).unwrap();
@@ -302,7 +303,7 @@ async fn a_directory_from_a_newer_format_is_refused_and_left_untouched() {
     match PersistentCache::open(CacheOptions::new(dir.path())).await {
         Err(e @ Error::IncompatibleFormat(_)) => {
             let message = e.to_string();
-            assert!(message.contains("version 2"), "{message}");
+            assert!(message.contains(&format!("version {future}")), "{message}");
         }
         other => panic!("expected IncompatibleFormat, got {other:?}"),
     }
