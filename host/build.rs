@@ -1,4 +1,5 @@
-//! Compiles the guest component (`persistent-cache-guest`) to `wasm32-wasip2` so the host can embed it.
+//! Compiles the guest component (`persistent-cache-guest`) to `wasm32-wasip2` so the host can embed
+//! it, and the plugins that run on it (the example under `examples/`, the test probe).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,16 @@ use std::process::{Command, Output};
 const GUEST_PACKAGE: &str = "persistent-cache-guest";
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_ARTIFACT: &str = "persistent_cache_guest.wasm";
+
+/// Plugin components built with the guest: (package, artifact, env var naming its path).
+const PLUGINS: &[(&str, &str, &str)] = &[
+    (
+        "pcache-example-wordfreq",
+        "wordfreq.wasm",
+        "PCACHE_WORDFREQ_PLUGIN_WASM",
+    ),
+    ("pcache-probe-plugin", "probe.wasm", "PCACHE_PROBE_PLUGIN_WASM"),
+];
 
 /// Variables a build script inherits from the outer cargo that would make the nested
 /// guest build use the host's flags, target, output directory or lint wrapper.
@@ -37,6 +48,8 @@ fn main() {
     for watched in [
         "guest/src",
         "guest/Cargo.toml",
+        "examples/wordfreq",
+        "tests/probe-plugin",
         "wit",
         "Cargo.lock",
         ".cargo/config.toml",
@@ -73,20 +86,27 @@ fn main() {
         );
     }
 
-    let artifact = guest_target_dir
-        .join(GUEST_TARGET)
-        .join("release")
-        .join(GUEST_ARTIFACT);
-    if !artifact.is_file() {
-        panic!(
-            "the guest build succeeded but {} does not exist",
-            artifact.display()
-        );
+    let built = |name: &str| {
+        let artifact = guest_target_dir.join(GUEST_TARGET).join("release").join(name);
+        if !artifact.is_file() {
+            panic!(
+                "the guest build succeeded but {} does not exist",
+                artifact.display()
+            );
+        }
+        artifact
+    };
+    println!(
+        "cargo:rustc-env=PCACHE_GUEST_WASM={}",
+        built(GUEST_ARTIFACT).display()
+    );
+    for (_, artifact, var) in PLUGINS {
+        println!("cargo:rustc-env={var}={}", built(artifact).display());
     }
-    println!("cargo:rustc-env=PCACHE_GUEST_WASM={}", artifact.display());
 }
 
-/// Runs `cargo build --release --target wasm32-wasip2 -p persistent-cache-guest` in the workspace.
+/// Runs `cargo build --release --target wasm32-wasip2 -p persistent-cache-guest -p <plugins>`
+/// in the workspace.
 fn build_guest(workspace_root: &Path, target_dir: &Path) -> Output {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -100,6 +120,7 @@ fn build_guest(workspace_root: &Path, target_dir: &Path) -> Output {
             "-p",
             GUEST_PACKAGE,
         ])
+        .args(PLUGINS.iter().flat_map(|(package, _, _)| ["-p", package]))
         .arg("--target-dir")
         .arg(target_dir);
     for var in INHERITED_VARS_TO_CLEAR {

@@ -34,6 +34,19 @@ pub use options::{
 };
 pub use single_flight::GetOrSetError;
 
+/// What the workspace's own tests need from the build; not a stable API.
+#[doc(hidden)]
+pub mod test_support {
+    /// The guest component this crate embeds (the same bytes it runs).
+    pub fn guest_component() -> &'static [u8] {
+        crate::compiled::EMBEDDED_COMPONENT
+    }
+    /// The example plugin (`examples/wordfreq`), built for wasm32-wasip2 by the build script.
+    pub const WORDFREQ_PLUGIN: &str = env!("PCACHE_WORDFREQ_PLUGIN_WASM");
+    /// The test probe plugin (`tests/probe-plugin`), built by the build script.
+    pub const PROBE_PLUGIN: &str = env!("PCACHE_PROBE_PLUGIN_WASM");
+}
+
 /// Every Rust example in the README runs as a doctest.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
