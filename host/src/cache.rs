@@ -432,7 +432,7 @@ impl Inner {
     }
 
     /// Runs `operation` on the guest thread; [`Error::Closed`] once the cache is closed.
-    fn call<T>(&self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
+    pub(crate) fn call<T>(&self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
         // Engine calls take microseconds (a large value or a compaction, milliseconds); they
         // run right here, one at a time.
         self.guest

@@ -98,6 +98,34 @@ pub enum Error {
     /// The WebAssembly runtime failed: compilation, instantiation, or a trap inside the guest.
     #[error("WebAssembly runtime error: {0}")]
     Wasm(String),
+
+    /// A plugin could not be loaded, or was stopped: it trapped or hit one of its limits. The
+    /// cache and the host are unaffected.
+    #[error("plugin {plugin}: {failure}")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        failure: PluginFailure,
+    },
+}
+
+/// Why a plugin failed (see [`Error::Plugin`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginFailure {
+    /// The file is not a component, is not a `wasi:cli` command, or imports something the host
+    /// does not provide (only WASI and `wasi:keyvalue@0.2.0-draft2` store/atomics/batch).
+    #[error("cannot load: {0}")]
+    Load(String),
+    /// The plugin ran longer than its time limit and was stopped.
+    #[error("stopped after its time limit of {0:?}")]
+    TimeLimit(Duration),
+    /// The plugin asked for more memory than its limit (bytes) and was stopped.
+    #[error("stopped at its memory limit of {0} bytes")]
+    MemoryLimit(u64),
+    /// The plugin trapped (a wasm trap, e.g. `unreachable` or a panic).
+    #[error("trapped: {0}")]
+    Trap(String),
 }
 
 /// The result type of every fallible PersistentCache operation.

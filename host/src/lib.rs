@@ -21,17 +21,19 @@ mod cache;
 mod compiled;
 mod error;
 mod options;
+mod plugin;
 mod runtime;
 mod single_flight;
 mod wasi_fs;
 mod worker;
 
 pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};
-pub use error::{Error, Result};
+pub use error::{Error, PluginFailure, Result};
 pub use options::{
     CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,
     ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
 };
+pub use plugin::{Plugin, PluginExit, PluginOptions, PLUGINS_DIRECTORY};
 pub use single_flight::GetOrSetError;
 
 /// What the workspace's own tests need from the build; not a stable API.

@@ -102,7 +102,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Advances `engine`'s epoch every [`EPOCH_TICK`] on a background thread, until the engine is
 /// dropped. A guest call traps once its deadline (a number of ticks) has passed.
-fn start_epoch_ticker(engine: EngineWeak) {
+pub(crate) fn start_epoch_ticker(engine: EngineWeak) {
     let ticker = std::thread::Builder::new()
         .name("pcache-epoch".to_owned())
         .spawn(move || loop {
@@ -119,7 +119,7 @@ fn start_epoch_ticker(engine: EngineWeak) {
 }
 
 /// Epoch ticks that cover `limit`, rounded up, plus one for the tick already under way.
-fn deadline_ticks(limit: Duration) -> u64 {
+pub(crate) fn deadline_ticks(limit: Duration) -> u64 {
     if limit.is_zero() {
         return 0;
     }
@@ -135,7 +135,7 @@ fn arm(store: &mut Store<GuestState>, ticks: u64) -> &mut Store<GuestState> {
 
 /// Raised (as a trap) when the guest asks for more linear memory than its limit.
 #[derive(Debug)]
-struct MemoryLimitHit {
+pub(crate) struct MemoryLimitHit {
     desired: usize,
     limit: u64,
 }
@@ -155,13 +155,13 @@ impl std::error::Error for MemoryLimitHit {}
 /// The guest's memory and table limits: wasmtime's [`StoreLimits`], except that a growth past
 /// the memory limit traps with [`MemoryLimitHit`] (so the caller gets `Error::MemoryLimit`)
 /// instead of failing the allocation, which the guest would turn into an opaque abort.
-struct GuestLimiter {
+pub(crate) struct GuestLimiter {
     limits: StoreLimits,
     memory_limit: u64,
 }
 
 impl GuestLimiter {
-    fn new(memory_limit: u64) -> Self {
+    pub(crate) fn new(memory_limit: u64) -> Self {
         let bytes = usize::try_from(memory_limit).unwrap_or(usize::MAX);
         GuestLimiter {
             limits: StoreLimitsBuilder::new().memory_size(bytes).build(),
@@ -431,7 +431,7 @@ impl Guest {
 
 /// The error for a failed guest call: `TimeLimit` for an epoch interruption, `MemoryLimit` for
 /// a memory growth past the limit, `Wasm` for any other trap or runtime failure.
-fn limit_error(err: &wasmtime::Error, time_limit: Duration, memory_limit: u64) -> Error {
+pub(crate) fn limit_error(err: &wasmtime::Error, time_limit: Duration, memory_limit: u64) -> Error {
     if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         Error::TimeLimit { limit: time_limit }
     } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod command;
+mod plugin;
 mod repl;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum CliCommand {
     Repl,
     /// Benchmark the component against the native engine and diskcache (see bench/README.md).
     Bench(bench::BenchArgs),
+    /// Run a wasi:keyvalue plugin component with the cache serving its buckets.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// One benchmark workload in this process (used by `bench`).
     #[command(hide = true)]
     BenchRun(bench::RunArgs),
@@ -136,6 +140,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(CliCommand::Op(op)) => {
             let outcome = op.execute(&cache).await?;
             print_one_shot(&op, outcome, cli.json)?
+        }
+        Some(CliCommand::Plugin(command)) => {
+            let code_cache = dirs::cache_dir().map(|d| d.join("persistent-cache"));
+            plugin::run(&cache, command, code_cache).await?
         }
         Some(CliCommand::Bench(_) | CliCommand::BenchRun(_)) => unreachable!("handled in main"),
     };
