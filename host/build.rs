@@ -16,7 +16,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "wordfreq.wasm",
         "PCACHE_WORDFREQ_PLUGIN_WASM",
     ),
-    ("pcache-probe-plugin", "probe.wasm", "PCACHE_PROBE_PLUGIN_WASM"),
+    (
+        "pcache-probe-plugin",
+        "probe.wasm",
+        "PCACHE_PROBE_PLUGIN_WASM",
+    ),
 ];
 
 /// Variables a build script inherits from the outer cargo that would make the nested
@@ -87,7 +91,10 @@ fn main() {
     }
 
     let built = |name: &str| {
-        let artifact = guest_target_dir.join(GUEST_TARGET).join("release").join(name);
+        let artifact = guest_target_dir
+            .join(GUEST_TARGET)
+            .join("release")
+            .join(name);
         if !artifact.is_file() {
             panic!(
                 "the guest build succeeded but {} does not exist",

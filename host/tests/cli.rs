@@ -301,6 +301,96 @@ fn add_touch_pop_incr_delete_prefix_and_expire_with_exit_codes() {
 }
 
 #[test]
+fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
+    use persistent_cache::test_support::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(
+        d,
+        &[
+            "plugin",
+            "run",
+            WORDFREQ_PLUGIN,
+            "add",
+            "to be or not to be",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("added 6 words (4 distinct)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(d, &["plugin", "run", WORDFREQ_PLUGIN, "count", "be", "or"]);
+    assert_eq!(stdout(&out), "be 2\nor 1\n");
+    // The plugin's keys are in its own cache directory, readable with --dir.
+    let own = d.join("cache/plugins/wordfreq");
+    let out = pcache(d, &["get", "--raw", "wordfreq/word:be"])
+        .arg("--dir")
+        .arg(&own)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "2", "{}", stderr(&out));
+
+    // Arguments that look like flags go to the plugin; --env grants one variable.
+    let out = run(d, &["plugin", "run", "--env", "A=1", PROBE_PLUGIN, "env"]);
+    assert_eq!(stdout(&out), "env=1\nenv.A=1\n");
+    assert_eq!(
+        run(d, &["plugin", "run", PROBE_PLUGIN, "exit", "1"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // A trap or a limit: exit 2 and one line naming the plugin.
+    let out = run(d, &["plugin", "run", PROBE_PLUGIN, "trap"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("pcache: plugin probe: trapped:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        d,
+        &["plugin", "run", "--time-limit", "0.3", PROBE_PLUGIN, "spin"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("time limit"), "{}", stderr(&out));
+    let out = run(d, &["plugin", "run", "missing.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
+
+#[test]
+fn output_into_a_closed_pipe_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..3000 {
+        if i % 1000 == 0 {
+            // Fill quickly through the REPL rather than 3000 processes.
+            let lines: String = (i..i + 1000)
+                .map(|j| format!("set key:{j:05} {j}\n"))
+                .collect();
+            repl(d, &lines);
+        }
+    }
+    let mut child = pcache(d, &["keys"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe while pcache is still writing.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn help_is_available_for_each_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     for sub in [
@@ -317,6 +407,7 @@ fn help_is_available_for_each_subcommand() {
         "delete-prefix",
         "expire",
         "repl",
+        "plugin",
     ] {
         let out = run(dir.path(), &[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{sub}");

@@ -10,7 +10,12 @@ use serde_json::Value as Json;
 #[derive(Subcommand, Debug, Clone)]
 pub enum Op {
     /// Print the value stored under KEY as JSON (exit 1 on a miss).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Print the stored bytes as they are, not decoded from CBOR (e.g. a plugin's values).
+        #[arg(long)]
+        raw: bool,
+    },
     /// Store VALUE under KEY: parsed as JSON when it is valid JSON, else stored as a string.
     Set {
         key: String,
@@ -63,6 +68,8 @@ pub enum Op {
 pub enum Outcome {
     /// `get`: the value, or `None` on a miss.
     Value(Option<Json>),
+    /// `get --raw`: the stored bytes, or `None` on a miss.
+    Raw(Option<Vec<u8>>),
     /// `set`, `clear`.
     Done,
     /// `delete`: whether the key was there.
@@ -81,7 +88,7 @@ impl Op {
     /// The key the operation names, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Op::Get { key }
+            Op::Get { key, .. }
             | Op::Set { key, .. }
             | Op::Delete { key }
             | Op::Add { key, .. }
@@ -95,7 +102,8 @@ impl Op {
     /// Runs the operation on `cache`.
     pub async fn execute(&self, cache: &PersistentCache) -> anyhow::Result<Outcome> {
         Ok(match self {
-            Op::Get { key } => Outcome::Value(match cache.get_raw(key).await? {
+            Op::Get { key, raw: true } => Outcome::Raw(cache.get_raw(key).await?),
+            Op::Get { key, raw: false } => Outcome::Value(match cache.get_raw(key).await? {
                 Some(bytes) => Some(cbor_to_json(&bytes)?),
                 None => None,
             }),

@@ -110,6 +110,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` and a newline to stdout. A reader that went away (`pcache keys | head`) is not
+/// an error: the output is simply no longer wanted.
+pub(crate) fn emit(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("pcache: {err:#}");
     ExitCode::from(2)
@@ -155,10 +165,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitCode> {
     Ok(match outcome {
         Outcome::Value(Some(value)) => {
-            println!("{value}");
+            emit(value)?;
             ExitCode::SUCCESS
         }
-        Outcome::Value(None) => {
+        Outcome::Raw(Some(bytes)) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&bytes).and_then(|()| out.flush()) {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err.into()),
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Outcome::Value(None) | Outcome::Raw(None) => {
             eprintln!("not found: {}", op.key().unwrap_or_default());
             ExitCode::from(1)
         }
@@ -169,15 +187,15 @@ fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitC
         }
         Outcome::Stats(stats) => {
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                emit(serde_json::to_string(&stats)?)?;
             } else {
-                println!("{}", command::human_stats(&stats));
+                emit(command::human_stats(&stats))?;
             }
             ExitCode::SUCCESS
         }
         Outcome::Keys(keys) => {
             for key in keys {
-                println!("{key}");
+                emit(key)?;
             }
             ExitCode::SUCCESS
         }
@@ -191,7 +209,7 @@ fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitC
             ExitCode::from(1)
         }
         Outcome::Number(n) => {
-            println!("{n}");
+            emit(n)?;
             ExitCode::SUCCESS
         }
     })

@@ -32,7 +32,7 @@ const COMMANDS: [&str; 15] = [
 
 const HELP: &str = "\
 commands:
-  get KEY                          print the value as JSON, or (nil)
+  get KEY [--raw]                  print the value as JSON (--raw: as stored), or (nil)
   set KEY VALUE [--ttl SECONDS]    store VALUE (JSON if it parses, else a string)
   delete KEY                       remove KEY: deleted / not found
   clear                            remove every entry
@@ -76,7 +76,7 @@ async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
     for line in std::io::stdin().lock().lines() {
         match step(cache, &line?).await {
             Step::Print(text) if text.is_empty() => {}
-            Step::Print(text) => println!("{text}"),
+            Step::Print(text) => crate::emit(text)?,
             Step::Quit => break,
         }
     }
@@ -147,7 +147,8 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
 fn render(outcome: Outcome) -> String {
     match outcome {
         Outcome::Value(Some(value)) => value.to_string(),
-        Outcome::Value(None) => "(nil)".to_owned(),
+        Outcome::Value(None) | Outcome::Raw(None) => "(nil)".to_owned(),
+        Outcome::Raw(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Outcome::Done => "OK".to_owned(),
         Outcome::Deleted(true) => "deleted".to_owned(),
         Outcome::Deleted(false) => "not found".to_owned(),
