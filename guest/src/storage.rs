@@ -182,18 +182,34 @@ mod wasi {
     }
 
     impl WasiStorage {
-        /// The preopen whose guest path is `path`.
+        /// The preopen whose guest path is `path`, reopened as ".".
         pub fn preopened(path: &str) -> io::Result<Self> {
-            get_directories()
+            let preopen = get_directories()
                 .into_iter()
                 .find(|(_, name)| name == path)
-                .map(|(dir, _)| Self { dir })
+                .map(|(dir, _)| dir)
                 .ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::NotFound,
                         format!("no preopened directory named {path:?}"),
                     )
-                })
+                })?;
+            // Work through a descriptor opened from the preopen, not the preopen itself: jco's
+            // preview2-shim (dist/nodejs/filesystem.js) refuses `read-directory`, `sync` and
+            // `stat` on a preopen descriptor, but allows them on a directory opened with
+            // `open-at`. Only READ is asked for (the shim rejects `mutate-directory` on
+            // `open-at`); creating, renaming and removing files inside still work, because
+            // hosts give the child directory the preopen's permissions (wasmtime-wasi: `Dir`
+            // inherits the parent's `DirPerms`).
+            let dir = preopen
+                .open_at(
+                    PathFlags::empty(),
+                    ".",
+                    OpenFlags::DIRECTORY,
+                    DescriptorFlags::READ,
+                )
+                .map_err(io_error)?;
+            Ok(Self { dir })
         }
     }
 

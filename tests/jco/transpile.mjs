@@ -1,0 +1,17 @@
+// Transpiles a WebAssembly component into an ES module that runs under Node.js with
+// @bytecodealliance/preview2-shim (jco-transpile is jco's transpiler without the CLI).
+//
+// usage: node transpile.mjs COMPONENT.wasm OUT_DIR [NAME]
+// writes OUT_DIR/NAME.js (default NAME: pcache), NAME.core.wasm and .d.ts type declarations.
+import { transpile, writeFiles } from '@bytecodealliance/jco-transpile';
+
+const [component, outDir, name = 'pcache'] = process.argv.slice(2);
+if (!component || !outDir) {
+  console.error('usage: node transpile.mjs COMPONENT.wasm OUT_DIR [NAME]');
+  process.exit(2);
+}
+// jco-transpile 0.15 throws a WIT `result::err` payload as a bare object by default; the jco CLI
+// wraps it in a ComponentError (an Error whose `.payload` is the payload). Ask for the CLI's
+// behaviour, so errors carry a stack and code written for the CLI's output works unchanged.
+const { files } = await transpile(component, { name, outDir, noComponentErrorWrapping: false });
+await writeFiles(files);
