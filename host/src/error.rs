@@ -132,11 +132,26 @@ pub enum PluginFailure {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Wraps a wasmtime error (trap, link or compile failure): the root cause (e.g. `wasm trap:
-    /// wasm `unreachable` instruction executed`) first, then the whole chain with the wasm backtrace.
+    /// Wraps a wasmtime error (trap, link or compile failure) in one line: the root cause (e.g.
+    /// `wasm trap: wasm `unreachable` instruction executed`) first, then the chain of contexts.
+    /// The wasm backtrace (many lines) goes to the log at debug level instead.
     pub(crate) fn wasm(err: &wasmtime::Error) -> Self {
-        if err.chain().nth(1).is_some() {
-            Error::Wasm(format!("{}; details: {err:#}", err.root_cause()))
+        // A trap's backtrace is a context whose message runs over many lines; keep its first.
+        let contexts: Vec<String> = err
+            .chain()
+            .map(|cause| {
+                let message = cause.to_string();
+                let first = message.lines().next().unwrap_or_default();
+                first.trim_end_matches(" at wasm backtrace:").to_owned()
+            })
+            .collect();
+        if contexts.len() > 1 {
+            tracing::debug!(error = %format!("{err:#}"), "wasm error with backtrace");
+            Error::Wasm(format!(
+                "{}; details: {}",
+                err.root_cause(),
+                contexts.join(": ")
+            ))
         } else {
             Error::Wasm(err.to_string())
         }
