@@ -213,6 +213,24 @@ async fn a_plugin_sees_only_what_it_is_granted() {
     assert!(net["net.tcp"].starts_with("err:"), "{net:?}");
     assert!(net["net.dns"].starts_with("err:"), "{net:?}");
 
+    // A granted directory is readable, and only readable; nothing else is.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("input.txt"), "five!").unwrap();
+    let granted = |args: [&str; 2]| {
+        PluginOptions::new()
+            .args(args)
+            .read_only_dir(data.path(), "/data")
+    };
+    let read = cache.run_plugin(&plugin, granted(["read", "/data/input.txt"]));
+    assert_eq!(report(&read.await.unwrap())["read"], "ok");
+    let write = cache.run_plugin(&plugin, granted(["write", "/data/new.txt"]));
+    assert!(report(&write.await.unwrap())["write"].starts_with("err:"));
+    assert!(!data.path().join("new.txt").exists());
+    let outside = cache.run_plugin(&plugin, granted(["read", "/data/../../etc/passwd"]));
+    assert!(report(&outside.await.unwrap())["read"].starts_with("err:"));
+    let ungranted = report(&run(&cache, &plugin, &["read", "/data/input.txt"]).await);
+    assert!(ungranted["read"].starts_with("err:"), "{ungranted:?}");
+
     let options = PluginOptions::new()
         .args(["stdin"])
         .stdin(&b"twelve bytes"[..]);

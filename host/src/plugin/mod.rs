@@ -16,7 +16,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, OptLevel, Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::cache::PersistentCache;
 use crate::compiled::load_component;
@@ -62,6 +62,7 @@ impl std::fmt::Debug for Plugin {
 pub struct PluginOptions {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    read_only_dirs: Vec<(PathBuf, String)>,
     stdin: Vec<u8>,
     inherit_stdio: bool,
     memory_limit: u64,
@@ -74,6 +75,7 @@ impl Default for PluginOptions {
         PluginOptions {
             args: Vec::new(),
             env: Vec::new(),
+            read_only_dirs: Vec::new(),
             stdin: Vec::new(),
             inherit_stdio: false,
             memory_limit: 256 << 20,
@@ -103,6 +105,14 @@ impl PluginOptions {
     /// Grants one environment variable; the plugin sees no others.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Grants read-only access to the host directory `host` (and everything below it), which
+    /// the plugin sees as `guest` (e.g. `/data`); it sees no other files. Writes, renames and
+    /// deletes in it are refused.
+    pub fn read_only_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        self.read_only_dirs.push((host.into(), guest.into()));
         self
     }
 
@@ -303,10 +313,17 @@ fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Resu
     let mut wasi = WasiCtxBuilder::new();
     wasi.args(&argv)
         .envs(&options.env)
-        // The defaults, stated: no sockets, no name lookups; and no preopened directory.
+        // The defaults, stated: no sockets, no name lookups; and no directory unless granted.
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    for (host, guest) in &options.read_only_dirs {
+        wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+            .map_err(|err| Error::Directory {
+                path: host.clone(),
+                source: std::io::Error::other(format!("{err:#}")),
+            })?;
+    }
     let captured = if options.inherit_stdio {
         wasi.inherit_stdin().inherit_stdout().inherit_stderr();
         None

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 const USAGE: &str = "\
 usage: probe put BUCKET KEY VALUE | get BUCKET KEY | list BUCKET | incr BUCKET KEY DELTA
            | cas BUCKET KEY NEW | batch BUCKET | escape | env | fs | net | spin | alloc
-           | trap | exit N | stdin | args [ANY...]";
+           | trap | exit N | stdin | args [ANY...] | read PATH | write PATH";
 
 /// How often `cas` retries after `cas-failed`.
 const CAS_RETRIES: usize = 10;
@@ -46,6 +46,8 @@ fn main() {
             Err(_) => usage(&format!("N must be an i32: {code:?}")),
         },
         ["stdin"] => stdin(),
+        ["read", path] => report("read", io_outcome(&std::fs::read(path))),
+        ["write", path] => report("write", io_outcome(&std::fs::write(path, "x"))),
         ["args", ..] => print_args(),
         _ => usage("unknown command or wrong arguments"),
     }

@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Grant the plugin an environment variable (repeatable); it sees no others.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Grant read-only access to a host directory, seen by the plugin as GUEST (default: the
+    /// same path); repeatable. The plugin sees no other files.
+    #[arg(long = "read-dir", value_name = "HOST[::GUEST]")]
+    read_dirs: Vec<String>,
     /// Stop the plugin past this much linear memory.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = crate::parse_size_arg)]
     memory_limit: u64,
@@ -64,6 +68,10 @@ pub async fn run(
         .store_size_limit(args.store_size_limit);
     for (name, value) in args.env {
         options = options.env(name, value);
+    }
+    for grant in args.read_dirs {
+        let (host, guest) = grant.split_once("::").unwrap_or((&grant, &grant));
+        options = options.read_only_dir(host, guest);
     }
     let exit = cache.run_plugin(&plugin, options).await?;
     Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(1)))
