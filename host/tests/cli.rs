@@ -341,6 +341,19 @@ fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
             .code(),
         Some(1)
     );
+    std::fs::write(d.join("input.txt"), "data").unwrap();
+    let grant = format!("{}::/data", d.display());
+    let args = [
+        "plugin",
+        "run",
+        "--read-dir",
+        &grant,
+        PROBE_PLUGIN,
+        "read",
+        "/data/input.txt",
+    ];
+    let out = run(d, &args);
+    assert_eq!(stdout(&out), "read=ok\n", "{}", stderr(&out));
 
     // A trap or a limit: exit 2 and one line naming the plugin.
     let out = run(d, &["plugin", "run", PROBE_PLUGIN, "trap"]);
