@@ -354,6 +354,40 @@ fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
     ];
     let out = run(d, &args);
     assert_eq!(stdout(&out), "read=ok\n", "{}", stderr(&out));
+    // --name picks the namespace: the same component under two names sees two stores.
+    let put = [
+        "plugin",
+        "run",
+        "--name",
+        "one",
+        PROBE_PLUGIN,
+        "put",
+        "b",
+        "k",
+        "v",
+    ];
+    assert_eq!(stdout(&run(d, &put)), "put=ok\n");
+    let get = |name: &str| {
+        let args = [
+            "plugin",
+            "run",
+            "--name",
+            name,
+            PROBE_PLUGIN,
+            "get",
+            "b",
+            "k",
+        ];
+        stdout(&run(d, &args))
+    };
+    assert_eq!(get("one"), "get=v\n");
+    assert_eq!(get("two"), "get=none\n");
+    assert_eq!(
+        run(d, &["plugin", "run", "--name", "../x", PROBE_PLUGIN])
+            .status
+            .code(),
+        Some(2)
+    );
 
     // A trap or a limit: exit 2 and one line naming the plugin.
     let out = run(d, &["plugin", "run", PROBE_PLUGIN, "trap"]);

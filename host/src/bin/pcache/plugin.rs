@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Arguments passed to the plugin (after PLUGIN; use -- before ones that start with -).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+    /// The plugin's name, which names its namespace [default: PLUGIN's file name without .wasm].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// Grant the plugin an environment variable (repeatable); it sees no others.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -59,7 +62,14 @@ pub async fn run(
     if !(args.time_limit.is_finite() && args.time_limit > 0.0) {
         anyhow::bail!("--time-limit must be a positive number of seconds");
     }
-    let plugin = Plugin::load(&args.plugin, code_cache).await?;
+    let plugin = match args.name {
+        None => Plugin::load(&args.plugin, code_cache).await?,
+        Some(name) => {
+            let bytes = std::fs::read(&args.plugin)
+                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.plugin.display()))?;
+            Plugin::from_bytes(name, bytes, code_cache).await?
+        }
+    };
     let mut options = PluginOptions::new()
         .args(args.args)
         .inherit_stdio(true)
