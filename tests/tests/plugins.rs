@@ -72,7 +72,7 @@ async fn the_example_plugin_keeps_its_counts_across_runs_and_restarts() {
     assert!(first.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).lines().next(),
-        Some("added 8 words (6 distinct); 8 words in total over 1 runs")
+        Some("added 8 words (6 distinct); 8 words in total over 1 run")
     );
     cache.close().await.unwrap();
 

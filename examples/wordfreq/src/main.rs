@@ -132,9 +132,13 @@ fn add(bucket: &store::Bucket, text: &[String]) -> Result<(), Error> {
     }
     let total = atomics::increment(bucket, TOTAL, added)?;
     let runs = atomics::increment(bucket, RUNS, 1)?;
+    let plural = |n: i64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
     println!(
-        "added {added} words ({} distinct); {total} words in total over {runs} runs",
-        counts.len()
+        "added {added} {} ({} distinct); {total} {} in total over {runs} {}",
+        plural(added, "word", "words"),
+        counts.len(),
+        plural(total, "word", "words"),
+        plural(runs, "run", "runs"),
     );
     Ok(())
 }
