@@ -95,6 +95,10 @@ impl Guest for Component {
         with_engine(|e| e.clear())
     }
 
+    fn contains(key: String) -> Result<bool, wit::Error> {
+        with_engine(|e| e.contains(&key))
+    }
+
     fn add(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<bool, wit::Error> {
         with_engine(|e| e.add(&key, &value, ttl_ms))
     }

@@ -368,6 +368,15 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         }
     }
 
+    /// True if `key` holds a live entry. Answered from the index: reads no file, counts as
+    /// neither hit nor miss and leaves recency alone.
+    ///
+    /// Edge cases: an expired entry is `false` (and removed now); an invalid key is `InvalidKey`.
+    pub fn contains(&mut self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        Ok(self.live_slot(key).is_some())
+    }
+
     /// The slot of `key` if it holds a live entry; an expired entry is removed now (and
     /// counted as expired).
     fn live_slot(&mut self, key: &str) -> Option<Slot> {
@@ -681,7 +690,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     pub fn keys(&mut self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
         let Some(after) = after else {
             self.listing = None;
-            return self.scan_keys(prefix, None, limit);
+            return self.scan_keys(prefix, limit);
         };
         let now = self.clock.now_ms();
         let reusable = self
@@ -729,8 +738,9 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         page
     }
 
-    /// One page of `keys` by scanning the whole index.
-    fn scan_keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    /// The first page of `keys` (the `limit` smallest live keys with `prefix`), by scanning the
+    /// whole index.
+    fn scan_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
         let now = self.clock.now_ms();
         // The `limit` smallest matching keys, kept in a max-heap.
         let mut page: std::collections::BinaryHeap<&str> =
@@ -738,7 +748,6 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         for (key, slot) in self.index.iter() {
             if limit == 0
                 || !key.starts_with(prefix)
-                || after.is_some_and(|a| key <= a)
                 || (slot.expires_at != 0 && slot.is_expired(now))
             {
                 continue;

@@ -815,3 +815,34 @@ fn paging_through_keys_while_they_change_lists_each_surviving_key_once() {
     let earlier = e.keys("k:", Some(&all[10]), 2);
     assert_eq!(earlier, all[11..13]);
 }
+
+#[test]
+fn contains_answers_from_the_index_without_a_hit_or_a_use() {
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open_with(dir.path(), &clock, 100 * 1024);
+    let value = vec![1u8; 1000];
+    e.set("first", &value, None).unwrap();
+    e.set("short", b"v", Some(10)).unwrap();
+    for i in 0..60 {
+        e.set(&format!("k{i}"), &value, None).unwrap();
+    }
+    assert!(e.contains("first").unwrap());
+    assert!(!e.contains("missing").unwrap());
+    assert!(matches!(e.contains(""), Err(Error::InvalidKey(_))));
+    clock.advance(10);
+    assert!(!e.contains("short").unwrap(), "expired");
+    let stats = e.stats();
+    assert_eq!((stats.hits, stats.misses), (0, 0));
+    // Had `contains` made "first" recently used, the first eviction would spare it.
+    let mut i = 60;
+    while e.stats().evicted == 0 {
+        e.set(&format!("k{i}"), &value, None).unwrap();
+        i += 1;
+        assert!(i < 1000, "nothing was evicted");
+    }
+    assert!(
+        !e.contains("first").unwrap(),
+        "still the least recently used"
+    );
+}

@@ -214,6 +214,16 @@ impl PersistentCache {
         self.inner.call(|guest| guest.delete(key))
     }
 
+    /// Whether `key` holds a live (present, unexpired) entry. Answered from the engine's
+    /// in-memory index: reads no file, is not counted as a hit or a miss, and does not make the
+    /// entry more recently used.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Closed`], [`Error::Wasm`].
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        self.inner.call(|guest| guest.contains(key))
+    }
+
     /// Stores `value` (CBOR-encoded) under `key` only if the key holds no live entry, in one
     /// atomic step; `Ok(true)` if it was stored, `Ok(false)` if the key was present (the old
     /// value stays and keeps its recency). `ttl: None` applies the default TTL, as [`set`](Self::set).

@@ -355,6 +355,13 @@ impl Guest {
         self.finish(outcome)
     }
 
+    /// Whether `key` holds a live entry (from the index; no file read).
+    pub(crate) fn contains(&mut self, key: &str) -> Result<bool> {
+        let outcome =
+            exports(&self.bindings).call_contains(arm(&mut self.store, self.deadline), key);
+        self.finish(outcome)
+    }
+
     /// Stores `value` under `key` only if it holds no live entry; true if stored.
     pub(crate) fn add(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<bool> {
         let store = arm(&mut self.store, self.deadline);

@@ -107,10 +107,12 @@ async fn add_keeps_the_old_value_and_respects_ttl() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
     ));
     let cache = open_with_clock(dir.path(), &clock).await;
+    assert!(!cache.contains("k").await.unwrap());
     assert!(cache
         .add("k", "first", Some(Duration::from_secs(10)))
         .await
         .unwrap());
+    assert!(cache.contains("k").await.unwrap());
     assert!(!cache.add("k", "second", None).await.unwrap());
     assert_eq!(
         cache.get::<String>("k").await.unwrap().as_deref(),

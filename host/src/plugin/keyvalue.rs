@@ -66,16 +66,11 @@ impl PluginState {
         &self,
         operation: impl FnOnce(&mut Guest) -> Result<T, store::Error>,
     ) -> Result<T, store::Error> {
-        let mut outcome = None;
-        let called = self.store.inner.call(|guest| {
-            outcome = Some(operation(guest));
-            Ok(())
-        });
-        match (called, outcome) {
-            (_, Some(outcome)) => outcome,
-            (Err(err), None) => Err(other(err)),
-            (Ok(()), None) => Err(store::Error::Other("the cache did not run the call".into())),
-        }
+        // The outer error: the cache could not run the call at all (closed, or restarting).
+        self.store
+            .inner
+            .call(|guest| Ok(operation(guest)))
+            .unwrap_or_else(|err| Err(other(err)))
     }
 }
 
@@ -132,7 +127,7 @@ impl store::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| cache.get(&key).map(|v| v.is_some()).map_err(other)))
+        Ok(self.with_cache(|cache| cache.contains(&key).map_err(other)))
     }
 
     fn list_keys(
