@@ -413,15 +413,12 @@ fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
 fn output_into_a_closed_pipe_is_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for i in 0..3000 {
-        if i % 1000 == 0 {
-            // Fill quickly through the REPL rather than 3000 processes.
-            let lines: String = (i..i + 1000)
-                .map(|j| format!("set key:{j:05} {j}\n"))
-                .collect();
-            repl(d, &lines);
-        }
-    }
+    // More key text (3000 × 41 bytes) than a pipe buffers (64 KiB), so pcache is still
+    // writing when the reader goes away. One REPL process stores them all.
+    let lines: String = (0..3000)
+        .map(|j| format!("set key:{j:05}:{} {j}\n", "x".repeat(30)))
+        .collect();
+    repl(d, &lines);
     let mut child = pcache(d, &["keys"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
