@@ -135,7 +135,7 @@ fn arm(store: &mut Store<GuestState>, ticks: u64) -> &mut Store<GuestState> {
 
 /// Raised (as a trap) when the guest asks for more linear memory than its limit.
 #[derive(Debug)]
-pub(crate) struct MemoryLimitHit {
+struct MemoryLimitHit {
     desired: usize,
     limit: u64,
 }
@@ -438,15 +438,33 @@ impl Guest {
 
 /// The error for a failed guest call: `TimeLimit` for an epoch interruption, `MemoryLimit` for
 /// a memory growth past the limit, `Wasm` for any other trap or runtime failure.
-pub(crate) fn limit_error(err: &wasmtime::Error, time_limit: Duration, memory_limit: u64) -> Error {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        Error::TimeLimit { limit: time_limit }
-    } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
-        Error::MemoryLimit {
+fn limit_error(err: &wasmtime::Error, time_limit: Duration, memory_limit: u64) -> Error {
+    match Stop::of(err) {
+        Stop::TimeLimit => Error::TimeLimit { limit: time_limit },
+        Stop::MemoryLimit => Error::MemoryLimit {
             limit: memory_limit,
+        },
+        Stop::Other => Error::wasm(err),
+    }
+}
+
+/// Why a store's call was abandoned: its epoch deadline, its memory limit, or anything else.
+pub(crate) enum Stop {
+    TimeLimit,
+    MemoryLimit,
+    Other,
+}
+
+impl Stop {
+    /// Classifies a failed call (of the cache guest or of a plugin).
+    pub(crate) fn of(err: &wasmtime::Error) -> Stop {
+        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            Stop::TimeLimit
+        } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
+            Stop::MemoryLimit
+        } else {
+            Stop::Other
         }
-    } else {
-        Error::wasm(err)
     }
 }
 

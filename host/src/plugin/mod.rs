@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, OptLevel, Store, Trap};
+use wasmtime::{Config, Engine, OptLevel, Store};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -22,7 +22,7 @@ use crate::cache::PersistentCache;
 use crate::compiled::load_component;
 use crate::error::{Error, PluginFailure, Result};
 use crate::options::CacheOptions;
-use crate::runtime::{deadline_ticks, start_epoch_ticker, GuestLimiter, MemoryLimitHit};
+use crate::runtime::{deadline_ticks, start_epoch_ticker, GuestLimiter, Stop};
 
 /// The host side of the plugin world (`wit/plugin.wit`): `wasi:keyvalue` store, atomics, batch.
 mod bindings {
@@ -375,14 +375,14 @@ fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Resu
 
 /// What stopped a plugin: its time limit, its memory limit, or a trap.
 fn failure(err: &wasmtime::Error, options: &PluginOptions) -> PluginFailure {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        PluginFailure::TimeLimit(options.time_limit)
-    } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
-        PluginFailure::MemoryLimit(options.memory_limit)
-    } else {
-        // The root cause (e.g. "wasm trap: wasm `unreachable` instruction executed"); the
-        // wasm backtrace goes to the log.
-        tracing::debug!(error = %format!("{err:#}"), "plugin trapped");
-        PluginFailure::Trap(err.root_cause().to_string())
+    match Stop::of(err) {
+        Stop::TimeLimit => PluginFailure::TimeLimit(options.time_limit),
+        Stop::MemoryLimit => PluginFailure::MemoryLimit(options.memory_limit),
+        Stop::Other => {
+            // The root cause (e.g. "wasm trap: wasm `unreachable` instruction executed"); the
+            // wasm backtrace goes to the log.
+            tracing::debug!(error = %format!("{err:#}"), "plugin trapped");
+            PluginFailure::Trap(err.root_cause().to_string())
+        }
     }
 }
