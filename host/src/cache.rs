@@ -299,6 +299,27 @@ impl PersistentCache {
             .call(|guest| guest.incr(key, delta, default, ttl_ms))
     }
 
+    /// Like [`incr`](Self::incr), but a counter this call creates expires `ttl` from now: a
+    /// fixed-window rate limit is `incr_with_ttl("rate:ip:1.2.3.4", 1, 0, 60s)`. An existing
+    /// counter keeps its expiry (the window does not slide).
+    ///
+    /// Edge cases: a zero TTL creates a counter that is already expired, so the next call
+    /// starts from `default` again; an expired counter counts as absent.
+    ///
+    /// # Errors
+    /// Same as [`incr`](Self::incr).
+    pub async fn incr_with_ttl(
+        &self,
+        key: &str,
+        delta: i64,
+        default: i64,
+        ttl: Duration,
+    ) -> Result<i64> {
+        let ttl_ms = Some(ttl_millis(ttl));
+        self.inner
+            .call(|guest| guest.incr(key, delta, default, ttl_ms))
+    }
+
     /// Removes every key that starts with `prefix` and returns how many live entries that was.
     ///
     /// Edge cases: `""` removes everything, like [`clear`](Self::clear); no match returns 0.

@@ -264,6 +264,12 @@ fn add_touch_pop_incr_delete_prefix_and_expire_with_exit_codes() {
         "4\n"
     );
     assert_eq!(stdout(&run(d, &["get", "hits"])), "8\n");
+    // --ttl applies to a counter the call creates: a zero TTL makes one that is already gone,
+    // and an existing counter keeps its expiry (here: none), so --ttl 0 does not expire it.
+    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "0"])), "1\n");
+    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "0"])), "1\n");
+    assert_eq!(stdout(&run(d, &["incr", "hits", "--ttl", "0"])), "9\n");
+    assert_eq!(stdout(&run(d, &["get", "hits"])), "9\n");
     run(d, &["set", "name", "John"]);
     let out = run(d, &["incr", "name"]);
     assert_eq!(code(&out), Some(2));

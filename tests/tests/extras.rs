@@ -101,6 +101,47 @@ async fn add_and_pop_have_exactly_one_winner_among_64_tasks() {
 }
 
 #[tokio::test]
+async fn incr_with_ttl_opens_a_window_that_later_calls_do_not_extend() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    ));
+    let minute = Duration::from_secs(60);
+    let cache = open_with_clock(dir.path(), &clock).await;
+    assert_eq!(cache.incr_with_ttl("rate", 1, 0, minute).await.unwrap(), 1);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(cache.incr_with_ttl("rate", 1, 0, minute).await.unwrap(), 2);
+    // Plain incr on the same counter keeps its expiry too.
+    assert_eq!(cache.incr("rate", 1, 0).await.unwrap(), 3);
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        !cache.contains("rate").await.unwrap(),
+        "expired 60 s after it was created, not after the last call"
+    );
+    // A new window starts from the default again, and its expiry survives a restart.
+    assert_eq!(
+        cache.incr_with_ttl("rate", 1, 10, minute).await.unwrap(),
+        11
+    );
+    cache.close().await.unwrap();
+    let cache = open_with_clock(dir.path(), &clock).await;
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(cache.get::<i64>("rate").await.unwrap(), Some(11));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(cache.get::<i64>("rate").await.unwrap(), None);
+
+    // Without a TTL of its own, a new counter gets the cache's default TTL.
+    let options = CacheOptions::new(dir.path())
+        .clock(clock.clone())
+        .default_ttl(Some(Duration::from_secs(5)));
+    cache.close().await.unwrap();
+    let cache = PersistentCache::open(options).await.unwrap();
+    assert_eq!(cache.incr("plain", 1, 0).await.unwrap(), 1);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(cache.incr("plain", 1, 0).await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn add_keeps_the_old_value_and_respects_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(

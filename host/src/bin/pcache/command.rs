@@ -57,6 +57,10 @@ pub enum Op {
         /// The value an absent KEY starts from.
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         default: i64,
+        /// A counter this call creates expires after this many seconds; an existing one keeps
+        /// its expiry [default: $CACHE_CONTENT_TTL, else never].
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
     },
     /// Remove every key that starts with PREFIX and print how many there were.
     DeletePrefix { prefix: String },
@@ -143,7 +147,18 @@ impl Op {
                 key,
                 delta,
                 default,
+                ttl: None,
             } => Outcome::Number(cache.incr(key, *delta, *default).await?),
+            Op::Incr {
+                key,
+                delta,
+                default,
+                ttl: Some(secs),
+            } => Outcome::Number(
+                cache
+                    .incr_with_ttl(key, *delta, *default, Duration::from_secs(*secs))
+                    .await?,
+            ),
             Op::DeletePrefix { prefix } => {
                 Outcome::Number(count(cache.delete_prefix(prefix).await?))
             }

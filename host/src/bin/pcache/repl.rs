@@ -41,7 +41,8 @@ commands:
   add KEY VALUE [--ttl SECONDS]    store only if KEY is absent: added / exists
   touch KEY [--ttl SECONDS]        refresh KEY, new TTL (none: never expires)
   pop KEY                          print the value and remove it, or (nil)
-  incr KEY [DELTA] [--default N]   add DELTA (1) to an integer, print it
+  incr KEY [DELTA] [--default N] [--ttl SECONDS]
+                                   add DELTA (1) to an integer, print it
   delete-prefix PREFIX             remove keys starting with PREFIX, print count
   expire                           remove expired entries now, print count
   help                             this text
