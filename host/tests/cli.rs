@@ -489,6 +489,7 @@ fn bench_smoke_run_measures_every_workload() {
         "eviction",
         "reopen",
         "memory",
+        "incr",
     ];
     for workload in workloads {
         for implementation in ["persistent-cache", "native-engine"] {

@@ -57,6 +57,7 @@ pub enum Workload {
     Reopen,
     Memory,
     RawWrite,
+    Incr,
 }
 
 impl Workload {
@@ -72,6 +73,7 @@ impl Workload {
             Workload::Reopen => "reopen",
             Workload::Memory => "memory",
             Workload::RawWrite => "raw-write",
+            Workload::Incr => "incr",
         }
     }
 }
@@ -165,6 +167,13 @@ impl Subject {
         })
     }
 
+    async fn incr(&self, key: &str) -> anyhow::Result<i64> {
+        Ok(match self {
+            Subject::Wasm(cache) => cache.incr(key, 1, 0).await?,
+            Subject::Native(engine) => lock(engine).incr(key, 1, 0, None)?,
+        })
+    }
+
     async fn volume(&self) -> anyhow::Result<u64> {
         Ok(match self {
             Subject::Wasm(cache) => cache.stats().await?.volume,
@@ -228,6 +237,9 @@ impl Zipf {
         self.0.partition_point(|c| *c < u) as u64
     }
 }
+
+/// How many counters the `incr` workload spreads its increments over.
+const INCR_COUNTERS: u64 = 100;
 
 fn key(i: u64) -> String {
     format!("key:{i}")
@@ -372,6 +384,27 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                     }
                     count
                 }
+                Workload::Incr => {
+                    // n increments spread over INCR_COUNTERS counters; the totals must add up.
+                    let picks: Vec<u64> = (0..n).map(|_| rng.below(INCR_COUNTERS)).collect();
+                    let started = Instant::now();
+                    for &c in &picks {
+                        subject.incr(&format!("counter:{c}")).await?;
+                    }
+                    let elapsed = started.elapsed();
+                    let mut total = 0;
+                    for c in 0..INCR_COUNTERS {
+                        total += subject.incr(&format!("counter:{c}")).await? - 1;
+                    }
+                    if total != n as i64 {
+                        bail!("incr: the counters add up to {total}, not {n}");
+                    }
+                    match Arc::try_unwrap(subject) {
+                        Ok(subject) => subject.close().await?,
+                        Err(_) => bail!("a benchmark task kept the cache"),
+                    }
+                    return finish(&args, n, elapsed, None);
+                }
                 Workload::Reopen | Workload::RawWrite => unreachable!("handled above"),
             };
             let elapsed = started.elapsed();
@@ -429,6 +462,7 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
         Workload::Reopen,
         Workload::Memory,
         Workload::RawWrite,
+        Workload::Incr,
     ];
     let chosen: Vec<Workload> = if args.workloads.is_empty() {
         all.to_vec()
