@@ -147,18 +147,14 @@ impl Op {
                 key,
                 delta,
                 default,
-                ttl: None,
-            } => Outcome::Number(cache.incr(key, *delta, *default).await?),
-            Op::Incr {
-                key,
-                delta,
-                default,
-                ttl: Some(secs),
-            } => Outcome::Number(
-                cache
-                    .incr_with_ttl(key, *delta, *default, Duration::from_secs(*secs))
-                    .await?,
-            ),
+                ttl,
+            } => Outcome::Number(match ttl {
+                Some(secs) => {
+                    let ttl = Duration::from_secs(*secs);
+                    cache.incr_with_ttl(key, *delta, *default, ttl).await?
+                }
+                None => cache.incr(key, *delta, *default).await?,
+            }),
             Op::DeletePrefix { prefix } => {
                 Outcome::Number(count(cache.delete_prefix(prefix).await?))
             }
