@@ -28,6 +28,7 @@ mod wasi_fs;
 mod worker;
 
 pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};
+pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
 pub use error::{Error, PluginFailure, Result};
 pub use options::{
     CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,

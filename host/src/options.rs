@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::compiled::CodeCache;
 use crate::error::{Error, Result};
 
 /// Directory used when none is configured.
@@ -123,9 +124,9 @@ pub struct CacheOptions {
     /// A guest component file to run instead of the embedded one (it must export the same
     /// `pcache:cache` interface).
     pub component: Option<PathBuf>,
-    /// A directory (outside the cache directory) where the component's compiled native code
-    /// is kept between processes, so start-up skips compilation; `None` = compile every time.
-    pub code_cache: Option<PathBuf>,
+    /// Where the component's compiled native code is kept between processes (outside the
+    /// cache directory), so start-up skips compilation; `None` = compile every time.
+    pub code_cache: Option<CodeCache>,
 }
 
 impl Default for CacheOptions {
@@ -168,9 +169,11 @@ impl CacheOptions {
         self
     }
 
-    /// Keeps the component's compiled native code in `dir` between processes.
-    pub fn code_cache(mut self, dir: Option<PathBuf>) -> Self {
-        self.code_cache = dir;
+    /// Keeps the component's compiled native code in `cache` between processes (see
+    /// [`CodeCache`] for what makes a code cache usable; an unusable one is skipped with a
+    /// warning and the component is compiled).
+    pub fn code_cache(mut self, cache: Option<CodeCache>) -> Self {
+        self.code_cache = cache;
         self
     }
 

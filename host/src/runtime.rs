@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView
 use crate::bindings::{
     CacheExports, CacheGuest, CacheGuestPre, GuestCounters, GuestError, GuestOpenOptions,
 };
-use crate::compiled::{load_component, EMBEDDED_COMPONENT};
+use crate::compiled::{load_component, read_component, CodeCache, EMBEDDED_COMPONENT};
 use crate::error::{Error, Result};
 use crate::options::{CacheOptions, Clock};
 
@@ -34,7 +34,7 @@ struct Runtime {
 struct RuntimeKey {
     /// `None`: the embedded guest.
     component: Option<PathBuf>,
-    code_cache: Option<PathBuf>,
+    code_cache: Option<CodeCache>,
 }
 
 /// Runtimes compiled so far in this process.
@@ -63,7 +63,7 @@ impl Runtime {
         let bytes = match &key.component {
             None => EMBEDDED_COMPONENT,
             Some(path) => {
-                from_file = std::fs::read(path).map_err(|err| {
+                from_file = read_component(path).map_err(|err| {
                     Error::Wasm(format!(
                         "cannot read the guest component {}: {err}",
                         path.display()
@@ -72,11 +72,11 @@ impl Runtime {
                 &from_file[..]
             }
         };
-        Self::link(bytes, key.code_cache.as_deref())
+        Self::link(bytes, key.code_cache.as_ref())
             .map_err(|err| Error::Wasm(format!("cannot load the guest component: {err:#}")))
     }
 
-    fn link(bytes: &[u8], code_cache: Option<&Path>) -> wasmtime::Result<Runtime> {
+    fn link(bytes: &[u8], code_cache: Option<&CodeCache>) -> wasmtime::Result<Runtime> {
         let mut config = Config::new();
         config
             .concurrency_support(false)

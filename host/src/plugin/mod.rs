@@ -19,7 +19,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::cache::PersistentCache;
-use crate::compiled::load_component;
+use crate::compiled::{load_component, read_component, CodeCache};
 use crate::error::{Error, PluginFailure, Result};
 use crate::options::CacheOptions;
 use crate::runtime::{deadline_ticks, start_epoch_ticker, GuestLimiter, Stop};
@@ -176,16 +176,39 @@ impl Plugin {
     /// [`Error::Plugin`] with [`PluginFailure::Load`]: an unreadable file, a file that is not a
     /// component, a component that is not a `wasi:cli` command or imports anything but WASI
     /// and `wasi:keyvalue@0.2.0-draft2`, or a name that is not 1–64 of `A-Z a-z 0-9 _ . -`.
-    pub async fn load(path: impl AsRef<Path>, code_cache: Option<PathBuf>) -> Result<Plugin> {
+    pub async fn load(path: impl AsRef<Path>, code_cache: Option<CodeCache>) -> Result<Plugin> {
         let path = path.as_ref().to_path_buf();
         let name = path
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = std::fs::read(&path).map_err(|err| Error::Plugin {
-            plugin: name.clone(),
-            failure: PluginFailure::Load(format!("cannot read {}: {err}", path.display())),
-        })?;
+        Self::load_as(name, path, code_cache).await
+    }
+
+    /// Like [`load`](Self::load), under the name `name` instead of the file's.
+    ///
+    /// # Errors
+    /// As for [`load`](Self::load); a file larger than [`MAX_COMPONENT_BYTES`] (or endless,
+    /// like `/dev/zero`) is refused after reading at most one byte past the cap.
+    ///
+    /// [`MAX_COMPONENT_BYTES`]: crate::MAX_COMPONENT_BYTES
+    pub async fn load_as(
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        code_cache: Option<CodeCache>,
+    ) -> Result<Plugin> {
+        let name = name.into();
+        let path = path.as_ref().to_path_buf();
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_component(&path)).await
+        };
+        let bytes = read
+            .unwrap_or_else(|_| Err(std::io::Error::other("reading the plugin panicked")))
+            .map_err(|err| Error::Plugin {
+                plugin: name.clone(),
+                failure: PluginFailure::Load(format!("cannot read {}: {err}", path.display())),
+            })?;
         Self::from_bytes(name, bytes, code_cache).await
     }
 
@@ -196,7 +219,7 @@ impl Plugin {
     pub async fn from_bytes(
         name: impl Into<String>,
         bytes: Vec<u8>,
-        code_cache: Option<PathBuf>,
+        code_cache: Option<CodeCache>,
     ) -> Result<Plugin> {
         let name = name.into();
         let load_error = |message: String| Error::Plugin {
@@ -210,7 +233,7 @@ impl Plugin {
         }
         let compiled = tokio::task::spawn_blocking(move || {
             let runtime = plugin_runtime()?;
-            let component = load_component(&runtime.engine, &bytes, code_cache.as_deref())
+            let component = load_component(&runtime.engine, &bytes, code_cache.as_ref())
                 .map_err(|err| format!("not a loadable component: {err:#}"))?;
             let pre = runtime
                 .linker

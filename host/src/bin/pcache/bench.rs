@@ -137,7 +137,7 @@ impl Subject {
                 PersistentCache::open(
                     CacheOptions::new(dir)
                         .size_limit(size_limit)
-                        .code_cache(dirs::cache_dir().map(|d| d.join("persistent-cache"))),
+                        .code_cache(persistent_cache::CodeCache::for_user()),
                 )
                 .await?,
             ),

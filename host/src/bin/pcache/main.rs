@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use persistent_cache::{CacheOptions, PersistentCache};
+use persistent_cache::{CacheOptions, CodeCache, PersistentCache};
 
 use command::{Op, Outcome};
 
@@ -136,7 +136,7 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
     }
     Ok(options
         .component(cli.component.clone())
-        .code_cache(dirs::cache_dir().map(|d| d.join("persistent-cache"))))
+        .code_cache(CodeCache::for_user()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -152,8 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_one_shot(&op, outcome, cli.json)?
         }
         Some(CliCommand::Plugin(command)) => {
-            let code_cache = dirs::cache_dir().map(|d| d.join("persistent-cache"));
-            plugin::run(&cache, command, code_cache).await?
+            plugin::run(&cache, command, CodeCache::for_user()).await?
         }
         Some(CliCommand::Bench(_) | CliCommand::BenchRun(_)) => unreachable!("handled in main"),
     };

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use persistent_cache::{PersistentCache, Plugin, PluginOptions};
+use persistent_cache::{CodeCache, PersistentCache, Plugin, PluginOptions};
 
 /// Plugin commands.
 #[derive(Subcommand, Debug)]
@@ -56,7 +56,7 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 pub async fn run(
     cache: &PersistentCache,
     command: PluginCommand,
-    code_cache: Option<PathBuf>,
+    code_cache: Option<CodeCache>,
 ) -> anyhow::Result<ExitCode> {
     let PluginCommand::Run(args) = command;
     if !(args.time_limit.is_finite() && args.time_limit > 0.0) {
@@ -64,11 +64,7 @@ pub async fn run(
     }
     let plugin = match args.name {
         None => Plugin::load(&args.plugin, code_cache).await?,
-        Some(name) => {
-            let bytes = std::fs::read(&args.plugin)
-                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.plugin.display()))?;
-            Plugin::from_bytes(name, bytes, code_cache).await?
-        }
+        Some(name) => Plugin::load_as(name, &args.plugin, code_cache).await?,
     };
     let mut options = PluginOptions::new()
         .args(args.args)
