@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
@@ -12,12 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::options::CacheOptions;
 use crate::runtime::Guest;
 use crate::worker::GuestSupervisor;
-
-/// Name of the advisory lock file inside the cache directory.
-pub const LOCK_FILE_NAME: &str = ".lock";
 
 /// How long `open` waits for a cache of the same directory that is being shut down in this
 /// process to finish before going ahead (the file lock then decides).
@@ -115,7 +113,7 @@ impl PersistentCache {
     }
 
     fn open_blocking(options: CacheOptions) -> Result<PersistentCache> {
-        let directory = canonical_directory(&options.directory)?;
+        let directory = layout::create_cache_directory(&options.directory, options.modes())?;
         let wait_started = Instant::now();
         loop {
             let mut registry = open_caches();
@@ -450,8 +448,9 @@ impl fmt::Debug for PersistentCache {
 impl Inner {
     /// Locks the directory and starts a guest thread with the cache open.
     fn start(directory: PathBuf, options: CacheOptions) -> Result<Inner> {
-        let lock_file = lock_directory(&directory)?;
-        let guest = GuestSupervisor::start(directory.clone(), options.clone())?;
+        let lock_file = layout::lock(&directory, options.modes())?;
+        let data = layout::data_directory(&directory, options.modes())?;
+        let guest = GuestSupervisor::start(data, options.clone())?;
         Ok(Inner {
             id: NEXT_INNER_ID.fetch_add(1, Ordering::Relaxed),
             directory,
@@ -502,56 +501,6 @@ impl Drop for Inner {
         if let Err(err) = self.shutdown() {
             tracing::warn!(directory = %self.directory.display(), error = %err, "closing the cache failed");
         }
-    }
-}
-
-/// Creates the directory if needed and returns its canonical path.
-fn canonical_directory(directory: &Path) -> Result<PathBuf> {
-    let directory_error = |source| Error::Directory {
-        path: directory.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(directory).map_err(directory_error)?;
-    std::fs::canonicalize(directory).map_err(directory_error)
-}
-
-/// How long `open` keeps trying a held directory lock before reporting `Locked`. A child
-/// process forked by this one shares the lock until it calls `exec`, so a cache closed and
-/// reopened while another thread spawns a process can find its own lock briefly held.
-const LOCK_WAIT: Duration = Duration::from_millis(250);
-
-/// Takes the exclusive advisory lock on `<directory>/.lock`, retrying for up to [`LOCK_WAIT`].
-fn lock_directory(directory: &Path) -> Result<File> {
-    let started = Instant::now();
-    loop {
-        match try_lock_directory(directory) {
-            Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            outcome => return outcome,
-        }
-    }
-}
-
-/// One attempt at the exclusive advisory lock on `<directory>/.lock`.
-fn try_lock_directory(directory: &Path) -> Result<File> {
-    let path = directory.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| Error::Directory {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: directory.to_path_buf(),
-        }),
-        Err(TryLockError::Error(source)) => Err(Error::Directory { path, source }),
     }
 }
 
@@ -613,29 +562,6 @@ mod tests {
         assert_eq!(ttl_millis(Duration::MAX), u64::MAX);
     }
 
-    #[test]
-    fn lock_is_exclusive_and_released_on_drop() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let held = lock_directory(dir.path()).expect("first lock");
-        assert!(matches!(
-            lock_directory(dir.path()),
-            Err(Error::Locked { path }) if path == dir.path()
-        ));
-        drop(held);
-        assert!(lock_directory(dir.path()).is_ok());
-    }
-
-    #[test]
-    fn unusable_directory_is_a_directory_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("not-a-dir");
-        std::fs::write(&file, b"x").expect("write file");
-        assert!(matches!(
-            canonical_directory(&file.join("cache")),
-            Err(Error::Directory { .. })
-        ));
-    }
-
     #[tokio::test]
     async fn one_directory_shares_one_instance_per_process() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -670,11 +596,14 @@ mod tests {
             .expect("open");
         cache.set("kept", &7_u8).await.expect("set");
         assert!(matches!(
-            lock_directory(dir.path()),
+            layout::lock(dir.path(), crate::layout::Modes::new(false)),
             Err(Error::Locked { .. })
         ));
         drop(cache);
-        drop(lock_directory(dir.path()).expect("lock released on drop"));
+        drop(
+            layout::lock(dir.path(), crate::layout::Modes::new(false))
+                .expect("lock released on drop"),
+        );
         let reopened = PersistentCache::open(CacheOptions::new(dir.path()))
             .await
             .expect("reopen");
@@ -684,7 +613,7 @@ mod tests {
     #[tokio::test]
     async fn a_directory_locked_elsewhere_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let held = lock_directory(dir.path()).expect("lock");
+        let held = layout::lock(dir.path(), crate::layout::Modes::new(false)).expect("lock");
         assert!(matches!(
             PersistentCache::open(CacheOptions::new(dir.path())).await,
             Err(Error::Locked { .. })

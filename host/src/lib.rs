@@ -20,6 +20,7 @@ mod bindings;
 mod cache;
 mod compiled;
 mod error;
+mod layout;
 mod options;
 mod plugin;
 mod runtime;
@@ -27,9 +28,10 @@ mod single_flight;
 mod wasi_fs;
 mod worker;
 
-pub use cache::{PersistentCache, Stats, LOCK_FILE_NAME};
+pub use cache::{PersistentCache, Stats};
 pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
 pub use error::{Error, PluginFailure, Result};
+pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use options::{
     CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,
     ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,

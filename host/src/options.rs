@@ -1,7 +1,8 @@
 //! Cache configuration: the `CacheOptions` builder, environment loading, and the clocks TTLs are measured with.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -127,6 +128,9 @@ pub struct CacheOptions {
     /// Where the component's compiled native code is kept between processes (outside the
     /// cache directory), so start-up skips compilation; `None` = compile every time.
     pub code_cache: Option<CodeCache>,
+    /// When true, what the cache creates is shared with the directory's group (directories
+    /// `0770`, files `0660`); by default it is private to the user (`0700`, `0600`).
+    pub group_access: bool,
 }
 
 impl Default for CacheOptions {
@@ -144,6 +148,7 @@ impl Default for CacheOptions {
             fault_injection: false,
             component: None,
             code_cache: None,
+            group_access: false,
         }
     }
 }
@@ -175,6 +180,20 @@ impl CacheOptions {
     pub fn code_cache(mut self, cache: Option<CodeCache>) -> Self {
         self.code_cache = cache;
         self
+    }
+
+    /// Shares what the cache creates with the directory's group: directories `0770` and files
+    /// `0660` instead of `0700` and `0600` (cache entries are often secrets, so private is the
+    /// default). Set the directory's group (and its setgid bit, so new files inherit it)
+    /// yourself. An existing directory keeps its own mode; only what is created changes.
+    pub fn group_access(mut self, shared: bool) -> Self {
+        self.group_access = shared;
+        self
+    }
+
+    /// The permission bits for what the cache creates.
+    pub(crate) fn modes(&self) -> crate::layout::Modes {
+        crate::layout::Modes::new(self.group_access)
     }
 
     /// The defaults, with the cache in `directory`.
@@ -266,26 +285,27 @@ impl CacheOptions {
         self
     }
 
-    /// Loads `.env` from the working directory (if present), then reads the environment.
+    /// Reads the environment, and `.env` in the working directory (if present) for variables
+    /// the environment does not set.
     ///
     /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes), `CACHE_CONTENT_TTL` and
     /// `CACHE_SEARCH_TTL` (seconds, 0 = none). Real environment variables win over `.env`.
     /// Unset or empty variables keep their defaults.
     ///
+    /// `.env` is only read: the process environment is never changed (setting variables in a
+    /// multi-threaded program is undefined behaviour on glibc), and nothing else in `.env` has
+    /// any effect — in particular it cannot move the code cache (`XDG_CACHE_HOME`) or any
+    /// other setting read from the real environment.
+    ///
     /// # Errors
     /// [`Error::Config`] if `.env` exists but cannot be read or parsed, or if a variable's
     /// value is malformed (the error names the variable and the value).
     pub fn from_env() -> Result<CacheOptions> {
-        if let Err(err) = dotenvy::from_path(".env") {
-            if !err.not_found() {
-                return Err(Error::Config {
-                    variable: ".env".to_owned(),
-                    message: format!("cannot load .env: {err}"),
-                });
-            }
-        }
+        let dotenv = read_dotenv(Path::new(".env"))?;
         CacheOptions::from_vars(|name| {
-            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+            std::env::var_os(name)
+                .map(|value| value.to_string_lossy().into_owned())
+                .or_else(|| dotenv.get(name).cloned())
         })
     }
 
@@ -327,6 +347,20 @@ impl CacheOptions {
     }
 }
 
+/// The variables in the dotenv file at `path` (empty if there is none), without applying them.
+fn read_dotenv(path: &Path) -> Result<HashMap<String, String>> {
+    let config_error = |err: dotenvy::Error| Error::Config {
+        variable: ".env".to_owned(),
+        message: format!("cannot load .env: {err}"),
+    };
+    let entries = match dotenvy::from_path_iter(path) {
+        Ok(entries) => entries,
+        Err(err) if err.not_found() => return Ok(HashMap::new()),
+        Err(err) => return Err(config_error(err)),
+    };
+    entries.map(|entry| entry.map_err(config_error)).collect()
+}
+
 fn parse_u64(variable: &str, value: &str, expected: &str) -> Result<u64> {
     value.parse::<u64>().map_err(|err| Error::Config {
         variable: variable.to_owned(),
@@ -342,7 +376,6 @@ fn parse_ttl_seconds(variable: &str, value: &str) -> Result<Option<Duration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn options_from(pairs: &[(&str, &str)]) -> Result<CacheOptions> {
         let vars: HashMap<String, String> = pairs
@@ -459,6 +492,26 @@ mod tests {
             options.clock.now(),
             SystemTime::UNIX_EPOCH + Duration::from_secs(9)
         );
+    }
+
+    #[test]
+    fn dotenv_is_read_without_touching_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "CACHE_SIZE_LIMIT=4096\nXDG_CACHE_HOME=./evil\nPCACHE_TEST_DOTENV_ONLY=1\n",
+        )
+        .unwrap();
+        let vars = read_dotenv(&path).unwrap();
+        assert_eq!(
+            vars.get("CACHE_SIZE_LIMIT").map(String::as_str),
+            Some("4096")
+        );
+        assert_eq!(std::env::var_os("PCACHE_TEST_DOTENV_ONLY"), None);
+        assert!(read_dotenv(&dir.path().join("missing")).unwrap().is_empty());
+        std::fs::write(&path, "NOT A LINE\n").unwrap();
+        assert!(matches!(read_dotenv(&path), Err(Error::Config { .. })));
     }
 
     #[test]

@@ -213,6 +213,15 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: GuestLimiter,
+    /// The mode of the files the guest creates.
+    file_mode: u32,
+}
+
+impl GuestState {
+    /// The mode of the files the guest creates (`0600`, or `0660` with group access).
+    pub(crate) fn file_mode(&self) -> u32 {
+        self.file_mode
+    }
 }
 
 impl WasiView for GuestState {
@@ -274,6 +283,7 @@ impl Guest {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(memory_limit),
+            file_mode: options.modes().file,
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limiter);

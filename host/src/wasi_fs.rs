@@ -13,11 +13,12 @@
 #![allow(clippy::needless_question_mark)] // kept as in the upstream file
 
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
 use std::task::{Context, Poll, Waker};
 use wasmtime::component::HasData;
 
-/// The filesystem view the shadowing bindings receive.
-pub(crate) struct InlineFs<'a>(pub(crate) WasiFilesystemCtxView<'a>);
+/// The filesystem view the shadowing bindings receive, and the mode files they create get.
+pub(crate) struct InlineFs<'a>(pub(crate) WasiFilesystemCtxView<'a>, u32);
 
 /// Marker for `add_to_linker`: the data is an [`InlineFs`].
 pub(crate) struct InlineFsData;
@@ -26,13 +27,18 @@ impl HasData for InlineFsData {
     type Data<'a> = InlineFs<'a>;
 }
 
-/// Replaces wasmtime-wasi's `wasi:filesystem/types` in `linker` with the inline-polling one.
-pub(crate) fn shadow_filesystem<T: wasmtime_wasi::WasiView>(
-    linker: &mut wasmtime::component::Linker<T>,
+/// Replaces wasmtime-wasi's `wasi:filesystem/types` in `linker` with the inline-polling one,
+/// which also gives every file the guest creates the store's file mode (`0600` by default).
+pub(crate) fn shadow_filesystem(
+    linker: &mut wasmtime::component::Linker<GuestState>,
 ) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    sync_filesystem::add_to_linker::<T, InlineFsData>(linker, |t| {
-        InlineFs(wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t))
+    sync_filesystem::add_to_linker::<GuestState, InlineFsData>(linker, |state| {
+        let mode = state.file_mode();
+        InlineFs(
+            wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(state),
+            mode,
+        )
     })?;
     linker.allow_shadowing(false);
     Ok(())
@@ -51,8 +57,9 @@ fn poll_inline<F: Future>(future: F) -> F::Output {
     }
 }
 
+use crate::runtime::GuestState;
 use wasmtime::component::Resource;
-use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView};
 use wasmtime_wasi::p2::bindings::filesystem::types as async_filesystem;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types as sync_filesystem;
 use wasmtime_wasi::p2::bindings::sync::io::streams;
@@ -250,7 +257,7 @@ impl sync_filesystem::HostDescriptor for InlineFs<'_> {
         oflags: sync_filesystem::OpenFlags,
         flags: sync_filesystem::DescriptorFlags,
     ) -> FsResult<Resource<sync_filesystem::Descriptor>> {
-        poll_inline(async {
+        let opened = poll_inline(async {
             async_filesystem::HostDescriptor::open_at(
                 &mut self.0,
                 fd,
@@ -260,7 +267,19 @@ impl sync_filesystem::HostDescriptor for InlineFs<'_> {
                 flags.into(),
             )
             .await
-        })
+        })?;
+        // Not upstream: a file the guest may have just created gets the store's mode (cap-std
+        // creates with 0666 & umask). Done on the open descriptor (fchmod), so no path is
+        // looked up again; the directory is 0700 meanwhile, so nobody else saw it.
+        if oflags.contains(sync_filesystem::OpenFlags::CREATE) {
+            if let Ok(Descriptor::File(file)) = self.0.table.get(&opened) {
+                let permissions = std::fs::Permissions::from_mode(self.1);
+                if let Err(err) = file.file.set_permissions(permissions) {
+                    tracing::warn!(error = %err, "cannot set the mode of a cache file");
+                }
+            }
+        }
+        Ok(opened)
     }
 
     fn drop(&mut self, fd: Resource<sync_filesystem::Descriptor>) -> wasmtime::Result<()> {
