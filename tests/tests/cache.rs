@@ -13,9 +13,9 @@ fn options(dir: &Path) -> CacheOptions {
     CacheOptions::new(dir)
 }
 
-/// Bytes of the cache's own files on disk (segments, snapshot, metadata).
+/// Bytes of the cache's own files on disk (segments, snapshot, metadata, in `data/`).
 fn bytes_on_disk(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
+    std::fs::read_dir(dir.join(persistent_cache::DATA_DIRECTORY))
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| {
@@ -443,7 +443,8 @@ async fn a_truncated_last_record_is_recovered_at_open() {
     cache.set("b", &"x".repeat(5000)).await.unwrap();
     cache.close().await.unwrap();
     // Cut the last record in half, as a crash in the middle of its write would.
-    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+    let data = dir.path().join(persistent_cache::DATA_DIRECTORY);
+    let mut segs: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
@@ -453,7 +454,7 @@ async fn a_truncated_last_record_is_recovered_at_open() {
     let len = std::fs::metadata(&last).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
     file.set_len(len - 2500).unwrap();
-    std::fs::remove_file(dir.path().join("index.hint")).unwrap();
+    std::fs::remove_file(data.join("index.hint")).unwrap();
 
     let cache = PersistentCache::open(options(dir.path())).await.unwrap();
     assert_eq!(

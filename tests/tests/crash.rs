@@ -358,9 +358,9 @@ fn digest(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Ids of the segment files in `dir`.
+/// Ids of the segment files in the cache directory `dir` (they live in its `data/`).
 fn segment_ids(dir: &Path) -> impl Iterator<Item = u32> {
-    std::fs::read_dir(dir)
+    std::fs::read_dir(dir.join(persistent_cache::DATA_DIRECTORY))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|name| name.strip_suffix(".seg")?.parse().ok())

@@ -64,8 +64,14 @@ async fn populate(dir: &Path) -> Model {
     model
 }
 
+/// The engine's files live in the cache directory's `data/`.
+fn data(dir: &Path) -> PathBuf {
+    dir.join(persistent_cache::DATA_DIRECTORY)
+}
+
+/// The engine's files of the cache directory `dir`.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data(dir))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
@@ -75,8 +81,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(data(to)).unwrap();
     for file in files(from) {
-        std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        std::fs::copy(&file, data(to).join(file.file_name().unwrap())).unwrap();
     }
 }
 
@@ -148,7 +155,7 @@ async fn check_damaged(
     );
     cache.close().await.unwrap();
     // As if the process had crashed instead: no fresh index snapshot, open replays the log.
-    let _ = std::fs::remove_file(dir.join("index.hint"));
+    let _ = std::fs::remove_file(data(dir).join("index.hint"));
     let cache = PersistentCache::open(options(dir)).await.unwrap();
     for (key, first) in &seen {
         if let Some(got) = cache.get_raw(key).await.unwrap() {
@@ -173,7 +180,7 @@ async fn damage_every_file(with_snapshot: bool) {
     let model = populate(pristine.path()).await;
     if !with_snapshot {
         // As after a crash: no index snapshot, open replays the whole log.
-        std::fs::remove_file(pristine.path().join("index.hint")).unwrap();
+        std::fs::remove_file(data(pristine.path()).join("index.hint")).unwrap();
     }
     let targets = files(pristine.path());
     let segments = targets
@@ -198,7 +205,7 @@ async fn damage_every_file(with_snapshot: bool) {
                 } else {
                     bytes.truncate(pos);
                 }
-                std::fs::write(dir.path().join(&name), &bytes).unwrap();
+                std::fs::write(data(dir.path()).join(&name), &bytes).unwrap();
                 let what = format!(
                     "{} {name} at {pos}",
                     if flip { "bit flip in" } else { "truncating" }
@@ -244,9 +251,14 @@ async fn unknown_files_and_directories_are_left_alone() {
         ("index.hint.old", b"not a snapshot"),
         ("sub/0000000002.seg", b"inside a subdirectory"),
     ];
-    std::fs::create_dir(dir.path().join("sub")).unwrap();
-    for (name, bytes) in &foreign {
-        std::fs::write(dir.path().join(name), bytes).unwrap();
+    // In the engine's own directory and, as a version 0.2 directory would have them, in the
+    // cache directory itself (from which open moves the engine's files into data/).
+    let places = [dir.path().to_path_buf(), data(dir.path())];
+    for place in &places {
+        std::fs::create_dir_all(place.join("sub")).unwrap();
+        for (name, bytes) in &foreign {
+            std::fs::write(place.join(name), bytes).unwrap();
+        }
     }
     // Small limit: the writes below evict and compact, and clear deletes every segment.
     let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(32 * 1024))
@@ -269,12 +281,15 @@ async fn unknown_files_and_directories_are_left_alone() {
         Some(&b"v"[..])
     );
     cache.close().await.unwrap();
-    for (name, bytes) in &foreign {
-        assert_eq!(
-            std::fs::read(dir.path().join(name)).unwrap(),
-            *bytes,
-            "{name} was changed"
-        );
+    for place in &places {
+        for (name, bytes) in &foreign {
+            assert_eq!(
+                std::fs::read(place.join(name)).unwrap(),
+                *bytes,
+                "{name} in {} was changed",
+                place.display()
+            );
+        }
     }
 }
 
@@ -287,7 +302,7 @@ async fn a_directory_from_a_newer_format_is_refused_and_left_untouched() {
     cache.set("k", &1).await.unwrap();
     cache.close().await.unwrap();
     // What a future engine would write: the next format version, with a valid checksum.
-    let meta = dir.path().join("pcache.meta");
+    let meta = data(dir.path()).join("pcache.meta");
     let mut bytes = std::fs::read(&meta).unwrap();
     assert_eq!(bytes.len(), 16);
     let future = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) + 1;

@@ -13,16 +13,17 @@ fn child() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cache-child"))
 }
 
-/// Every file under `dir` with its bytes, sorted by path.
+/// Every engine file of the cache directory `dir` (in its `data/`) with its bytes, by path.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let mut files: Vec<(PathBuf, Vec<u8>)> =
+        std::fs::read_dir(dir.join(persistent_cache::DATA_DIRECTORY))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
     files.sort();
     files
 }
@@ -232,20 +233,16 @@ fn read_only_and_inaccessible_directories_are_clear_errors() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // The cache directory and its data/ are 0700 (private): open them to the child.
+    let data = existing.join(persistent_cache::DATA_DIRECTORY);
     chmod(&existing, 0o755);
-    for entry in std::fs::read_dir(&existing).unwrap() {
-        let path = entry.unwrap().path();
-        // The lock file stays usable (by the unprivileged child too): the engine's own files
-        // are what cannot be written.
-        chmod(
-            &path,
-            if path.ends_with(".lock") {
-                0o666
-            } else {
-                0o444
-            },
-        );
+    // The lock file stays usable (by the unprivileged child too): the engine's own files are
+    // what cannot be written.
+    chmod(&existing.join(persistent_cache::LOCK_FILE_NAME), 0o666);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        chmod(&entry.unwrap().path(), 0o444);
     }
+    chmod(&data, 0o555);
     chmod(&existing, 0o555);
     let out = set_as_unprivileged(&existing);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -255,7 +252,8 @@ fn read_only_and_inaccessible_directories_are_clear_errors() {
         "{stderr}"
     );
     chmod(&existing, 0o755);
-    for entry in std::fs::read_dir(&existing).unwrap() {
+    chmod(&data, 0o755);
+    for entry in std::fs::read_dir(&data).unwrap() {
         chmod(&entry.unwrap().path(), 0o644);
     }
     let out = child()
