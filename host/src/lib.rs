@@ -19,6 +19,7 @@
 mod bindings;
 mod cache;
 mod compiled;
+mod epoch;
 mod error;
 mod layout;
 mod options;

@@ -84,7 +84,6 @@ impl Runtime {
             // Every call runs under a deadline counted in epoch ticks (`CacheOptions::time_limit`).
             .epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        start_epoch_ticker(engine.weak());
         let component = load_component(&engine, bytes, code_cache)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -97,8 +96,7 @@ impl Runtime {
     }
 }
 
-/// How often the engine's epoch advances: the resolution of `CacheOptions::time_limit`.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+use crate::epoch::{Ticking, EPOCH_TICK};
 
 /// Advances `engine`'s epoch every [`EPOCH_TICK`] on a background thread, until the engine is
 /// dropped. A guest call traps once its deadline (a number of ticks) has passed.
@@ -253,6 +251,8 @@ impl HostWallClock for WasiWallClock {
 /// One instance of the guest component, with its own store, seeing one directory as `/cache`.
 pub(crate) struct Guest {
     store: Store<GuestState>,
+    /// Keeps the epoch advancing while this guest exists (its calls' deadlines).
+    _ticking: Ticking,
     bindings: CacheGuest,
     trapped: bool,
     /// Each call's deadline, in epoch ticks from its start.
@@ -285,6 +285,7 @@ impl Guest {
             limiter: GuestLimiter::new(memory_limit),
             file_mode: options.modes().file,
         };
+        let ticking = Ticking::start(&runtime.engine);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         let deadline = deadline_ticks(options.time_limit);
@@ -292,6 +293,7 @@ impl Guest {
         let bindings =
             instantiated.map_err(|err| limit_error(&err, options.time_limit, memory_limit))?;
         Ok(Guest {
+            _ticking: ticking,
             store,
             bindings,
             trapped: false,
