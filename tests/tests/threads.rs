@@ -33,8 +33,14 @@ async fn epoch_ticker_threads_end_when_the_caches_close() {
     // need ticks, but one thread serves them all.
     let code_caches = [
         None,
-        Some(CodeCache::new(scratch.path().join("a"), scratch.path().join("a.key"))),
-        Some(CodeCache::new(scratch.path().join("b"), scratch.path().join("b.key"))),
+        Some(CodeCache::new(
+            scratch.path().join("a"),
+            scratch.path().join("a.key"),
+        )),
+        Some(CodeCache::new(
+            scratch.path().join("b"),
+            scratch.path().join("b.key"),
+        )),
     ];
     for round in 0..2 {
         let mut caches = Vec::new();
@@ -45,11 +51,18 @@ async fn epoch_ticker_threads_end_when_the_caches_close() {
             cache.set("k", &i).await.unwrap();
             caches.push(cache);
         }
-        assert_eq!(threads_named("pcache-epoch"), 1, "one ticker for every engine");
+        assert_eq!(
+            threads_named("pcache-epoch"),
+            1,
+            "one ticker for every engine"
+        );
         for cache in caches {
             cache.close().await.unwrap();
         }
         let left = settles_to("pcache-epoch", 0, Duration::from_secs(2));
-        assert_eq!(left, 0, "round {round}: ticker threads left after every cache closed");
+        assert_eq!(
+            left, 0,
+            "round {round}: ticker threads left after every cache closed"
+        );
     }
 }

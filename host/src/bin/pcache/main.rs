@@ -65,6 +65,13 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // Warnings (an unusable code cache, a cache guest restarted after a trap) go to stderr.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
