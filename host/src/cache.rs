@@ -21,6 +21,9 @@ use crate::worker::GuestSupervisor;
 /// process to finish before going ahead (the file lock then decides).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// The smallest store a plugin gets: 64 KiB (with less of the plugin budget left, it does not run).
+pub const MIN_PLUGIN_STORE: u64 = 64 << 10;
+
 /// Keys fetched from the guest per call by [`PersistentCache::keys`].
 const KEYS_PAGE: u32 = 1000;
 
@@ -47,6 +50,12 @@ pub struct Stats {
     /// Live entries removed by LRU eviction to stay under the size limit since the cache was
     /// opened in this process.
     pub evicted: u64,
+    /// Bytes the stores of the plugins run on this cache (`<dir>/plugins/*`) occupy on disk,
+    /// all together; not part of `volume`.
+    pub plugin_volume: u64,
+    /// The most bytes those plugin stores may hold together
+    /// ([`CacheOptions::plugin_budget`]).
+    pub plugin_budget: u64,
 }
 
 /// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
@@ -346,7 +355,87 @@ impl PersistentCache {
     /// # Errors
     /// [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
     pub async fn clear(&self) -> Result<()> {
-        self.inner.call(|guest| guest.clear())
+        self.inner.call(|guest| guest.clear())?;
+        let directory = self.inner.directory.clone();
+        let stores = blocking(move || layout::plugin_stores(&directory).map_err(io_error)).await?;
+        let mut first_error = None;
+        for (name, _) in stores {
+            // Another handle if the plugin runs now, else a short-lived open of its store.
+            let cleared = match PersistentCache::open(self.plugin_store_options(&name, 0)).await {
+                Ok(store) => {
+                    // A plugin store's own entries (plugins do not run plugins).
+                    let cleared = store.inner.call(|guest| guest.clear());
+                    cleared.and(store.close().await)
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = cleared {
+                tracing::warn!(plugin = %name, error = %err, "cannot clear a plugin's store");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The size limit the store of plugin `name` gets: `wanted`, or less if that is all the
+    /// plugin budget leaves after the other plugins' stores (their size limit while open in
+    /// this process, else the bytes they hold on disk).
+    ///
+    /// Edge cases: less than [`MIN_PLUGIN_STORE`] left → [`PluginFailure::Budget`] naming what
+    /// holds the budget; an unreadable `plugins/` → [`Error::Io`].
+    ///
+    /// [`PluginFailure::Budget`]: crate::PluginFailure::Budget
+    pub(crate) async fn plugin_store_limit(&self, name: &str, wanted: u64) -> Result<u64> {
+        let directory = self.inner.directory.clone();
+        let others = {
+            let name = name.to_owned();
+            blocking(move || {
+                let stores = layout::plugin_stores(&directory).map_err(io_error)?;
+                Ok(stores
+                    .into_iter()
+                    .filter(|(other, _)| *other != name)
+                    .map(|(_, path)| {
+                        let open = std::fs::canonicalize(&path)
+                            .ok()
+                            .and_then(|canonical| open_size_limit(&canonical));
+                        open.unwrap_or_else(|| layout::engine_bytes(&path))
+                    })
+                    .fold(0u64, u64::saturating_add))
+            })
+            .await?
+        };
+        let budget = self.inner.options.plugin_budget;
+        let left = budget.saturating_sub(others);
+        if left < MIN_PLUGIN_STORE {
+            return Err(Error::Plugin {
+                plugin: name.to_owned(),
+                failure: crate::PluginFailure::Budget(format!(
+                    "the other plugins' stores hold {others} of the {budget}-byte plugin budget \
+                     (clear the cache or raise CacheOptions::plugin_budget)"
+                )),
+            });
+        }
+        Ok(wanted.min(left))
+    }
+
+    /// The options of the store of the plugin `name` run on this cache: its directory under
+    /// `plugins/`, this cache's clock, component, code cache and modes, and `size_limit`
+    /// (which only applies if this opens the store first).
+    pub(crate) fn plugin_store_options(&self, name: &str, size_limit: u64) -> CacheOptions {
+        let parent = self.options();
+        let directory = self
+            .directory()
+            .join(crate::plugin::PLUGINS_DIRECTORY)
+            .join(name);
+        let mut options = CacheOptions::new(directory)
+            .size_limit(size_limit.max(1))
+            .clock(parent.clock.clone())
+            .component(parent.component.clone())
+            .code_cache(parent.code_cache.clone())
+            .group_access(parent.group_access)
+            .plugin_budget(0);
+        options.time_limit = parent.time_limit;
+        options
     }
 
     /// Every live key that starts with `prefix` (`""` for all), in byte order.
@@ -392,6 +481,19 @@ impl PersistentCache {
     /// [`Error::Closed`], [`Error::Wasm`].
     pub async fn stats(&self) -> Result<Stats> {
         let counters = self.inner.call(|guest| guest.stats())?;
+        let directory = self.inner.directory.clone();
+        let plugin_volume = if directory.join(crate::plugin::PLUGINS_DIRECTORY).exists() {
+            blocking(move || {
+                let stores = layout::plugin_stores(&directory).map_err(io_error)?;
+                Ok(stores
+                    .iter()
+                    .map(|(_, path)| layout::engine_bytes(path))
+                    .sum())
+            })
+            .await?
+        } else {
+            0
+        };
         Ok(Stats {
             entries: counters.entries,
             volume: counters.volume,
@@ -401,6 +503,8 @@ impl PersistentCache {
             misses: counters.misses,
             expired: counters.expired,
             evicted: counters.evicted,
+            plugin_volume,
+            plugin_budget: self.inner.options.plugin_budget,
         })
     }
 
@@ -434,6 +538,28 @@ impl PersistentCache {
     pub fn options(&self) -> &CacheOptions {
         &self.inner.options
     }
+}
+
+/// Runs blocking file-system work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(Error::Wasm("a blocking task of the cache panicked".into())))
+}
+
+/// The size limit of the cache open in this process on the canonical `directory`, if any.
+pub(crate) fn open_size_limit(directory: &Path) -> Option<u64> {
+    let registry = open_caches();
+    let inner = registry.get(directory)?.inner.upgrade();
+    // Release the registry before `inner` may drop (the last handle's shutdown takes it).
+    drop(registry);
+    inner.map(|inner| inner.options.size_limit)
+}
+
+fn io_error(err: std::io::Error) -> Error {
+    Error::Io(err.to_string())
 }
 
 impl fmt::Debug for PersistentCache {

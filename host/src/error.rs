@@ -126,6 +126,10 @@ pub enum PluginFailure {
     /// The plugin trapped (a wasm trap, e.g. `unreachable` or a panic).
     #[error("trapped: {0}")]
     Trap(String),
+    /// The plugin's store does not fit what is left of the cache's plugin budget
+    /// ([`CacheOptions::plugin_budget`](crate::CacheOptions::plugin_budget)).
+    #[error("no room for its store: {0}")]
+    Budget(String),
 }
 
 /// The result type of every fallible PersistentCache operation.

@@ -219,6 +219,44 @@ pub(crate) fn data_directory(directory: &Path, modes: Modes) -> Result<PathBuf> 
     Ok(data)
 }
 
+/// The plugin stores under `directory/plugins/` (real directories only; symlinks and files
+/// there are skipped), by name.
+///
+/// Edge cases: no `plugins/` → empty; an unreadable one → its I/O error.
+pub(crate) fn plugin_stores(directory: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let plugins = directory.join(crate::plugin::PLUGINS_DIRECTORY);
+    let entries = match fs::read_dir(&plugins) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut stores = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if let (true, Some(name)) = (is_dir, entry.file_name().to_str()) {
+            stores.push((name.to_owned(), entry.path()));
+        }
+    }
+    stores.sort();
+    Ok(stores)
+}
+
+/// Bytes the engine's files of the cache directory `directory` occupy (what its `volume`
+/// counts), read from the file sizes; 0 for a directory without data.
+pub(crate) fn engine_bytes(directory: &Path) -> u64 {
+    [directory.join(DATA_DIRECTORY), directory.to_path_buf()]
+        .iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_str().is_some_and(is_engine_file))
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(fs::Metadata::is_file)
+        .map(|meta| meta.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,13 +29,13 @@ mod single_flight;
 mod wasi_fs;
 mod worker;
 
-pub use cache::{PersistentCache, Stats};
+pub use cache::{PersistentCache, Stats, MIN_PLUGIN_STORE};
 pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
 pub use error::{Error, PluginFailure, Result};
 pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use options::{
-    CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_SIZE_LIMIT,
-    ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
+    CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET,
+    DEFAULT_SIZE_LIMIT, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
 };
 pub use plugin::{Plugin, PluginExit, PluginOptions, PLUGINS_DIRECTORY};
 pub use single_flight::GetOrSetError;

@@ -14,6 +14,9 @@ pub const DEFAULT_DIRECTORY: &str = "tmp/cache";
 /// Size limit used when none is configured: 500 MiB.
 pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
 
+/// Bytes all plugin stores of a cache directory may hold together, unless configured: 64 MiB.
+pub const DEFAULT_PLUGIN_BUDGET: u64 = 64 << 20;
+
 /// Time limit of one engine call when none is configured: 10 seconds.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
 /// The smallest memory limit the default rule gives: 256 MiB.
@@ -131,6 +134,9 @@ pub struct CacheOptions {
     /// When true, what the cache creates is shared with the directory's group (directories
     /// `0770`, files `0660`); by default it is private to the user (`0700`, `0600`).
     pub group_access: bool,
+    /// Bytes the stores of every plugin run on this cache may hold together (on top of
+    /// `size_limit`); see [`CacheOptions::plugin_budget`].
+    pub plugin_budget: u64,
 }
 
 impl Default for CacheOptions {
@@ -149,6 +155,7 @@ impl Default for CacheOptions {
             component: None,
             code_cache: None,
             group_access: false,
+            plugin_budget: DEFAULT_PLUGIN_BUDGET,
         }
     }
 }
@@ -188,6 +195,21 @@ impl CacheOptions {
     /// yourself. An existing directory keeps its own mode; only what is created changes.
     pub fn group_access(mut self, shared: bool) -> Self {
         self.group_access = shared;
+        self
+    }
+
+    /// Sets the bytes that the stores of all plugins run on this cache (`<dir>/plugins/*`) may
+    /// hold together; 64 MiB by default. It is on top of the size limit: the directory holds
+    /// at most `size_limit + plugin_budget` bytes of cache data.
+    ///
+    /// A plugin's store gets the smaller of its
+    /// [`PluginOptions::store_size_limit`](crate::PluginOptions::store_size_limit) and what the
+    /// other plugins' stores leave of the budget (their size limit while open in this process,
+    /// else what they hold on disk). With less than 64 KiB left, `run_plugin` fails with
+    /// [`PluginFailure::Budget`](crate::PluginFailure::Budget); `clear` empties the plugin
+    /// stores too. `stats` reports `plugin_volume` against it.
+    pub fn plugin_budget(mut self, bytes: u64) -> Self {
+        self.plugin_budget = bytes;
         self
     }
 

@@ -21,7 +21,6 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use crate::cache::PersistentCache;
 use crate::compiled::{load_component, read_component, CodeCache};
 use crate::error::{Error, PluginFailure, Result};
-use crate::options::CacheOptions;
 use crate::runtime::{deadline_ticks, start_epoch_ticker, GuestLimiter, Stop};
 
 /// The host side of the plugin world (`wit/plugin.wit`): `wasi:keyvalue` store, atomics, batch.
@@ -268,14 +267,16 @@ impl PersistentCache {
     /// [`Error::Plugin`], and the errors of [`PersistentCache::open`] for the plugin's cache
     /// (for example [`Error::Locked`] if another process runs the same plugin on it).
     pub async fn run_plugin(&self, plugin: &Plugin, options: PluginOptions) -> Result<PluginExit> {
-        let parent = self.options();
-        let store_options =
-            CacheOptions::new(self.directory().join(PLUGINS_DIRECTORY).join(&plugin.name))
-                .size_limit(options.store_size_limit)
-                .clock(parent.clock.clone())
-                .component(parent.component.clone())
-                .code_cache(parent.code_cache.clone());
-        let store = PersistentCache::open(store_options).await?;
+        // The store's directories are real ones, never a symlink planted under plugins/.
+        let plugins = self.directory().join(PLUGINS_DIRECTORY);
+        let modes = self.options().modes();
+        crate::layout::real_subdirectory(self.directory(), PLUGINS_DIRECTORY, modes.directory)?;
+        crate::layout::real_subdirectory(&plugins, &plugin.name, modes.directory)?;
+        let size_limit = self
+            .plugin_store_limit(&plugin.name, options.store_size_limit)
+            .await?;
+        let store =
+            PersistentCache::open(self.plugin_store_options(&plugin.name, size_limit)).await?;
         let plugin = plugin.clone();
         // The plugin's WASI calls block (stdio through tokio's `block_on`): not on a runtime thread.
         let ran = tokio::task::spawn_blocking(move || run(&plugin, store, &options)).await;
