@@ -455,12 +455,37 @@ pub(crate) enum Stop {
     Other,
 }
 
+/// Raised (as a trap) by host code serving a store that finds the store past one of its
+/// limits: its deadline passed during a host call, or a host call would make the host hold
+/// more memory than the store may cause (the message says what).
+#[derive(Debug)]
+pub(crate) enum HostLimitHit {
+    Time,
+    Memory(String),
+}
+
+impl std::fmt::Display for HostLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostLimitHit::Time => f.write_str("the time limit passed during a host call"),
+            HostLimitHit::Memory(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for HostLimitHit {}
+
 impl Stop {
     /// Classifies a failed call (of the cache guest or of a plugin).
     pub(crate) fn of(err: &wasmtime::Error) -> Stop {
-        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        let host = err.chain().find_map(|cause| cause.downcast_ref::<HostLimitHit>());
+        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+            || matches!(host, Some(HostLimitHit::Time))
+        {
             Stop::TimeLimit
-        } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
+        } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>())
+            || matches!(host, Some(HostLimitHit::Memory(_)))
+        {
             Stop::MemoryLimit
         } else {
             Stop::Other
