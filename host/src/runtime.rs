@@ -478,7 +478,9 @@ impl std::error::Error for HostLimitHit {}
 impl Stop {
     /// Classifies a failed call (of the cache guest or of a plugin).
     pub(crate) fn of(err: &wasmtime::Error) -> Stop {
-        let host = err.chain().find_map(|cause| cause.downcast_ref::<HostLimitHit>());
+        let host = err
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<HostLimitHit>());
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
             || matches!(host, Some(HostLimitHit::Time))
         {

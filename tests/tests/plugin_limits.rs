@@ -84,6 +84,8 @@ fn rss_kib(pid: i32) -> u64 {
 }
 
 /// Runs the probe in a child process with `args` under the given limits, on a fresh cache.
+// The child is reaped with `wait4` (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_child(memory_limit: u64, time_limit: Duration, args: &[&str]) -> ChildRun {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cache-child"))

@@ -413,9 +413,7 @@ mod tests {
         });
         assert!(matches!(time, Failed::Stop(err) if matches!(Stop::of(&err), Stop::TimeLimit)));
         let memory = Failed::from(Error::MemoryLimit { limit: 1 });
-        assert!(
-            matches!(memory, Failed::Stop(err) if matches!(Stop::of(&err), Stop::MemoryLimit))
-        );
+        assert!(matches!(memory, Failed::Stop(err) if matches!(Stop::of(&err), Stop::MemoryLimit)));
         let invalid = Failed::from(Error::InvalidKey("empty".into()));
         assert!(matches!(invalid, Failed::Store(store::Error::Other(m)) if m.contains("empty")));
     }

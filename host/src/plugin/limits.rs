@@ -136,7 +136,9 @@ mod tests {
     fn deadlines_pass_and_endless_limits_do_not() {
         let passed = RunLimits::starting_now(Duration::ZERO, 1).check_time();
         assert!(matches!(Stop::of(&passed.unwrap_err()), Stop::TimeLimit));
-        assert!(RunLimits::starting_now(Duration::MAX, 1).check_time().is_ok());
+        assert!(RunLimits::starting_now(Duration::MAX, 1)
+            .check_time()
+            .is_ok());
         assert!(RunLimits::starting_now(Duration::from_secs(60), 1)
             .check_time()
             .is_ok());

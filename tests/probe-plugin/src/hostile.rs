@@ -114,16 +114,22 @@ pub fn alias_bomb(op: &str, size_mib: usize, copies: usize) {
     let alias_string = || {
         // SAFETY: `huge` is valid UTF-8 and outlives every alias; no alias is written to or
         // dropped (see above).
-        ManuallyDrop::new(unsafe { String::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len()) })
+        ManuallyDrop::new(unsafe {
+            String::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len())
+        })
     };
     let alias_bytes = || {
         // SAFETY: as for `alias_string`.
-        ManuallyDrop::new(unsafe { Vec::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len()) })
+        ManuallyDrop::new(unsafe {
+            Vec::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len())
+        })
     };
     let outcome = match op {
         "get" | "delete" => {
             let keys: ManuallyDrop<Vec<String>> = ManuallyDrop::new(
-                (0..copies).map(|_| ManuallyDrop::into_inner(alias_string())).collect(),
+                (0..copies)
+                    .map(|_| ManuallyDrop::into_inner(alias_string()))
+                    .collect(),
             );
             report(name, "start");
             flush();

@@ -119,10 +119,14 @@ impl Session {
                 };
                 match (op, rest) {
                     ("get", [key]) => line(bucket.get(key), maybe),
-                    ("set", [key, value]) => line(bucket.set(key, &unhex(value)?), |()| "ok".into()),
+                    ("set", [key, value]) => {
+                        line(bucket.set(key, &unhex(value)?), |()| "ok".into())
+                    }
                     ("delete", [key]) => line(bucket.delete(key), |()| "ok".into()),
                     ("exists", [key]) => line(bucket.exists(key), |found| found.to_string()),
-                    ("list", []) => line(all_keys(bucket), |keys| format!("keys:{}", keys.join(","))),
+                    ("list", []) => {
+                        line(all_keys(bucket), |keys| format!("keys:{}", keys.join(",")))
+                    }
                     ("incr", [key, delta]) => {
                         let delta: i64 = delta.parse().ok()?;
                         line(atomics::increment(bucket, key, delta), |n| format!("n:{n}"))

@@ -122,7 +122,14 @@ async fn run_probe(
     println!("elapsed_ms={}", elapsed.as_millis());
     cache.set_raw("after", b"app", None).await?;
     let app = cache.get_raw("after").await?;
-    println!("after_app={}", if app.as_deref() == Some(b"app") { "ok".to_owned() } else { format!("{app:?}") });
+    println!(
+        "after_app={}",
+        if app.as_deref() == Some(b"app") {
+            "ok".to_owned()
+        } else {
+            format!("{app:?}")
+        }
+    );
     let probe = |args: &'static [&'static str]| {
         cache.run_plugin(&plugin, PluginOptions::new().args(args.iter().copied()))
     };
@@ -131,7 +138,14 @@ async fn run_probe(
     let got = String::from_utf8_lossy(&got.stdout).into_owned();
     let put = String::from_utf8_lossy(&put.stdout).into_owned();
     let plugin_ok = put.trim() == "put=ok" && got.trim() == "get=plugin";
-    println!("after_plugin={}", if plugin_ok { "ok".to_owned() } else { format!("{put:?} {got:?}") });
+    println!(
+        "after_plugin={}",
+        if plugin_ok {
+            "ok".to_owned()
+        } else {
+            format!("{put:?} {got:?}")
+        }
+    );
     Ok(())
 }
 
