@@ -41,9 +41,10 @@ impl ChildRun {
         Duration::from_millis(self.get("elapsed_ms").parse().unwrap_or(u64::MAX))
     }
 
-    /// Asserts the outcome, that the run ended within `within`, that the peak RSS stayed under
+    /// Asserts that the probe reached its dangerous call (it printed `command=start`), the
+    /// outcome, that the run ended within `within`, that the peak RSS stayed under
     /// [`MAX_PEAK_RSS_KIB`], and that both caches still worked afterwards.
-    fn assert_stopped(&self, outcome: &str, within: Duration) {
+    fn assert_stopped(&self, command: &str, outcome: &str, within: Duration) {
         let context = format!(
             "peak RSS {} MiB, killed {}\nstdout:\n{}\nstderr:\n{}",
             self.peak_rss_kib >> 10,
@@ -52,6 +53,12 @@ impl ChildRun {
             self.stderr.lines().take(20).collect::<Vec<_>>().join("\n")
         );
         assert!(!self.killed_by_watchdog, "the host blew up: {context}");
+        if !command.is_empty() {
+            assert!(
+                self.stdout.lines().any(|l| l == format!("{command}=start")),
+                "the probe did not reach its call: {context}"
+            );
+        }
         assert_eq!(self.get("outcome"), outcome, "{context}");
         assert!(
             self.elapsed() < within,
@@ -165,7 +172,7 @@ fn run_child(memory_limit: u64, time_limit: Duration, args: &[&str]) -> ChildRun
 fn a_plugin_at_rest_uses_little_memory() {
     // The baseline the bounds below are measured against.
     let run = run_child(64 * MIB, Duration::from_secs(30), &["exit", "0"]);
-    run.assert_stopped("exit:0", Duration::from_secs(10));
+    run.assert_stopped("", "exit:0", Duration::from_secs(10));
 }
 
 #[test]
@@ -176,7 +183,7 @@ fn get_many_of_one_big_value_many_times_is_stopped_at_the_memory_limit() {
         Duration::from_secs(30),
         &["get-many-bomb", "4", "1000"],
     );
-    run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+    run.assert_stopped("get-many-bomb", "MemoryLimit", Duration::from_secs(10));
 }
 
 #[test]
@@ -187,14 +194,14 @@ fn hoarded_cas_handles_are_stopped_at_the_memory_limit() {
         Duration::from_secs(30),
         &["cas-hoard", "1024", "3000"],
     );
-    run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+    run.assert_stopped("cas-hoard", "MemoryLimit", Duration::from_secs(10));
     // Many handles on a tiny value: the count is capped too.
     let run = run_child(
         64 * MIB,
         Duration::from_secs(30),
         &["cas-hoard", "0", "100000"],
     );
-    run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+    run.assert_stopped("cas-hoard", "MemoryLimit", Duration::from_secs(10));
 }
 
 #[test]
@@ -204,7 +211,7 @@ fn hoarded_bucket_handles_are_stopped_at_the_memory_limit() {
         Duration::from_secs(30),
         &["bucket-hoard", "900000"],
     );
-    run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+    run.assert_stopped("bucket-hoard", "MemoryLimit", Duration::from_secs(10));
 }
 
 #[test]
@@ -213,7 +220,11 @@ fn batch_loops_in_host_code_stop_at_the_time_limit() {
     for op in ["set", "get", "delete"] {
         // Several seconds of engine calls in one host call if the loop ran to the end.
         let run = run_child(256 * MIB, limit, &["batch-spin", op, "1000000"]);
-        run.assert_stopped("TimeLimit", limit + Duration::from_millis(1500));
+        run.assert_stopped(
+            "batch-spin",
+            "TimeLimit",
+            limit + Duration::from_millis(1500),
+        );
     }
 }
 
@@ -227,7 +238,7 @@ fn batch_lists_whose_elements_alias_one_buffer_are_stopped_at_the_memory_limit()
             Duration::from_secs(30),
             &["alias-bomb", op, "1", "20000"],
         );
-        run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+        run.assert_stopped("alias-bomb", "MemoryLimit", Duration::from_secs(10));
     }
 }
 
@@ -240,5 +251,5 @@ fn the_plugins_cache_engine_counts_against_the_plugins_memory_limit() {
         Duration::from_secs(30),
         &["cas-hoard", "40960", "0"],
     );
-    run.assert_stopped("MemoryLimit", Duration::from_secs(10));
+    run.assert_stopped("", "MemoryLimit", Duration::from_secs(10));
 }

@@ -65,36 +65,13 @@ pub fn bucket_hoard(n: usize) {
     report(name, kept.len());
 }
 
-/// One `set-many`, `get-many` or `delete-many` call over `n` small entries: the host's loop
-/// alone takes far longer than a short time limit.
+/// One `set-many`, `get-many` or `delete-many` call over `n` entries, all the same small key
+/// (aliased, so the plugin builds the list in moments): the host's loop alone takes far
+/// longer than a short time limit.
 pub fn batch_spin(op: &str, n: usize) {
     let name = "batch-spin";
-    let Some(bucket) = open_or_report(name, "spin") else {
-        return;
-    };
-    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
-    let outcome = match op {
-        "set" => {
-            let pairs: Vec<(String, Vec<u8>)> = keys.into_iter().map(|k| (k, vec![1])).collect();
-            report(name, "start");
-            flush();
-            batch::set_many(&bucket, &pairs).map(|()| n)
-        }
-        "get" => {
-            report(name, "start");
-            flush();
-            batch::get_many(&bucket, &keys).map(|got| got.len())
-        }
-        "delete" => {
-            report(name, "start");
-            flush();
-            batch::delete_many(&bucket, &keys).map(|()| n)
-        }
-        _ => usage(&format!("batch-spin: unknown operation {op:?}")),
-    };
-    match outcome {
-        Ok(n) => report(name, n),
-        Err(err) => report(name, format!("err:{err:?}")),
+    if let Some(bucket) = open_or_report(name, "spin") {
+        batch_call(name, &bucket, op, aliases("k", n), b"1");
     }
 }
 
@@ -108,48 +85,63 @@ pub fn alias_bomb(op: &str, size_mib: usize, copies: usize) {
     let Some(bucket) = open_or_report(name, "alias") else {
         return;
     };
-    let huge = vec![b'k'; size_mib * MIB];
-    // The aliases are only read (by the bindings, to pass pointer and length) and never
-    // dropped: `ManuallyDrop` keeps the one buffer from being freed more than once.
-    let alias_string = || {
-        // SAFETY: `huge` is valid UTF-8 and outlives every alias; no alias is written to or
-        // dropped (see above).
-        ManuallyDrop::new(unsafe {
-            String::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len())
-        })
+    let huge = "k".repeat(size_mib * MIB);
+    let keys = match op {
+        "set" => ManuallyDrop::new((0..copies).map(|i| format!("k{i}")).collect()),
+        _ => aliases(&huge, copies),
     };
-    let alias_bytes = || {
-        // SAFETY: as for `alias_string`.
-        ManuallyDrop::new(unsafe {
-            Vec::from_raw_parts(huge.as_ptr().cast_mut(), huge.len(), huge.len())
-        })
+    batch_call(name, &bucket, op, keys, huge.as_bytes());
+}
+
+/// `copies` strings that are all `text`, its very bytes: never to be dropped (each would free
+/// the same buffer) nor written to.
+fn aliases(text: &str, copies: usize) -> ManuallyDrop<Vec<String>> {
+    let alias = || {
+        // SAFETY: `text` is valid UTF-8 and outlives every use of the alias (the batch call);
+        // the alias is only read and never dropped (`ManuallyDrop` around the list).
+        unsafe { String::from_raw_parts(text.as_ptr().cast_mut(), text.len(), text.len()) }
     };
+    ManuallyDrop::new((0..copies).map(|_| alias()).collect())
+}
+
+/// Prints `NAME=start`, then runs `op` (`set`, `get` or `delete`) on `keys` (`set` gives each
+/// the bytes of `value`, aliased), and prints `NAME=<count>` or `NAME=err:..`.
+fn batch_call(
+    name: &str,
+    bucket: &store::Bucket,
+    op: &str,
+    keys: ManuallyDrop<Vec<String>>,
+    value: &[u8],
+) {
     let outcome = match op {
-        "get" | "delete" => {
-            let keys: ManuallyDrop<Vec<String>> = ManuallyDrop::new(
-                (0..copies)
-                    .map(|_| ManuallyDrop::into_inner(alias_string()))
-                    .collect(),
-            );
-            report(name, "start");
-            flush();
-            if op == "get" {
-                batch::get_many(&bucket, &keys).map(|got| got.len())
-            } else {
-                batch::delete_many(&bucket, &keys).map(|()| copies)
-            }
-        }
         "set" => {
+            let alias = || {
+                // SAFETY: as in `aliases`: `value` outlives the call; the alias is only read
+                // and never dropped.
+                unsafe { Vec::from_raw_parts(value.as_ptr().cast_mut(), value.len(), value.len()) }
+            };
+            let n = keys.len();
             let pairs: ManuallyDrop<Vec<(String, Vec<u8>)>> = ManuallyDrop::new(
-                (0..copies)
-                    .map(|i| (format!("k{i}"), ManuallyDrop::into_inner(alias_bytes())))
+                ManuallyDrop::into_inner(keys)
+                    .into_iter()
+                    .map(|key| (key, alias()))
                     .collect(),
             );
             report(name, "start");
             flush();
-            batch::set_many(&bucket, &pairs).map(|()| copies)
+            batch::set_many(bucket, &pairs).map(|()| n)
         }
-        _ => usage(&format!("alias-bomb: unknown operation {op:?}")),
+        "get" => {
+            report(name, "start");
+            flush();
+            batch::get_many(bucket, &keys).map(|got| got.len())
+        }
+        "delete" => {
+            report(name, "start");
+            flush();
+            batch::delete_many(bucket, &keys).map(|()| keys.len())
+        }
+        _ => usage(&format!("{name}: unknown operation {op:?}")),
     };
     match outcome {
         Ok(n) => report(name, n),

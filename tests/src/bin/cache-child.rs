@@ -85,8 +85,8 @@ async fn run(args: &[String]) -> AnyResult<()> {
     Ok(())
 }
 
-/// Runs the probe plugin with `args` under the given limits; prints `plugin:` + each line it
-/// wrote, `outcome=exit:N|MemoryLimit|TimeLimit|Trap:..|error:..`, `elapsed_ms=N`, then
+/// Runs the probe plugin with `args` under the given limits, its stdout this process's (so its
+/// lines show even when it is stopped); prints `outcome=exit:N|MemoryLimit|TimeLimit|Trap:..|error:..`, `elapsed_ms=N`, then
 /// `after_app=` and `after_plugin=` (`ok` if the app's cache and the plugin's still work).
 async fn run_probe(
     cache: &PersistentCache,
@@ -99,18 +99,14 @@ async fn run_probe(
     let plugin = Plugin::from_bytes("hostile", bytes, None).await?;
     let options = PluginOptions::new()
         .args(args.iter().cloned())
+        .inherit_stdio(true)
         .memory_limit(memory)
         .time_limit(Duration::from_millis(time_ms));
     let started = std::time::Instant::now();
     let ran = cache.run_plugin(&plugin, options).await;
     let elapsed = started.elapsed();
     let outcome = match ran {
-        Ok(exit) => {
-            for line in String::from_utf8_lossy(&exit.stdout).lines() {
-                println!("plugin:{line}");
-            }
-            format!("exit:{}", exit.code)
-        }
+        Ok(exit) => format!("exit:{}", exit.code),
         Err(Error::Plugin { failure, .. }) => match failure {
             PluginFailure::MemoryLimit(_) => "MemoryLimit".to_owned(),
             PluginFailure::TimeLimit(_) => "TimeLimit".to_owned(),
