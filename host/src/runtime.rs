@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, EngineWeak, OptLevel, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
-    Trap,
+    Config, Engine, OptLevel, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 use wasmtime_wasi::{FsPerms, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -97,24 +96,6 @@ impl Runtime {
 }
 
 use crate::epoch::{Ticking, EPOCH_TICK};
-
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a background thread, until the engine is
-/// dropped. A guest call traps once its deadline (a number of ticks) has passed.
-pub(crate) fn start_epoch_ticker(engine: EngineWeak) {
-    let ticker = std::thread::Builder::new()
-        .name("pcache-epoch".to_owned())
-        .spawn(move || loop {
-            std::thread::sleep(EPOCH_TICK);
-            match engine.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
-            }
-        });
-    if let Err(err) = ticker {
-        // Without ticks, deadlines never pass: calls still work, only without a time limit.
-        tracing::warn!(error = %err, "cannot start the epoch ticker; the time limit is not enforced");
-    }
-}
 
 /// Epoch ticks that cover `limit`, rounded up, plus one for the tick already under way.
 pub(crate) fn deadline_ticks(limit: Duration) -> u64 {
@@ -467,12 +448,39 @@ pub(crate) enum Stop {
     Other,
 }
 
+/// Raised (as a trap) by host code serving a store that finds the store past one of its
+/// limits: its deadline passed during a host call, or a host call would make the host hold
+/// more memory than the store may cause (the message says what).
+#[derive(Debug)]
+pub(crate) enum HostLimitHit {
+    Time,
+    Memory(String),
+}
+
+impl std::fmt::Display for HostLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostLimitHit::Time => f.write_str("the time limit passed during a host call"),
+            HostLimitHit::Memory(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for HostLimitHit {}
+
 impl Stop {
     /// Classifies a failed call (of the cache guest or of a plugin).
     pub(crate) fn of(err: &wasmtime::Error) -> Stop {
-        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        let host = err
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<HostLimitHit>());
+        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+            || matches!(host, Some(HostLimitHit::Time))
+        {
             Stop::TimeLimit
-        } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>()) {
+        } else if err.chain().any(|cause| cause.is::<MemoryLimitHit>())
+            || matches!(host, Some(HostLimitHit::Memory(_)))
+        {
             Stop::MemoryLimit
         } else {
             Stop::Other

@@ -5,14 +5,18 @@
 //! (several engine calls under one lock for `increment`, `swap` and the batch calls), so no
 //! other user of the same cache can come between its steps. Counters written by `increment`
 //! are decimal ASCII text (`b"42"`), as Redis `INCRBY` and wasmtime's own keyvalue host keep
-//! them, so plugins read them the same way on every backend.
+//! them, so plugins read them the same way on every backend. Every call counts against the
+//! plugin's limits (`limits.rs`): the deadline is checked in every host loop, replies and CAS
+//! handles are counted against the memory limit, and the cache engine's own limits stop the
+//! plugin.
 
 use wasmtime::component::Resource;
 
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::limits::REPLY_ENTRY_BYTES;
 use super::PluginState;
 use crate::error::Error;
-use crate::runtime::Guest;
+use crate::runtime::{Guest, HostLimitHit};
 
 /// Keys returned per `list-keys` page.
 const LIST_PAGE: u32 = 1000;
@@ -22,10 +26,17 @@ pub struct BucketHandle {
     prefix: String,
 }
 
-/// A compare-and-swap handle: the full key and the value it held when the handle was made.
+/// A compare-and-swap handle: the full key and the value it held when the handle was made
+/// (its bytes count against the plugin's memory limit while the handle lives).
 pub struct CasHandle {
     key: String,
     seen: Option<Vec<u8>>,
+}
+
+impl CasHandle {
+    fn held(&self) -> usize {
+        self.seen.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// True for 1–64 of `A-Z a-z 0-9 _ . -`, other than `.` and `..` (plugin and bucket names).
@@ -38,9 +49,46 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// A cache error as the plugin sees it.
-fn other(err: Error) -> store::Error {
-    store::Error::Other(err.to_string())
+/// Why a keyvalue operation did not succeed: an error the plugin is given, or a reason to stop
+/// the plugin (one of its limits, or a broken handle).
+enum Failed {
+    Store(store::Error),
+    Stop(wasmtime::Error),
+}
+
+impl From<Error> for Failed {
+    /// The plugin's cache ran out of the plugin's limits: stop the plugin; any other cache
+    /// error is the plugin's to handle.
+    fn from(err: Error) -> Failed {
+        match err {
+            Error::TimeLimit { .. } => Failed::Stop(wasmtime::Error::new(HostLimitHit::Time)),
+            Error::MemoryLimit { .. } => {
+                Failed::Stop(wasmtime::Error::new(HostLimitHit::Memory(err.to_string())))
+            }
+            other => Failed::Store(store::Error::Other(other.to_string())),
+        }
+    }
+}
+
+impl From<wasmtime::Error> for Failed {
+    fn from(err: wasmtime::Error) -> Failed {
+        Failed::Stop(err)
+    }
+}
+
+impl From<store::Error> for Failed {
+    fn from(err: store::Error) -> Failed {
+        Failed::Store(err)
+    }
+}
+
+/// A keyvalue result as the bindings return it: a stop is a trap, an error is the plugin's.
+fn settle<T>(result: Result<T, Failed>) -> wasmtime::Result<Result<T, store::Error>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(Failed::Store(err)) => Ok(Err(err)),
+        Err(Failed::Stop(trap)) => Err(trap),
+    }
 }
 
 /// The counter value in `bytes`: decimal ASCII text of an `i64`.
@@ -61,16 +109,40 @@ impl PluginState {
         Ok(format!("{}{key}", self.table.get(bucket)?.prefix))
     }
 
-    /// Runs `operation` on the plugin's cache engine, holding it for the whole closure.
+    /// The key prefix of `bucket`; a handle that is not in the table is a trap.
+    fn prefix(&self, bucket: &Resource<BucketHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(bucket)?.prefix.clone())
+    }
+
+    /// Runs `operation` on the plugin's cache engine, holding it for the whole closure, after
+    /// checking the plugin's deadline.
     fn with_cache<T>(
         &self,
-        operation: impl FnOnce(&mut Guest) -> Result<T, store::Error>,
-    ) -> Result<T, store::Error> {
+        operation: impl FnOnce(&mut Guest) -> Result<T, Failed>,
+    ) -> Result<T, Failed> {
+        self.limits.check_time()?;
         // The outer error: the cache could not run the call at all (closed, or restarting).
         self.store
             .inner
             .call(|guest| Ok(operation(guest)))
-            .unwrap_or_else(|err| Err(other(err)))
+            .unwrap_or_else(|err| Err(Failed::from(err)))
+    }
+
+    /// Pushes a new CAS handle, counting the bytes it holds.
+    fn push_cas(&mut self, handle: CasHandle) -> wasmtime::Result<Resource<CasHandle>> {
+        self.limits.hold(handle.held())?;
+        let held = handle.held();
+        self.table.push(handle).map_err(|err| {
+            self.limits.release(held);
+            wasmtime::Error::from(err)
+        })
+    }
+
+    /// Removes a CAS handle from the table, no longer counting its bytes.
+    fn take_cas(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<CasHandle> {
+        let handle = self.table.delete(cas)?;
+        self.limits.release(handle.held());
+        Ok(handle)
     }
 }
 
@@ -79,6 +151,7 @@ impl store::Host for PluginState {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<BucketHandle>, store::Error>> {
+        self.limits.check_time()?;
         let name = if identifier.is_empty() {
             "default"
         } else {
@@ -88,6 +161,7 @@ impl store::Host for PluginState {
             return Ok(Err(store::Error::AccessDenied));
         }
         let prefix = format!("{name}/");
+        // A full table (`MAX_RESOURCES`) stops the plugin at its memory limit.
         Ok(Ok(self.table.push(BucketHandle { prefix })?))
     }
 }
@@ -99,7 +173,12 @@ impl store::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| cache.get(&key).map_err(other)))
+        let mut reply = self.limits.reply();
+        settle(self.with_cache(|cache| {
+            let value = cache.get(&key)?;
+            reply.add(value.as_ref().map_or(0, Vec::len))?;
+            Ok(value)
+        }))
     }
 
     fn set(
@@ -109,7 +188,7 @@ impl store::HostBucket for PluginState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| cache.set(&key, &value, None).map_err(other)))
+        settle(self.with_cache(|cache| Ok(cache.set(&key, &value, None)?)))
     }
 
     fn delete(
@@ -118,7 +197,7 @@ impl store::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| cache.delete(&key).map(drop).map_err(other)))
+        settle(self.with_cache(|cache| Ok(cache.delete(&key).map(drop)?)))
     }
 
     fn exists(
@@ -127,7 +206,7 @@ impl store::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| cache.contains(&key).map_err(other)))
+        settle(self.with_cache(|cache| Ok(cache.contains(&key)?)))
     }
 
     fn list_keys(
@@ -135,22 +214,21 @@ impl store::HostBucket for PluginState {
         bucket: Resource<BucketHandle>,
         cursor: Option<String>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
-        let prefix = self.table.get(&bucket)?.prefix.clone();
+        let prefix = self.prefix(&bucket)?;
         let after = cursor.map(|cursor| format!("{prefix}{cursor}"));
-        let page = self.with_cache(|cache| {
-            cache
-                .keys(&prefix, after.as_deref(), LIST_PAGE)
-                .map_err(other)
-        });
-        Ok(page.map(|page| {
-            let keys: Vec<String> = page
-                .into_iter()
-                .map(|key| key[prefix.len()..].to_owned())
-                .collect();
+        let mut reply = self.limits.reply();
+        settle(self.with_cache(|cache| {
+            let page = cache.keys(&prefix, after.as_deref(), LIST_PAGE)?;
+            let mut keys = Vec::with_capacity(page.len());
+            for key in page {
+                let key = key[prefix.len()..].to_owned();
+                reply.add(std::mem::size_of::<String>() + key.len())?;
+                keys.push(key);
+            }
             let cursor = (keys.len() == LIST_PAGE as usize)
                 .then(|| keys.last().cloned())
                 .flatten();
-            store::KeyResponse { keys, cursor }
+            Ok(store::KeyResponse { keys, cursor })
         }))
     }
 
@@ -167,22 +245,25 @@ impl atomics::HostCas for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasHandle>, store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        let seen = match self.with_cache(|cache| cache.get(&key).map_err(other)) {
+        let seen = match settle(self.with_cache(|cache| Ok(cache.get(&key)?)))? {
             Ok(seen) => seen,
             Err(err) => return Ok(Err(err)),
         };
-        Ok(Ok(self.table.push(CasHandle { key, seen })?))
+        Ok(Ok(self.push_cas(CasHandle { key, seen })?))
     }
 
     fn current(
         &mut self,
         cas: Resource<CasHandle>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
-        Ok(Ok(self.table.get(&cas)?.seen.clone()))
+        self.limits.check_time()?;
+        let handle = self.table.get(&cas)?;
+        self.limits.reply().add(handle.held())?;
+        Ok(Ok(handle.seen.clone()))
     }
 
     fn drop(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<()> {
-        self.table.delete(cas)?;
+        self.take_cas(cas)?;
         Ok(())
     }
 }
@@ -195,17 +276,17 @@ impl atomics::Host for PluginState {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, store::Error>> {
         let full = self.full_key(&bucket, &key)?;
-        Ok(self.with_cache(|cache| {
-            let base = match cache.get(&full).map_err(other)? {
+        let limits = &self.limits;
+        settle(self.with_cache(|cache| {
+            let base = match cache.get(&full)? {
                 Some(bytes) => parse_counter(&key, &bytes)?,
                 None => 0,
             };
             let n = base.checked_add(delta).ok_or_else(|| {
                 store::Error::Other(format!("{base} + {delta} overflows the counter {key:?}"))
             })?;
-            cache
-                .set(&full, n.to_string().as_bytes(), None)
-                .map_err(other)?;
+            limits.check_time()?;
+            cache.set(&full, n.to_string().as_bytes(), None)?;
             Ok(n)
         }))
     }
@@ -216,20 +297,22 @@ impl atomics::Host for PluginState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         // The handle is owned: the plugin gave it up with this call.
-        let handle = self.table.delete(cas)?;
+        let handle = self.take_cas(cas)?;
+        let limits = &self.limits;
         let swapped = self.with_cache(|cache| {
-            let now = cache.get(&handle.key).map_err(other)?;
+            let now = cache.get(&handle.key)?;
             if now != handle.seen {
                 return Ok(Some(now));
             }
-            cache.set(&handle.key, &value, None).map_err(other)?;
+            limits.check_time()?;
+            cache.set(&handle.key, &value, None)?;
             Ok(None)
         });
-        Ok(match swapped {
+        Ok(match settle(swapped)? {
             Ok(None) => Ok(()),
             Ok(Some(now)) => {
                 // Changed since the handle was made: a fresh handle for the retry.
-                let fresh = self.table.push(CasHandle {
+                let fresh = self.push_cas(CasHandle {
                     key: handle.key,
                     seen: now,
                 })?;
@@ -246,14 +329,21 @@ impl batch::Host for PluginState {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
-        let prefix = self.table.get(&bucket)?.prefix.clone();
-        Ok(self.with_cache(|cache| {
-            keys.into_iter()
-                .map(|key| {
-                    let value = cache.get(&format!("{prefix}{key}")).map_err(other)?;
-                    Ok(value.map(|value| (key, value)))
-                })
-                .collect()
+        let prefix = self.prefix(&bucket)?;
+        let limits = &self.limits;
+        let mut reply = limits.reply();
+        settle(self.with_cache(|cache| {
+            // Built as the values come, counted before each is kept: the host never holds
+            // much more than the memory limit of reply.
+            let mut values = Vec::new();
+            for key in keys {
+                limits.check_time()?;
+                let value = cache.get(&format!("{prefix}{key}"))?;
+                let bytes = value.as_ref().map_or(0, |v| key.len() + v.len());
+                reply.add(REPLY_ENTRY_BYTES + bytes)?;
+                values.push(value.map(|value| (key, value)));
+            }
+            Ok(values)
         }))
     }
 
@@ -262,12 +352,12 @@ impl batch::Host for PluginState {
         bucket: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let prefix = self.table.get(&bucket)?.prefix.clone();
-        Ok(self.with_cache(|cache| {
+        let prefix = self.prefix(&bucket)?;
+        let limits = &self.limits;
+        settle(self.with_cache(|cache| {
             for (key, value) in &key_values {
-                cache
-                    .set(&format!("{prefix}{key}"), value, None)
-                    .map_err(other)?;
+                limits.check_time()?;
+                cache.set(&format!("{prefix}{key}"), value, None)?;
             }
             Ok(())
         }))
@@ -278,10 +368,12 @@ impl batch::Host for PluginState {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let prefix = self.table.get(&bucket)?.prefix.clone();
-        Ok(self.with_cache(|cache| {
+        let prefix = self.prefix(&bucket)?;
+        let limits = &self.limits;
+        settle(self.with_cache(|cache| {
             for key in &keys {
-                cache.delete(&format!("{prefix}{key}")).map_err(other)?;
+                limits.check_time()?;
+                cache.delete(&format!("{prefix}{key}"))?;
             }
             Ok(())
         }))
@@ -311,6 +403,19 @@ mod tests {
         ] {
             assert!(!is_valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_engines_limits_stop_the_plugin_and_other_errors_are_its_own() {
+        use crate::runtime::Stop;
+        let time = Failed::from(Error::TimeLimit {
+            limit: std::time::Duration::from_secs(1),
+        });
+        assert!(matches!(time, Failed::Stop(err) if matches!(Stop::of(&err), Stop::TimeLimit)));
+        let memory = Failed::from(Error::MemoryLimit { limit: 1 });
+        assert!(matches!(memory, Failed::Stop(err) if matches!(Stop::of(&err), Stop::MemoryLimit)));
+        let invalid = Failed::from(Error::InvalidKey("empty".into()));
+        assert!(matches!(invalid, Failed::Store(store::Error::Other(m)) if m.contains("empty")));
     }
 
     #[test]

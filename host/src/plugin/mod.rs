@@ -1,12 +1,14 @@
 //! Plugins: `wasi:cli` command components whose `wasi:keyvalue` imports a cache of their own serves.
 //!
 //! A plugin runs in its own wasmtime store with no filesystem, no network, no environment
-//! beyond what [`PluginOptions`] grants, a memory limit and a time limit. Its buckets live in a
+//! beyond what [`PluginOptions`] grants, a memory limit and a time limit, which also bound what
+//! it makes the host do for it (see `limits`). Its buckets live in a
 //! separate cache directory, `<cache>/plugins/<name>/`, served by the same sandboxed cache
 //! guest as the application's cache, so it can never reach another plugin's keys or the
 //! application's.
 
 mod keyvalue;
+mod limits;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,8 +22,10 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use crate::cache::PersistentCache;
 use crate::compiled::{load_component, read_component, CodeCache};
+use crate::epoch::Ticking;
 use crate::error::{Error, PluginFailure, Result};
-use crate::runtime::{deadline_ticks, start_epoch_ticker, GuestLimiter, Stop};
+use crate::runtime::{deadline_ticks, GuestLimiter, Stop};
+use limits::{RunLimits, MAX_RESOURCES};
 
 /// The host side of the plugin world (`wit/plugin.wit`): `wasi:keyvalue` store, atomics, batch.
 mod bindings {
@@ -129,13 +133,23 @@ impl PluginOptions {
     }
 
     /// Most bytes of linear memory the plugin may use; past it the plugin is stopped.
+    ///
+    /// The same limit bounds what the plugin makes the host hold for it: the bytes one
+    /// keyvalue call returns, the bytes its CAS handles keep, the bytes one call passes in, and
+    /// its cache engine's memory (when this run opens that cache). More than
+    /// 4096 live resources (buckets, CAS handles, streams) also stop it at this limit.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = bytes;
         self
     }
 
-    /// How long the plugin may run (wall-clock time while it executes, checked every 10 ms);
-    /// past it the plugin is stopped.
+    /// How long the plugin may run (wall-clock time while it executes, checked every 10 ms
+    /// in its code and at every step of host calls such as batch loops); past it the plugin
+    /// is stopped.
+    ///
+    /// Edge cases: one call of the plugin's cache engine may run up to this limit again
+    /// before it is stopped (the engine's own time limit, set from this one when this run
+    /// opens the cache), and so may opening the cache; a zero limit stops the plugin at once.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = limit;
         self
@@ -255,17 +269,21 @@ impl Plugin {
 impl PersistentCache {
     /// Runs `plugin` to completion with its `wasi:keyvalue` buckets in a cache of its own:
     /// `<this cache's directory>/plugins/<plugin name>/`, opened with this cache's clock and
-    /// component and `options`' size limit. Bucket `b`'s key `k` is the key `b/k` there.
+    /// component and `options`' size, memory and time limits. Bucket `b`'s key `k` is the key
+    /// `b/k` there.
     ///
     /// Edge cases: a plugin that exits with an error code is `Ok` with that code; one that
-    /// traps, runs past its time limit or asks for memory past its limit is stopped and
-    /// reported as [`Error::Plugin`] — its writes so far stay, and this cache and the plugin's
-    /// cache keep working. Bucket names other than 1–64 of `A-Z a-z 0-9 _ . -` (`""` means
+    /// traps, runs past its time limit or asks for memory past its limit — itself, or through
+    /// the host (a `get-many` reply, CAS handles, its cache engine; see
+    /// [`PluginOptions::memory_limit`]) — is stopped and reported as [`Error::Plugin`]: its
+    /// writes so far stay, and this cache and the plugin's cache keep working. If another run
+    /// of the same plugin has its cache open, that run's engine limits stay in force. Bucket names other than 1–64 of `A-Z a-z 0-9 _ . -` (`""` means
     /// `default`) are refused with `access-denied`.
     ///
     /// # Errors
     /// [`Error::Plugin`], and the errors of [`PersistentCache::open`] for the plugin's cache
-    /// (for example [`Error::Locked`] if another process runs the same plugin on it).
+    /// (for example [`Error::Locked`] if another process runs the same plugin on it) — except
+    /// that opening it past the plugin's time or memory limit is [`Error::Plugin`] too.
     pub async fn run_plugin(&self, plugin: &Plugin, options: PluginOptions) -> Result<PluginExit> {
         // The store's directories are real ones, never a symlink planted under plugins/.
         let plugins = self.directory().join(PLUGINS_DIRECTORY);
@@ -275,8 +293,14 @@ impl PersistentCache {
         let size_limit = self
             .plugin_store_limit(&plugin.name, options.store_size_limit)
             .await?;
-        let store =
-            PersistentCache::open(self.plugin_store_options(&plugin.name, size_limit)).await?;
+        // The plugin's cache engine runs with the plugin's limits: its work counts against them.
+        let store_options = self
+            .plugin_store_options(&plugin.name, size_limit)
+            .memory_limit(options.memory_limit)
+            .time_limit(options.time_limit);
+        let store = PersistentCache::open(store_options)
+            .await
+            .map_err(|err| stopped_opening(err, plugin, &options))?;
         let plugin = plugin.clone();
         // The plugin's WASI calls block (stdio through tokio's `block_on`): not on a runtime thread.
         let ran = tokio::task::spawn_blocking(move || run(&plugin, store, &options)).await;
@@ -289,6 +313,8 @@ pub(crate) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: GuestLimiter,
+    /// The deadline and memory the host enforces in its calls for the plugin.
+    limits: RunLimits,
     /// The plugin's own cache, which serves its buckets.
     store: PersistentCache,
 }
@@ -319,7 +345,6 @@ fn plugin_runtime() -> std::result::Result<&'static PluginRuntime, String> {
                 .cranelift_opt_level(OptLevel::Speed)
                 .epoch_interruption(true);
             let engine = Engine::new(&config).map_err(|err| format!("{err:#}"))?;
-            start_epoch_ticker(engine.weak());
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| format!("{err:#}"))?;
             bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
@@ -361,15 +386,23 @@ fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Resu
             .stderr(stderr.clone());
         Some((stdout, stderr))
     };
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
     let state = PluginState {
         wasi: wasi.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: GuestLimiter::new(options.memory_limit),
+        limits: RunLimits::starting_now(options.time_limit, options.memory_limit),
         store,
     };
+    // Deadlines pass only while the epoch advances.
+    let _ticking = Ticking::start(plugin.pre.engine());
     let mut wasm_store = Store::new(plugin.pre.engine(), state);
     wasm_store.limiter(|state| &mut state.limiter);
     wasm_store.set_epoch_deadline(deadline_ticks(options.time_limit));
+    // What one call may copy from the plugin into the host (more only by passing the same
+    // bytes several times: list elements may overlap).
+    wasm_store.set_hostcall_fuel(usize::try_from(options.memory_limit).unwrap_or(usize::MAX));
     let outcome = plugin
         .pre
         .instantiate(&mut wasm_store)
@@ -397,11 +430,29 @@ fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Resu
     })
 }
 
-/// What stopped a plugin: its time limit, its memory limit, or a trap.
+/// An error opening the plugin's cache: its engine's time or memory limit (the plugin's) is
+/// the plugin's failure; anything else is the cache's error.
+fn stopped_opening(err: Error, plugin: &Plugin, options: &PluginOptions) -> Error {
+    let failure = match err {
+        Error::TimeLimit { .. } => PluginFailure::TimeLimit(options.time_limit),
+        Error::MemoryLimit { .. } => PluginFailure::MemoryLimit(options.memory_limit),
+        other => return other,
+    };
+    Error::Plugin {
+        plugin: plugin.name.clone(),
+        failure,
+    }
+}
+
+/// What stopped a plugin: its time limit, its memory limit (in its code, in a host call, or
+/// wasmtime's own caps on what it makes the host hold), or a trap.
 fn failure(err: &wasmtime::Error, options: &PluginOptions) -> PluginFailure {
     match Stop::of(err) {
         Stop::TimeLimit => PluginFailure::TimeLimit(options.time_limit),
         Stop::MemoryLimit => PluginFailure::MemoryLimit(options.memory_limit),
+        Stop::Other if limits::refused_by_wasmtime(err) => {
+            PluginFailure::MemoryLimit(options.memory_limit)
+        }
         Stop::Other => {
             // The root cause (e.g. "wasm trap: wasm `unreachable` instruction executed"); the
             // wasm backtrace goes to the log.

@@ -4,8 +4,12 @@
 //! happened on stdout, one `name=value` line per result, for a host test to parse.
 //!
 //! Failures are reported, not fatal: `name=err:<Debug of the error>`, exit code 0. Only a
-//! wrong command line exits with 1 (usage on stderr). `spin`, `alloc`, `trap` and `exit`
-//! flush stdout first, since they never return.
+//! wrong command line exits with 1 (usage on stderr). `spin`, `alloc`, `trap`, `exit` and the
+//! hostile commands (`hostile.rs`) flush stdout first, since the host may stop them.
+//! `script` runs keyvalue operations read from stdin (`script.rs`), for the model test.
+
+mod hostile;
+mod script;
 
 wit_bindgen::generate!({ path: "../../wit", world: "pcache:cache/plugin", generate_all });
 use wasi::keyvalue::{atomics, batch, store};
@@ -16,7 +20,9 @@ use std::io::{Read, Write};
 const USAGE: &str = "\
 usage: probe put BUCKET KEY VALUE | get BUCKET KEY | list BUCKET | incr BUCKET KEY DELTA
            | cas BUCKET KEY NEW | batch BUCKET | escape | env | fs | net | spin | alloc
-           | trap | exit N | stdin | args [ANY...] | read PATH | write PATH";
+           | trap | exit N | stdin | args [ANY...] | read PATH | write PATH | script
+           | get-many-bomb SIZE_MIB COPIES | cas-hoard SIZE_KIB HANDLES | bucket-hoard N
+           | batch-spin set|get|delete N | alias-bomb get|delete|set SIZE_MIB COPIES";
 
 /// How often `cas` retries after `cas-failed`.
 const CAS_RETRIES: usize = 10;
@@ -49,8 +55,20 @@ fn main() {
         ["read", path] => report("read", io_outcome(&std::fs::read(path))),
         ["write", path] => report("write", io_outcome(&std::fs::write(path, "x"))),
         ["args", ..] => print_args(),
+        ["script"] => script::run(),
+        ["get-many-bomb", size, copies] => hostile::get_many_bomb(number(size), number(copies)),
+        ["cas-hoard", size, handles] => hostile::cas_hoard(number(size), number(handles)),
+        ["bucket-hoard", n] => hostile::bucket_hoard(number(n)),
+        ["batch-spin", op, n] => hostile::batch_spin(op, number(n)),
+        ["alias-bomb", op, size, copies] => hostile::alias_bomb(op, number(size), number(copies)),
         _ => usage("unknown command or wrong arguments"),
     }
+}
+
+/// `text` as a count, or usage.
+fn number(text: &str) -> usize {
+    text.parse()
+        .unwrap_or_else(|_| usage(&format!("not a count: {text:?}")))
 }
 
 fn usage(msg: &str) -> ! {
@@ -269,7 +287,7 @@ fn net() {
     report("net.dns", io_outcome(&TcpStream::connect("example.com:80")));
 }
 
-fn flush() {
+pub(crate) fn flush() {
     // Nothing to do about a failed flush: the host reads what arrived.
     let _ = std::io::stdout().flush();
 }

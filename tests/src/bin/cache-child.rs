@@ -2,6 +2,8 @@
 //!
 //! `cache-child DIR set KEY JSON` · `cache-child DIR get KEY` (prints JSON or `null`) ·
 //! `cache-child DIR hold` (opens, prints `open`, waits for stdin to close) ·
+//! `cache-child DIR plugin MEMORY_BYTES TIME_MS ARGS...` (runs the probe plugin under those
+//! limits, prints `outcome=`, `elapsed_ms=` and whether both caches work afterwards) ·
 //! `cache-child DIR workload SEED SIZE_LIMIT SYNC(0|1) MAX_LEN` (runs the crash test's workload
 //! until killed, reporting every operation; see `workload.rs`) ·
 //! `cache-child SCRATCH diskfull tmpfs|fsize` (fills a cache until its writes fail — on a 1 MiB
@@ -69,6 +71,9 @@ async fn run(args: &[String]) -> AnyResult<()> {
             let value: Option<serde_json::Value> = cache.get(key).await?;
             println!("{}", serde_json::to_string(&value)?);
         }
+        ("plugin", [memory, time_ms, args @ ..]) => {
+            run_probe(&cache, memory.parse()?, time_ms.parse()?, args).await?;
+        }
         ("hold", []) => {
             println!("open");
             let mut sink = Vec::new();
@@ -77,6 +82,66 @@ async fn run(args: &[String]) -> AnyResult<()> {
         _ => return Err(format!("unknown command {command:?}").into()),
     }
     cache.close().await?;
+    Ok(())
+}
+
+/// Runs the probe plugin with `args` under the given limits, its stdout this process's (so its
+/// lines show even when it is stopped); prints `outcome=exit:N|MemoryLimit|TimeLimit|Trap:..|error:..`, `elapsed_ms=N`, then
+/// `after_app=` and `after_plugin=` (`ok` if the app's cache and the plugin's still work).
+async fn run_probe(
+    cache: &PersistentCache,
+    memory: u64,
+    time_ms: u64,
+    args: &[String],
+) -> AnyResult<()> {
+    use persistent_cache::{Plugin, PluginFailure, PluginOptions};
+    let bytes = std::fs::read(persistent_cache::test_support::PROBE_PLUGIN)?;
+    let plugin = Plugin::from_bytes("hostile", bytes, None).await?;
+    let options = PluginOptions::new()
+        .args(args.iter().cloned())
+        .inherit_stdio(true)
+        .memory_limit(memory)
+        .time_limit(Duration::from_millis(time_ms));
+    let started = std::time::Instant::now();
+    let ran = cache.run_plugin(&plugin, options).await;
+    let elapsed = started.elapsed();
+    let outcome = match ran {
+        Ok(exit) => format!("exit:{}", exit.code),
+        Err(Error::Plugin { failure, .. }) => match failure {
+            PluginFailure::MemoryLimit(_) => "MemoryLimit".to_owned(),
+            PluginFailure::TimeLimit(_) => "TimeLimit".to_owned(),
+            other => format!("{other:?}"),
+        },
+        Err(other) => format!("error:{other}"),
+    };
+    println!("outcome={outcome}");
+    println!("elapsed_ms={}", elapsed.as_millis());
+    cache.set_raw("after", b"app", None).await?;
+    let app = cache.get_raw("after").await?;
+    println!(
+        "after_app={}",
+        if app.as_deref() == Some(b"app") {
+            "ok".to_owned()
+        } else {
+            format!("{app:?}")
+        }
+    );
+    let probe = |args: &'static [&'static str]| {
+        cache.run_plugin(&plugin, PluginOptions::new().args(args.iter().copied()))
+    };
+    let put = probe(&["put", "after", "k", "plugin"]).await?;
+    let got = probe(&["get", "after", "k"]).await?;
+    let got = String::from_utf8_lossy(&got.stdout).into_owned();
+    let put = String::from_utf8_lossy(&put.stdout).into_owned();
+    let plugin_ok = put.trim() == "put=ok" && got.trim() == "get=plugin";
+    println!(
+        "after_plugin={}",
+        if plugin_ok {
+            "ok".to_owned()
+        } else {
+            format!("{put:?} {got:?}")
+        }
+    );
     Ok(())
 }
 
