@@ -593,3 +593,49 @@ fn a_piped_line_longer_than_the_size_limit_is_skipped_while_streaming() {
         mib(baseline)
     );
 }
+
+#[test]
+fn a_large_json_value_is_stored_without_a_json_tree_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = ["--size-limit", "64MiB", "repl"];
+    assert_eq!(
+        run(d, &["--size-limit", "64MiB", "stats"]).status.code(),
+        Some(0)
+    );
+    let (code, out, baseline) = repl_with_peak_rss(d, &args, |stdin| {
+        stdin.write_all(b"set big '[0]'\n").unwrap();
+    });
+    assert_eq!((code, out.as_str()), (Some(0), "OK\n"));
+    // A dense JSON array: a tree would take a 72-byte node for each 2-byte "0,".
+    let elements = 8 << 20;
+    let line_mib = 2 * elements >> 20;
+    let (code, out, peak) = repl_with_peak_rss(d, &args, |stdin| {
+        stdin.write_all(b"set big '[").unwrap();
+        let chunk = b"0,".repeat(1 << 19);
+        for _ in 0..(elements >> 19) {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin.write_all(b"0]'\nstats\n").unwrap();
+    });
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "peak RSS: {:.1} MiB for a short value, {:.1} MiB for a {line_mib} MiB JSON array",
+        mib(baseline),
+        mib(peak)
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("OK\n{"), "{out}");
+    assert!(
+        peak < baseline + 10 * (line_mib << 20),
+        "peak RSS {:.1} MiB vs {:.1} MiB for a short value",
+        mib(peak),
+        mib(baseline)
+    );
+    // Stored whole: an indefinite-length CBOR array of elements + 1 zeros.
+    let stored = run(d, &["--size-limit", "64MiB", "get", "--raw", "big"]).stdout;
+    assert_eq!(stored.len() as u64, elements + 3);
+    assert_eq!(&stored[..2], [0x9f, 0x00]);
+    assert_eq!(stored.last(), Some(&0xff));
+    assert!(stored[1..stored.len() - 1].iter().all(|&b| b == 0));
+}
