@@ -511,6 +511,10 @@ fn bench_smoke_run_measures_every_workload() {
 
 /// Runs the piped REPL with `write_input` feeding its stdin; returns its exit code, stdout and
 /// peak resident memory in bytes (`wait4`'s `ru_maxrss`, which Linux gives in KiB).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by libc::wait4, for its resource usage"
+)]
 fn repl_with_peak_rss(
     dir: &Path,
     args: &[&str],
@@ -609,7 +613,7 @@ fn a_large_json_value_is_stored_without_a_json_tree_in_memory() {
     assert_eq!((code, out.as_str()), (Some(0), "OK\n"));
     // A dense JSON array: a tree would take a 72-byte node for each 2-byte "0,".
     let elements = 8 << 20;
-    let line_mib = 2 * elements >> 20;
+    let line_mib = (2 * elements) >> 20;
     let (code, out, peak) = repl_with_peak_rss(d, &args, |stdin| {
         stdin.write_all(b"set big '[").unwrap();
         let chunk = b"0,".repeat(1 << 19);
