@@ -1,5 +1,10 @@
-//! Compiles the guest component (`persistent-cache-guest`) to `wasm32-wasip2` so the host can embed
-//! it, and the plugins that run on it (the example under `examples/`, the test probe).
+//! Compiles the guest component to `wasm32-wasip2` (released, and a test build with fault injection) and the plugins.
+//!
+//! The released component (embedded by the host) and the plugins (the example under `examples/`,
+//! the test probe) are built together; the test component, `persistent-cache-guest` with its
+//! `fault-injection` feature, is built by a second cargo run into its own target directory, so
+//! that feature unification cannot put the hook into the released build and neither build
+//! overwrites the other's artifact.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -8,6 +13,8 @@ use std::process::{Command, Output};
 const GUEST_PACKAGE: &str = "persistent-cache-guest";
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_ARTIFACT: &str = "persistent_cache_guest.wasm";
+/// The guest's test-only feature, enabled in the test component alone.
+const FAULT_FEATURE: &str = "persistent-cache-guest/fault-injection";
 
 /// Plugin components built with the guest: (package, artifact, env var naming its path).
 const PLUGINS: &[(&str, &str, &str)] = &[
@@ -47,7 +54,9 @@ fn main() {
                 manifest_dir.display()
             )
         });
-    let guest_target_dir = PathBuf::from(required_var("OUT_DIR")).join("guest-target");
+    let out_dir = PathBuf::from(required_var("OUT_DIR"));
+    let guest_target_dir = out_dir.join("guest-target");
+    let fault_target_dir = out_dir.join("guest-fault-target");
 
     for watched in [
         "guest/src",
@@ -64,7 +73,11 @@ fn main() {
         );
     }
 
-    let mut output = build_guest(&workspace_root, &guest_target_dir);
+    let release_build: Vec<&str> = ["-p", GUEST_PACKAGE]
+        .into_iter()
+        .chain(PLUGINS.iter().flat_map(|(package, _, _)| ["-p", *package]))
+        .collect();
+    let mut output = cargo_build(&workspace_root, &guest_target_dir, &release_build);
     if !output.status.success() && target_missing(&output) {
         println!("cargo:warning=installing the {GUEST_TARGET} target with rustup");
         let installed = Command::new("rustup")
@@ -72,7 +85,7 @@ fn main() {
             .status();
         match installed {
             Ok(status) if status.success() => {
-                output = build_guest(&workspace_root, &guest_target_dir);
+                output = cargo_build(&workspace_root, &guest_target_dir, &release_build);
             }
             Ok(status) => {
                 println!("cargo:warning=`rustup target add {GUEST_TARGET}` exited with {status}")
@@ -82,52 +95,59 @@ fn main() {
             }
         }
     }
+    require_success(&output, "the guest component and plugins");
+    let fault_build = ["-p", GUEST_PACKAGE, "--features", FAULT_FEATURE];
+    let output = cargo_build(&workspace_root, &fault_target_dir, &fault_build);
+    require_success(&output, "the fault-injection test component");
+
+    println!(
+        "cargo:rustc-env=PCACHE_GUEST_WASM={}",
+        built(&guest_target_dir, GUEST_ARTIFACT).display()
+    );
+    println!(
+        "cargo:rustc-env=PCACHE_FAULT_INJECTION_GUEST_WASM={}",
+        built(&fault_target_dir, GUEST_ARTIFACT).display()
+    );
+    for (_, artifact, var) in PLUGINS {
+        println!(
+            "cargo:rustc-env={var}={}",
+            built(&guest_target_dir, artifact).display()
+        );
+    }
+}
+
+/// Panics with cargo's error output unless the build of `what` succeeded.
+fn require_success(output: &Output, what: &str) {
     if !output.status.success() {
         panic!(
-            "building the guest component ({GUEST_PACKAGE}, {GUEST_TARGET}) failed with {}:\n{}",
+            "building {what} ({GUEST_TARGET}) failed with {}:\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
-
-    let built = |name: &str| {
-        let artifact = guest_target_dir
-            .join(GUEST_TARGET)
-            .join("release")
-            .join(name);
-        if !artifact.is_file() {
-            panic!(
-                "the guest build succeeded but {} does not exist",
-                artifact.display()
-            );
-        }
-        artifact
-    };
-    println!(
-        "cargo:rustc-env=PCACHE_GUEST_WASM={}",
-        built(GUEST_ARTIFACT).display()
-    );
-    for (_, artifact, var) in PLUGINS {
-        println!("cargo:rustc-env={var}={}", built(artifact).display());
-    }
 }
 
-/// Runs `cargo build --release --target wasm32-wasip2 -p persistent-cache-guest -p <plugins>`
-/// in the workspace.
-fn build_guest(workspace_root: &Path, target_dir: &Path) -> Output {
+/// The path of `name`, built in release mode for the guest target under `target_dir`.
+fn built(target_dir: &Path, name: &str) -> PathBuf {
+    let artifact = target_dir.join(GUEST_TARGET).join("release").join(name);
+    if !artifact.is_file() {
+        panic!(
+            "the guest build succeeded but {} does not exist",
+            artifact.display()
+        );
+    }
+    artifact
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2 ARGS --target-dir TARGET_DIR` in the
+/// workspace, without the outer cargo's flags.
+fn cargo_build(workspace_root: &Path, target_dir: &Path, args: &[&str]) -> Output {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace_root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            GUEST_TARGET,
-            "-p",
-            GUEST_PACKAGE,
-        ])
-        .args(PLUGINS.iter().flat_map(|(package, _, _)| ["-p", package]))
+        .args(["build", "--release", "--target", GUEST_TARGET])
+        .args(args)
         .arg("--target-dir")
         .arg(target_dir);
     for var in INHERITED_VARS_TO_CLEAR {

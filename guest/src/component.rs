@@ -1,10 +1,13 @@
 //! The wit-bindgen export: a thin shim from `pcache:cache/cache` to the engine.
 
+#[cfg(feature = "fault-injection")]
+mod fault;
+
 use crate::clock::SystemClock;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
 use crate::storage::WasiStorage;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 wit_bindgen::generate!({
     world: "cache-guest",
@@ -19,12 +22,7 @@ type WasiEngine = Engine<WasiStorage, SystemClock>;
 thread_local! {
     /// The one open cache of this instance.
     static ENGINE: RefCell<Option<WasiEngine>> = const { RefCell::new(None) };
-    /// Whether the host enabled the fault-injection test hook at open.
-    static FAULT_INJECTION: Cell<bool> = const { Cell::new(false) };
 }
-
-/// Keys starting with this are fault commands when the test hook is on (see `inject_fault`).
-const FAULT_PREFIX: &str = "\u{0}pcache-fault:";
 
 fn with_engine<T>(f: impl FnOnce(&mut WasiEngine) -> crate::Result<T>) -> Result<T, wit::Error> {
     ENGINE.with_borrow_mut(|slot| match slot.as_mut() {
@@ -69,7 +67,6 @@ impl Guest for Component {
             )
             .map_err(to_wit)?;
             *slot = Some(engine);
-            FAULT_INJECTION.set(options.fault_injection);
             Ok(())
         })
     }
@@ -79,10 +76,9 @@ impl Guest for Component {
     }
 
     fn set(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), wit::Error> {
-        if FAULT_INJECTION.get() {
-            if let Some(command) = key.strip_prefix(FAULT_PREFIX) {
-                return inject_fault(command, &value);
-            }
+        #[cfg(feature = "fault-injection")]
+        if let Some(command) = key.strip_prefix(fault::PREFIX) {
+            return fault::inject(command, &value);
         }
         with_engine(|e| e.set(&key, &value, ttl_ms))
     }
@@ -147,61 +143,6 @@ impl Guest for Component {
             Some(engine) => engine.close().map_err(to_wit),
             None => Err(wit::Error::NotOpen),
         }
-    }
-}
-
-/// Runs a fault command of the test hook (only reachable when the host enabled it at open).
-///
-/// `trap` traps at once; `trap-after-set:KEY` stores `value` under KEY, then traps before
-/// returning; `spin` loops forever (for the host's time limit); `grow-memory` allocates until the
-/// host's memory limit stops it; `open-outside` tries to create the file named by `value` (UTF-8)
-/// through every preopened directory and returns `io` listing the refusals, or `Ok` if any open
-/// succeeded (a sandbox escape). Unknown commands are `invalid-key`.
-fn inject_fault(command: &str, value: &[u8]) -> Result<(), wit::Error> {
-    use wasip2::filesystem::preopens::get_directories;
-    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
-    match command {
-        "trap" => core::arch::wasm32::unreachable(),
-        "spin" => {
-            let mut n = 0u64;
-            loop {
-                n = std::hint::black_box(n.wrapping_add(1));
-            }
-        }
-        "grow-memory" => {
-            let mut hoard: Vec<Vec<u8>> = Vec::new();
-            loop {
-                hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
-            }
-        }
-        "open-outside" => {
-            let path = String::from_utf8_lossy(value).into_owned();
-            let mut refusals = Vec::new();
-            for (dir, name) in get_directories() {
-                match dir.open_at(
-                    PathFlags::SYMLINK_FOLLOW,
-                    &path,
-                    OpenFlags::CREATE,
-                    DescriptorFlags::READ | DescriptorFlags::WRITE,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(code) => refusals.push(format!("{name}: {}", code.name())),
-                }
-            }
-            Err(wit::Error::Io(format!(
-                "opening {path:?} was refused by every preopen [{}]",
-                refusals.join(", ")
-            )))
-        }
-        other => match other.strip_prefix("trap-after-set:") {
-            Some(key) => {
-                with_engine(|e| e.set(key, value, None))?;
-                core::arch::wasm32::unreachable()
-            }
-            None => Err(wit::Error::InvalidKey(format!(
-                "unknown fault command {other:?}"
-            ))),
-        },
     }
 }
 

@@ -51,6 +51,15 @@ pub mod test_support {
     pub const WORDFREQ_PLUGIN: &str = env!("PCACHE_WORDFREQ_PLUGIN_WASM");
     /// The test probe plugin (`tests/probe-plugin`), built by the build script.
     pub const PROBE_PLUGIN: &str = env!("PCACHE_PROBE_PLUGIN_WASM");
+    /// A test build of the guest component (its `fault-injection` feature), built by the build
+    /// script next to the released one; open a cache on it with
+    /// `CacheOptions::component(Some(FAULT_INJECTION_COMPONENT.into()))`.
+    ///
+    /// In it, `set` of a key starting with `"\0pcache-fault:"` runs a fault command instead of
+    /// storing (`trap`, `trap-after-set:KEY`, `spin`, `grow-memory`, `open-outside` with the
+    /// path as the value; anything else is `InvalidKey`); every other key behaves as in the
+    /// released component, which has no such hook.
+    pub const FAULT_INJECTION_COMPONENT: &str = env!("PCACHE_FAULT_INJECTION_GUEST_WASM");
 }
 
 /// Every Rust example in the README runs as a doctest.

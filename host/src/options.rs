@@ -121,10 +121,6 @@ pub struct CacheOptions {
     /// Longest one engine call (including `open`'s recovery) may run, in wall-clock time,
     /// before it is interrupted.
     pub time_limit: Duration,
-    /// Test hook: lets keys starting with `"\0pcache-fault:"` inject faults into the engine
-    /// (a trap, an endless loop, a sandbox escape attempt). Never set it outside tests.
-    #[doc(hidden)]
-    pub fault_injection: bool,
     /// A guest component file to run instead of the embedded one (it must export the same
     /// `pcache:cache` interface).
     pub component: Option<PathBuf>,
@@ -151,7 +147,6 @@ impl Default for CacheOptions {
             clock: Arc::new(SystemClock),
             memory_limit: None,
             time_limit: DEFAULT_TIME_LIMIT,
-            fault_injection: false,
             component: None,
             code_cache: None,
             group_access: false,
@@ -300,13 +295,6 @@ impl CacheOptions {
         }
     }
 
-    /// Test hook: enables fault injection through keys starting with `"\0pcache-fault:"`.
-    #[doc(hidden)]
-    pub fn fault_injection(mut self, enabled: bool) -> Self {
-        self.fault_injection = enabled;
-        self
-    }
-
     /// Reads the environment, and `.env` in the working directory (if present) for variables
     /// the environment does not set.
     ///
@@ -416,7 +404,6 @@ mod tests {
         assert_eq!(options.search_ttl, None);
         assert!(!options.sync);
         assert_eq!(options.time_limit, DEFAULT_TIME_LIMIT);
-        assert!(!options.fault_injection);
     }
 
     #[test]

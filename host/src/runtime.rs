@@ -240,7 +240,6 @@ pub(crate) struct Guest {
     deadline: u64,
     time_limit: Duration,
     memory_limit: u64,
-    fault_injection: bool,
 }
 
 impl Guest {
@@ -281,7 +280,6 @@ impl Guest {
             deadline,
             time_limit: options.time_limit,
             memory_limit,
-            fault_injection: options.fault_injection,
         })
     }
 
@@ -296,7 +294,6 @@ impl Guest {
             directory: GUEST_DIRECTORY.to_owned(),
             size_limit,
             sync_writes,
-            fault_injection: self.fault_injection,
         };
         let outcome =
             exports(&self.bindings).call_open(arm(&mut self.store, self.deadline), &options);

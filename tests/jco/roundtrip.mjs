@@ -72,10 +72,10 @@ const sleepMs = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0
 const HOUR_MS = 3_600_000n;
 const started = performance.now();
 call('open', () =>
-  cache.open({ directory: '/cache', sizeLimit: 64n << 20n, syncWrites: true, faultInjection: false }),
+  cache.open({ directory: '/cache', sizeLimit: 64n << 20n, syncWrites: true }),
 );
 call('open again', () =>
-  cache.open({ directory: '/cache', sizeLimit: 64n << 20n, syncWrites: true, faultInjection: false }),
+  cache.open({ directory: '/cache', sizeLimit: 64n << 20n, syncWrites: true }),
 );
 if (phase === 'first') {
   call('set bytes', () => cache.set('bytes', Uint8Array.from([0, 1, 2, 254, 255]), undefined));

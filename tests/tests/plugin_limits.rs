@@ -221,7 +221,11 @@ fn batch_loops_in_host_code_stop_at_the_time_limit() {
     // (on the old code set 1 M took 12 s and get 1 M 2.9 s; get 4 M is then about 12 s).
     // Stopped, set ends in 1.5–2.2 s (most of it dropping a million lifted entries), get and
     // delete in under 0.6 s; 4 s leaves room for a loaded CI machine.
-    for (op, n) in [("set", "1000000"), ("get", "4000000"), ("delete", "1000000")] {
+    for (op, n) in [
+        ("set", "1000000"),
+        ("get", "4000000"),
+        ("delete", "1000000"),
+    ] {
         let run = run_child(256 * MIB, limit, &["batch-spin", op, n]);
         eprintln!("batch-spin {op} {n}: {:?}", run.elapsed());
         run.assert_stopped(

@@ -1,15 +1,17 @@
 //! The sandbox: memory and time limits, traps, and the one preopened directory. Faults are
-//! injected through the guest's test hook (`CacheOptions::fault_injection`, off by default),
-//! which turns keys starting with `"\0pcache-fault:"` into commands.
+//! injected through the test build of the guest (`test_support::FAULT_INJECTION_COMPONENT`),
+//! which turns keys starting with `"\0pcache-fault:"` into commands; the released one cannot.
 
+use persistent_cache::test_support::{guest_component, FAULT_INJECTION_COMPONENT};
 use persistent_cache::{CacheOptions, Error, PersistentCache};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const FAULT: &str = "\u{0}pcache-fault:";
 
+/// Options that run the fault-injection test component.
 fn options(dir: &Path) -> CacheOptions {
-    CacheOptions::new(dir).fault_injection(true)
+    CacheOptions::new(dir).component(Some(FAULT_INJECTION_COMPONENT.into()))
 }
 
 /// Stores 100 entries and deletes every tenth; returns the expected contents.
@@ -33,6 +35,12 @@ async fn assert_contents(cache: &PersistentCache, expected: &[(String, Option<Ve
     for (key, value) in expected {
         assert_eq!(&cache.get_raw(key).await.unwrap(), value, "{key}");
     }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 async fn fault(
@@ -158,7 +166,20 @@ async fn a_memory_limit_below_what_the_engine_needs_fails_open_clearly() {
 }
 
 #[tokio::test]
-async fn without_the_test_hook_fault_keys_are_ordinary_keys() {
+async fn the_release_component_has_no_fault_hook_and_fault_keys_are_ordinary_keys() {
+    // The shipped bytes carry none of the hook: neither its messages nor an option to turn it
+    // on. The test build does carry the messages, so the search would find them.
+    let release = guest_component();
+    for marker in ["pcache-fault", "fault-injection"] {
+        assert!(
+            !contains(release, marker),
+            "the embedded release component contains {marker:?}"
+        );
+    }
+    let test_build = std::fs::read(FAULT_INJECTION_COMPONENT).unwrap();
+    assert!(contains(&test_build, "pcache-fault"));
+    assert!(!contains(&test_build, "fault-injection"));
+
     let dir = tempfile::tempdir().unwrap();
     let cache = PersistentCache::open(CacheOptions::new(dir.path()))
         .await

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use persistent_cache::{PersistentCache, Stats};
+use serde::{Serialize, Serializer};
 use serde_json::Value as Json;
 
 /// One cache operation.
@@ -112,7 +113,7 @@ impl Op {
                 None => None,
             }),
             Op::Set { key, value, ttl } => {
-                let value = parse_value(value);
+                let value = ValueArg::new(value);
                 match ttl {
                     Some(secs) => {
                         cache
@@ -134,7 +135,7 @@ impl Op {
             }
             Op::Add { key, value, ttl } => {
                 let ttl = ttl.map(Duration::from_secs);
-                Outcome::Added(cache.add(key, &parse_value(value), ttl).await?)
+                Outcome::Added(cache.add(key, &ValueArg::new(value), ttl).await?)
             }
             Op::Touch { key, ttl } => {
                 Outcome::Touched(cache.touch(key, ttl.map(Duration::from_secs)).await?)
@@ -168,8 +169,45 @@ fn count(n: u64) -> i64 {
 }
 
 /// A command-line value: JSON when it parses as JSON, else the text as a string.
-pub fn parse_value(text: &str) -> Json {
-    serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
+///
+/// It serializes straight from the text (JSON transcoded to CBOR as it is parsed), never
+/// through a `serde_json::Value` tree, which takes ~40 times the text for a dense array (a
+/// 72-byte node per `0,`): the memory it needs is about the size of the encoded value. Arrays
+/// and maps are therefore stored as indefinite-length CBOR; scalars and strings are the bytes a
+/// tree would give.
+pub struct ValueArg<'a> {
+    text: &'a str,
+    json: bool,
+}
+
+impl<'a> ValueArg<'a> {
+    /// `text` as a value: JSON if it is one JSON document, else a string.
+    ///
+    /// Edge cases: the empty string and text with anything after the JSON document (`1 2`)
+    /// are strings; JSON nested deeper than serde_json's limit (128) is a string; an object
+    /// with a repeated key keeps every entry, in order (a reader that builds a map keeps the
+    /// last, as `get` does).
+    pub fn new(text: &'a str) -> Self {
+        // Transcoded into nothing: the same parse `serialize` does, so it cannot fail there. Not
+        // into ciborium: its error messages quote the inner one, so an error 128 levels deep
+        // (serde_json's recursion limit) would be a message doubled 128 times.
+        let mut json = serde_json::Deserializer::from_str(text);
+        let mut sink = serde_json::Serializer::new(std::io::sink());
+        let parsed = serde_transcode::transcode(&mut json, &mut sink);
+        let json = parsed.is_ok() && json.end().is_ok();
+        ValueArg { text, json }
+    }
+}
+
+impl Serialize for ValueArg<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.json {
+            let mut json = serde_json::Deserializer::from_str(self.text);
+            serde_transcode::transcode(&mut json, serializer)
+        } else {
+            serializer.serialize_str(self.text)
+        }
+    }
 }
 
 /// Decodes a stored CBOR value for printing as JSON.
@@ -267,15 +305,68 @@ pub fn one_line(message: &str) -> String {
 mod tests {
     use super::*;
 
+    fn cbor(value: &impl Serialize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(value, &mut bytes).unwrap();
+        bytes
+    }
+
     #[test]
     fn values_are_json_when_they_parse_else_strings() {
-        assert_eq!(parse_value("1"), Json::from(1));
+        let stored = |text: &str| cbor_to_json(&cbor(&ValueArg::new(text))).unwrap();
+        assert_eq!(stored("1"), Json::from(1));
+        assert_eq!(stored(r#"{"a":[1,2]}"#), serde_json::json!({"a": [1, 2]}));
+        assert_eq!(stored("hello world"), Json::from("hello world"));
+        assert_eq!(stored("\"quoted\""), Json::from("quoted"));
+        for text in [
+            "",
+            "1 2",
+            "[1,",
+            "{\"a\"}",
+            "1e400",
+            &format!("{}{}", "[".repeat(128), "]".repeat(128)),
+        ] {
+            assert_eq!(stored(text), Json::from(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn transcoded_values_read_back_as_the_json_and_scalars_keep_their_bytes() {
+        let scalars = [
+            "0",
+            "-7",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1.5",
+            "0.1",
+            "-0.0",
+            "true",
+            "null",
+            r#""é \u00e9 \n \ud83d\ude00""#,
+        ];
+        for text in scalars {
+            let tree: Json = serde_json::from_str(text).unwrap();
+            assert_eq!(cbor(&ValueArg::new(text)), cbor(&tree), "{text}");
+        }
+        let containers = [
+            r#"{"z": 1, "a": [null, {"n": {}}, []], "m": -2.25}"#,
+            " [ 1 , 2 ] ",
+            &format!("{}{}", "[".repeat(127), "]".repeat(127)),
+        ];
+        for text in containers {
+            let tree: Json = serde_json::from_str(text).unwrap();
+            let stored = cbor(&ValueArg::new(text));
+            assert_eq!(cbor_to_json(&stored).unwrap(), tree, "{text}");
+        }
+        // Arrays and maps are indefinite-length (0x9f/0xbf ... 0xff): lengths are not known
+        // while streaming.
+        assert_eq!(cbor(&ValueArg::new("[1]")), [0x9f, 0x01, 0xff]);
+        // A repeated key: every entry is kept; reading it back keeps the last.
+        let repeated = cbor(&ValueArg::new(r#"{"a": 1, "a": 2}"#));
         assert_eq!(
-            parse_value(r#"{"a":[1,2]}"#),
-            serde_json::json!({"a": [1, 2]})
+            cbor_to_json(&repeated).unwrap(),
+            serde_json::json!({"a": 2})
         );
-        assert_eq!(parse_value("hello world"), Json::from("hello world"));
-        assert_eq!(parse_value("\"quoted\""), Json::from("quoted"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The interactive shell: rustyline editing, history and completion; plain lines when piped.
 
-use std::io::{BufRead, IsTerminal};
+mod lines;
+
+use std::io::IsTerminal;
 
 use clap::Parser;
 use persistent_cache::PersistentCache;
@@ -10,6 +12,7 @@ use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
 use crate::command::{one_line, Op, Outcome};
+use lines::{line_limit, BoundedLines, Line};
 
 /// The words the REPL understands as the first token.
 const COMMANDS: [&str; 15] = [
@@ -47,7 +50,8 @@ commands:
   expire                           remove expired entries now, print count
   help                             this text
   quit, exit, Ctrl-D               leave
-Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 300";
+Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 300
+A line longer than the size limit plus 8 KiB (at most 64 MiB) is skipped.";
 
 /// A REPL line: one operation, parsed by the same definitions as the subcommands.
 #[derive(Parser, Debug)]
@@ -73,9 +77,21 @@ pub async fn run(cache: &PersistentCache) -> anyhow::Result<()> {
 }
 
 /// Commands from a pipe or file: no prompt, no banner, one output line per command.
+///
+/// A line longer than [`line_limit`] is not kept in memory: it is read past and reported as
+/// skipped, as is a line that is not UTF-8; the lines after it run.
 async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
-    for line in std::io::stdin().lock().lines() {
-        match step(cache, &line?).await {
+    let max = line_limit(cache.options().size_limit);
+    let input = BoundedLines::new(std::io::stdin().lock(), max);
+    for (number, line) in (1u64..).zip(input) {
+        let step = match line? {
+            Line::Text(text) => step(cache, &text).await,
+            Line::TooLong => Step::Print(format!(
+                "error: line {number}: longer than {max} bytes; skipped"
+            )),
+            Line::NotUtf8 => Step::Print(format!("error: line {number}: not UTF-8; skipped")),
+        };
+        match step {
             Step::Print(text) if text.is_empty() => {}
             Step::Print(text) => crate::emit(text)?,
             Step::Quit => break,
@@ -96,8 +112,14 @@ async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         cache.directory().display()
     );
+    // rustyline has no bound on a line being typed or pasted: one too long is refused once read,
+    // before it is parsed or kept in the history.
+    let max = line_limit(cache.options().size_limit);
     loop {
         match editor.readline("pcache> ") {
+            Ok(line) if line.len() as u64 > max => {
+                println!("error: longer than {max} bytes; skipped");
+            }
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());

@@ -1,0 +1,62 @@
+//! The fault-injection test hook, compiled only with the `fault-injection` feature (test builds).
+
+use super::{wit, with_engine};
+
+/// Keys starting with this are fault commands instead of keys (see [`inject`]).
+pub(super) const PREFIX: &str = "\u{0}pcache-fault:";
+
+/// Runs the fault command `command` (a `set` key after [`PREFIX`]) with the `set`'s `value`.
+///
+/// `trap` traps at once; `trap-after-set:KEY` stores `value` under KEY, then traps before
+/// returning; `spin` loops forever (for the host's time limit); `grow-memory` allocates until the
+/// host's memory limit stops it; `open-outside` tries to create the file named by `value` (UTF-8,
+/// lossily decoded) through every preopened directory and returns `io` listing the refusals, or
+/// `Ok` if any open succeeded (a sandbox escape). Unknown commands are `invalid-key`. Every error
+/// message starts with "pcache-fault", which tells this build apart from the released one.
+pub(super) fn inject(command: &str, value: &[u8]) -> Result<(), wit::Error> {
+    use wasip2::filesystem::preopens::get_directories;
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    match command {
+        "trap" => core::arch::wasm32::unreachable(),
+        "spin" => {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "grow-memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "open-outside" => {
+            let path = String::from_utf8_lossy(value).into_owned();
+            let mut refusals = Vec::new();
+            for (dir, name) in get_directories() {
+                match dir.open_at(
+                    PathFlags::SYMLINK_FOLLOW,
+                    &path,
+                    OpenFlags::CREATE,
+                    DescriptorFlags::READ | DescriptorFlags::WRITE,
+                ) {
+                    Ok(_) => return Ok(()),
+                    Err(code) => refusals.push(format!("{name}: {}", code.name())),
+                }
+            }
+            Err(wit::Error::Io(format!(
+                "pcache-fault open-outside: opening {path:?} was refused by every preopen [{}]",
+                refusals.join(", ")
+            )))
+        }
+        other => match other.strip_prefix("trap-after-set:") {
+            Some(key) => {
+                with_engine(|e| e.set(key, value, None))?;
+                core::arch::wasm32::unreachable()
+            }
+            None => Err(wit::Error::InvalidKey(format!(
+                "pcache-fault: unknown command {other:?}"
+            ))),
+        },
+    }
+}
