@@ -197,10 +197,14 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
 
     let cache_dir = tempfile::tempdir().unwrap();
     let dir = cache_dir.path();
+    // The Rust host gives the guest the cache directory's data/ as its one preopen; Node
+    // preopens the same data/ directly.
+    let data = dir.join(persistent_cache::DATA_DIRECTORY);
+    std::fs::create_dir(&data).unwrap();
     let greeting = "hello from node ✓";
 
     // 1. Node, new directory: every operation once.
-    let first = roundtrip(&work, &module, dir, "first");
+    let first = roundtrip(&work, &module, &data, "first");
     assert_eq!(
         first,
         json!({
@@ -251,13 +255,13 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
         })
     );
     assert!(
-        dir.join("pcache.meta").is_file(),
+        data.join("pcache.meta").is_file(),
         "no pcache.meta in {}",
-        dir.display()
+        data.display()
     );
 
     // 2. A second Node process on the same directory finds everything.
-    let second = roundtrip(&work, &module, dir, "second");
+    let second = roundtrip(&work, &module, &data, "second");
     assert_eq!(
         second,
         json!({
@@ -315,7 +319,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
     assert!(dir.join(LOCK_FILE_NAME).exists());
 
     // 4. Node reads what the Rust host wrote, then clears the cache.
-    let third = roundtrip(&work, &module, dir, "third");
+    let third = roundtrip(&work, &module, &data, "third");
     assert_eq!(
         third,
         json!({

@@ -200,11 +200,12 @@ async fn the_guest_cannot_open_anything_outside_its_directory() {
     let dir = outer.path().join("cache");
     let secret = outer.path().join("secret.txt");
     std::fs::write(&secret, b"outside").unwrap();
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::create_dir(dir.join("sub")).unwrap();
+    // The guest's one preopen is the cache directory's data/.
+    let data = dir.join(persistent_cache::DATA_DIRECTORY);
+    std::fs::create_dir_all(data.join("sub")).unwrap();
     // A symlink inside the directory that points out of it.
-    std::os::unix::fs::symlink(&secret, dir.join("link-out")).unwrap();
-    std::os::unix::fs::symlink(outer.path(), dir.join("dir-out")).unwrap();
+    std::os::unix::fs::symlink(&secret, data.join("link-out")).unwrap();
+    std::os::unix::fs::symlink(outer.path(), data.join("dir-out")).unwrap();
     let cache = PersistentCache::open(options(&dir)).await.unwrap();
     cache.set_raw("kept", b"yes", None).await.unwrap();
     let attempts = [
@@ -217,6 +218,9 @@ async fn the_guest_cannot_open_anything_outside_its_directory() {
         "link-out".to_owned(),
         "dir-out/secret.txt".to_owned(),
         "dir-out/created-by-guest".to_owned(),
+        // The host's own files, next to data/: out of the guest's reach.
+        "../.lock".to_owned(),
+        "../plugins/x".to_owned(),
     ];
     for path in &attempts {
         match fault(&cache, "open-outside", path.as_bytes()).await {
@@ -232,6 +236,12 @@ async fn the_guest_cannot_open_anything_outside_its_directory() {
     assert!(fault(&cache, "open-outside", b"inside-is-fine")
         .await
         .is_ok());
+    // `.lock` as the guest names it is a file of data/, never the host's lock next to it.
+    assert!(fault(&cache, "open-outside", b".lock").await.is_ok());
+    assert!(
+        data.join(".lock").is_file(),
+        "the guest reached the host's .lock"
+    );
     assert_eq!(std::fs::read(&secret).unwrap(), b"outside");
     let outer_names: Vec<String> = std::fs::read_dir(outer.path())
         .unwrap()
@@ -288,14 +298,20 @@ async fn keys_that_look_like_paths_stay_keys_inside_the_directory() {
     assert_eq!(outer_names, ["cache"]);
     assert!(!Path::new("/tmp/pcache-escape").exists());
     assert!(!Path::new("/abs/path").exists());
-    // Inside, only the engine's own files: no subdirectories, nothing named after a key.
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    // Inside, the host's lock and data/; in data/ only the engine's own files: no
+    // subdirectories, nothing named after a key.
+    let mut top: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, [".lock", "data"]);
+    for entry in std::fs::read_dir(dir.join(persistent_cache::DATA_DIRECTORY)).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
         assert!(entry.file_type().unwrap().is_file(), "{name} is not a file");
         let own = name == "pcache.meta"
             || name == "index.hint"
-            || name == ".lock"
             || (name.len() == 14 && name.ends_with(".seg"));
         assert!(own, "unexpected file {name}");
     }
