@@ -6,6 +6,7 @@
 //! that feature unification cannot put the hook into the released build and neither build
 //! overwrites the other's artifact.
 
+use sha2::Digest;
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,10 +101,17 @@ fn main() {
     let output = cargo_build(&workspace_root, &fault_target_dir, &fault_build);
     require_success(&output, "the fault-injection test component");
 
-    println!(
-        "cargo:rustc-env=PCACHE_GUEST_WASM={}",
-        built(&guest_target_dir, GUEST_ARTIFACT).display()
-    );
+    let guest = built(&guest_target_dir, GUEST_ARTIFACT);
+    println!("cargo:rustc-env=PCACHE_GUEST_WASM={}", guest.display());
+    // The embedded component's SHA-256, so that start-up need not hash its 4 MB each time
+    // (the code cache names and authenticates compiled code by it).
+    let bytes = std::fs::read(&guest)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", guest.display()));
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("cargo:rustc-env=PCACHE_GUEST_SHA256={digest}");
     println!(
         "cargo:rustc-env=PCACHE_FAULT_INJECTION_GUEST_WASM={}",
         built(&fault_target_dir, GUEST_ARTIFACT).display()
