@@ -262,7 +262,7 @@ pub fn human_stats(s: &Stats) -> String {
         format!("{:.1}%", 100.0 * s.hits as f64 / lookups as f64)
     };
     format!(
-        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}\nexpired:    {}\nevicted:    {}",
+        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}\nexpired:    {}\nevicted:    {}\nplugins:    {} of a {} budget",
         s.directory.display(),
         s.entries,
         human_bytes(s.volume),
@@ -272,6 +272,8 @@ pub fn human_stats(s: &Stats) -> String {
         s.misses,
         s.expired,
         s.evicted,
+        human_bytes(s.plugin_volume),
+        human_bytes(s.plugin_budget),
     )
 }
 
