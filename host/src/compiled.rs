@@ -626,7 +626,8 @@ mod tests {
         let computed: [u8; 32] = Sha256::digest(EMBEDDED_COMPONENT).into();
         assert_eq!(component_digest(EMBEDDED_COMPONENT), computed);
         // A copy of the same bytes elsewhere in memory is hashed, with the same result.
-        assert_eq!(component_digest(&EMBEDDED_COMPONENT.to_vec()), computed);
+        let copy: Vec<u8> = EMBEDDED_COMPONENT.into();
+        assert_eq!(component_digest(&copy), computed);
     }
 
     #[test]
