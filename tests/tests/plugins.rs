@@ -187,7 +187,9 @@ async fn plugins_cannot_reach_each_other_or_the_application() {
         let engine_file = name.ends_with(".seg")
             || ["pcache.meta", "index.hint", ".lock"].contains(&name.as_str());
         assert!(engine_file, "unexpected file {}", file.display());
+        let app_data = dir.path().join(persistent_cache::DATA_DIRECTORY);
         let in_a_cache = file.parent() == Some(dir.path())
+            || file.parent() == Some(app_data.as_path())
             || file.starts_with(&alpha_dir)
             || file.starts_with(dir.path().join(PLUGINS_DIRECTORY).join("beta"));
         assert!(in_a_cache, "file outside the caches: {}", file.display());
