@@ -116,9 +116,7 @@ impl PersistentCache {
     pub async fn open(options: CacheOptions) -> Result<PersistentCache> {
         // Opening blocks: it may compile the component (first open in the process), waits
         // for the guest to recover the directory, and may wait for a closing handle.
-        tokio::task::spawn_blocking(move || Self::open_blocking(options))
-            .await
-            .unwrap_or_else(|_| Err(Error::Wasm("a blocking task of the cache panicked".into())))
+        blocking(move || Self::open_blocking(options)).await
     }
 
     fn open_blocking(options: CacheOptions) -> Result<PersistentCache> {
@@ -350,18 +348,26 @@ impl PersistentCache {
         self.inner.call(|guest| guest.expire())
     }
 
-    /// Removes every entry (the directory itself stays).
+    /// Removes every entry (the directory itself stays), and every entry of the stores of the
+    /// plugins run on this cache (`<dir>/plugins/*`).
+    ///
+    /// Edge cases: the application's entries are cleared first; a plugin store that cannot be
+    /// cleared (another process has it open) is skipped with a warning, the others are still
+    /// cleared, and the first such error is returned.
     ///
     /// # Errors
-    /// [`Error::Io`], [`Error::Closed`], [`Error::Wasm`].
+    /// [`Error::Io`], [`Error::Locked`] (a plugin store open in another process),
+    /// [`Error::Closed`], [`Error::Wasm`].
     pub async fn clear(&self) -> Result<()> {
         self.inner.call(|guest| guest.clear())?;
         let directory = self.inner.directory.clone();
         let stores = blocking(move || layout::plugin_stores(&directory).map_err(io_error)).await?;
         let mut first_error = None;
         for (name, _) in stores {
-            // Another handle if the plugin runs now, else a short-lived open of its store.
-            let cleared = match PersistentCache::open(self.plugin_store_options(&name, 0)).await {
+            // Another handle if the plugin runs now, else a short-lived open of its store (its
+            // size limit then does not matter: the store is emptied and closed at once).
+            let options = self.plugin_store_options(&name, MIN_PLUGIN_STORE);
+            let cleared = match PersistentCache::open(options).await {
                 Ok(store) => {
                     // A plugin store's own entries (plugins do not run plugins).
                     let cleared = store.inner.call(|guest| guest.clear());
@@ -377,19 +383,25 @@ impl PersistentCache {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The size limit the store of plugin `name` gets: `wanted`, or less if that is all the
-    /// plugin budget leaves after the other plugins' stores (their size limit while open in
-    /// this process, else the bytes they hold on disk).
+    /// Makes the directories of plugin `name`'s store (real ones: a symlink planted under
+    /// `plugins/` is refused, never followed) and returns the size limit the store gets:
+    /// `wanted`, or less if that is all the plugin budget leaves after the other plugins'
+    /// stores (their size limit while open in this process, else the bytes they hold on disk).
     ///
-    /// Edge cases: less than [`MIN_PLUGIN_STORE`] left → [`PluginFailure::Budget`] naming what
-    /// holds the budget; an unreadable `plugins/` → [`Error::Io`].
+    /// Edge cases: a symlink or file in the way → [`Error::Directory`]; less than
+    /// [`MIN_PLUGIN_STORE`] left → [`PluginFailure::Budget`] naming what holds the budget; an
+    /// unreadable `plugins/` → [`Error::Io`].
     ///
     /// [`PluginFailure::Budget`]: crate::PluginFailure::Budget
-    pub(crate) async fn plugin_store_limit(&self, name: &str, wanted: u64) -> Result<u64> {
+    pub(crate) async fn prepare_plugin_store(&self, name: &str, wanted: u64) -> Result<u64> {
         let directory = self.inner.directory.clone();
+        let mode = self.inner.options.modes().directory;
         let others = {
             let name = name.to_owned();
             blocking(move || {
+                let plugins = crate::plugin::PLUGINS_DIRECTORY;
+                let parent = layout::real_subdirectory(&directory, plugins, mode)?;
+                layout::real_subdirectory(&parent, &name, mode)?;
                 let stores = layout::plugin_stores(&directory).map_err(io_error)?;
                 Ok(stores
                     .into_iter()
@@ -520,11 +532,7 @@ impl PersistentCache {
     pub async fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.inner) {
             // Shutting down joins the guest thread after it wrote the index snapshot.
-            Ok(inner) => tokio::task::spawn_blocking(move || inner.shutdown())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Wasm("a blocking task of the cache panicked".into()))
-                }),
+            Ok(inner) => blocking(move || inner.shutdown()).await,
             Err(_still_shared) => Ok(()),
         }
     }
@@ -540,8 +548,8 @@ impl PersistentCache {
     }
 }
 
-/// Runs blocking file-system work off the async runtime's threads.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (files, the engine's recovery, shutdown) off the async runtime's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)

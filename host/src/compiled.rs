@@ -329,13 +329,18 @@ fn file_name(identity: &[u8; 32]) -> String {
     format!("code-{hex}.cwasm")
 }
 
-/// The MAC of `code` for `identity`.
-fn mac(key: &[u8; KEY_LEN], identity: &[u8; 32], code: &[u8]) -> [u8; 32] {
+/// The HMAC over `code` for `identity`, ready to finalize or verify.
+fn mac_of(key: &[u8; KEY_LEN], identity: &[u8; 32], code: &[u8]) -> HmacSha256 {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(MAGIC);
     mac.update(identity);
     mac.update(code);
-    mac.finalize().into_bytes().into()
+    mac
+}
+
+/// The MAC of `code` for `identity`.
+fn mac(key: &[u8; KEY_LEN], identity: &[u8; 32], code: &[u8]) -> [u8; 32] {
+    mac_of(key, identity, code).finalize().into_bytes().into()
 }
 
 /// The native code in `path` if it is present and carries a valid MAC; `None` if missing.
@@ -358,12 +363,8 @@ fn read_verified(
             "not a code cache file",
         ));
     }
-    let mut expected = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    expected.update(MAGIC);
-    expected.update(identity);
-    expected.update(&bytes[header..]);
     // Constant-time comparison (`verify_slice`), though timing reveals little here.
-    expected
+    mac_of(key, identity, &bytes[header..])
         .verify_slice(&bytes[MAGIC.len()..header])
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "MAC mismatch"))?;
     bytes.drain(..header);

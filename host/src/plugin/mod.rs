@@ -285,13 +285,8 @@ impl PersistentCache {
     /// (for example [`Error::Locked`] if another process runs the same plugin on it) — except
     /// that opening it past the plugin's time or memory limit is [`Error::Plugin`] too.
     pub async fn run_plugin(&self, plugin: &Plugin, options: PluginOptions) -> Result<PluginExit> {
-        // The store's directories are real ones, never a symlink planted under plugins/.
-        let plugins = self.directory().join(PLUGINS_DIRECTORY);
-        let modes = self.options().modes();
-        crate::layout::real_subdirectory(self.directory(), PLUGINS_DIRECTORY, modes.directory)?;
-        crate::layout::real_subdirectory(&plugins, &plugin.name, modes.directory)?;
         let size_limit = self
-            .plugin_store_limit(&plugin.name, options.store_size_limit)
+            .prepare_plugin_store(&plugin.name, options.store_size_limit)
             .await?;
         // The plugin's cache engine runs with the plugin's limits: its work counts against them.
         let store_options = self
