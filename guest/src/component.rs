@@ -1,4 +1,4 @@
-//! The wit-bindgen export: a thin shim from `pcache:cache/cache` to the engine.
+//! The wit-bindgen export: a thin shim from the `pcache:cache/cache` resource to the engine.
 
 #[cfg(feature = "fault-injection")]
 mod fault;
@@ -14,21 +14,41 @@ wit_bindgen::generate!({
     path: "../wit",
 });
 
-use exports::pcache::cache::cache::Guest;
+use exports::pcache::cache::cache::{Cache, Guest, GuestCache};
 use pcache::cache::types as wit;
 
 type WasiEngine = Engine<WasiStorage, SystemClock>;
 
-thread_local! {
-    /// The one open cache of this instance.
-    static ENGINE: RefCell<Option<WasiEngine>> = const { RefCell::new(None) };
+/// One open cache: the `cache` resource's representation.
+struct CacheResource {
+    engine: RefCell<WasiEngine>,
+    /// The TTL that `expiry::default` stands for, in milliseconds.
+    default_ttl_ms: Option<u64>,
 }
 
-fn with_engine<T>(f: impl FnOnce(&mut WasiEngine) -> crate::Result<T>) -> Result<T, wit::Error> {
-    ENGINE.with_borrow_mut(|slot| match slot.as_mut() {
-        Some(engine) => f(engine).map_err(to_wit),
-        None => Err(wit::Error::NotOpen),
-    })
+impl CacheResource {
+    fn with_engine<T>(
+        &self,
+        f: impl FnOnce(&mut WasiEngine) -> crate::Result<T>,
+    ) -> Result<T, wit::Error> {
+        f(&mut self.engine.borrow_mut()).map_err(to_wit)
+    }
+
+    /// The engine's TTL for `expiry`: `None` never expires, `Some(ms)` expires `ms` from now.
+    ///
+    /// Edge cases: `after-ms(0)` is `invalid-ttl` (one rule for every operation: a zero TTL
+    /// is a mistake, not "expired at once"); `default` with no default TTL is never.
+    fn ttl_ms(&self, expiry: wit::Expiry) -> Result<Option<u64>, wit::Error> {
+        match expiry {
+            wit::Expiry::Default => Ok(self.default_ttl_ms),
+            wit::Expiry::Never => Ok(None),
+            wit::Expiry::AfterMs(0) => Err(wit::Error::InvalidTtl(
+                "a TTL must be at least 1 ms; use `never` for an entry that does not expire"
+                    .to_owned(),
+            )),
+            wit::Expiry::AfterMs(ms) => Ok(Some(ms)),
+        }
+    }
 }
 
 fn to_wit(e: Error) -> wit::Error {
@@ -37,94 +57,117 @@ fn to_wit(e: Error) -> wit::Error {
         Error::ValueTooLarge { size, limit } => {
             wit::Error::ValueTooLarge(wit::ValueTooLarge { size, limit })
         }
-        Error::Io(msg) => wit::Error::Io(msg),
+        Error::Io(msg) => wit::Error::Io(wit::IoError {
+            kind: wit::IoKind::Other,
+            message: msg,
+        }),
         Error::Corrupt(msg) => wit::Error::Corrupt(msg),
         Error::IncompatibleFormat(msg) => wit::Error::IncompatibleFormat(msg),
-        Error::NotOpen => wit::Error::NotOpen,
-        Error::AlreadyOpen => wit::Error::AlreadyOpen,
         Error::NotACounter(msg) => wit::Error::NotACounter(msg),
         Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
+        // TODO(read-only) once the engine has it.
+        Error::NotOpen | Error::AlreadyOpen => wit::Error::Corrupt(e.to_string()),
     }
 }
 
 struct Component;
 
 impl Guest for Component {
-    fn open(options: wit::OpenOptions) -> Result<(), wit::Error> {
-        ENGINE.with_borrow_mut(|slot| {
-            if slot.is_some() {
-                return Err(wit::Error::AlreadyOpen);
-            }
-            let storage = WasiStorage::preopened(&options.directory)
-                .map_err(|e| wit::Error::Io(e.to_string()))?;
-            let engine = Engine::open(
-                storage,
-                SystemClock,
-                EngineOptions {
-                    size_limit: options.size_limit,
-                    sync_writes: options.sync_writes,
-                },
-            )
-            .map_err(to_wit)?;
-            *slot = Some(engine);
-            Ok(())
-        })
+    type Cache = CacheResource;
+}
+
+impl GuestCache for CacheResource {
+    fn open(options: wit::OpenOptions) -> Result<Cache, wit::Error> {
+        let storage = WasiStorage::preopened(&options.directory).map_err(|e| {
+            wit::Error::Io(wit::IoError {
+                kind: wit::IoKind::NotFound,
+                message: e.to_string(),
+            })
+        })?;
+        let engine = Engine::open(
+            storage,
+            SystemClock,
+            EngineOptions {
+                size_limit: options.size_limit,
+                sync_writes: options.sync_writes,
+            },
+        )
+        .map_err(to_wit)?;
+        Ok(Cache::new(CacheResource {
+            engine: RefCell::new(engine),
+            default_ttl_ms: options.default_ttl_ms,
+        }))
     }
 
-    fn get(key: String) -> Result<Option<Vec<u8>>, wit::Error> {
-        with_engine(|e| e.get(&key))
+    fn get(&self, key: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        self.with_engine(|e| e.get(&key))
     }
 
-    fn set(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), wit::Error> {
+    fn contains(&self, key: String) -> Result<bool, wit::Error> {
+        self.with_engine(|e| e.contains(&key))
+    }
+
+    fn set(&self, key: String, value: Vec<u8>, expiry: wit::Expiry) -> Result<(), wit::Error> {
         #[cfg(feature = "fault-injection")]
         if let Some(command) = key.strip_prefix(fault::PREFIX) {
-            return fault::inject(command, &value);
+            return fault::inject(self, command, &value);
         }
-        with_engine(|e| e.set(&key, &value, ttl_ms))
+        let ttl_ms = self.ttl_ms(expiry)?;
+        self.with_engine(|e| e.set(&key, &value, ttl_ms))
     }
 
-    fn delete(key: String) -> Result<bool, wit::Error> {
-        with_engine(|e| e.delete(&key))
+    fn delete(&self, key: String) -> Result<bool, wit::Error> {
+        self.with_engine(|e| e.delete(&key))
     }
 
-    fn clear() -> Result<(), wit::Error> {
-        with_engine(|e| e.clear())
+    fn clear(&self) -> Result<(), wit::Error> {
+        self.with_engine(|e| e.clear())
     }
 
-    fn contains(key: String) -> Result<bool, wit::Error> {
-        with_engine(|e| e.contains(&key))
+    fn add(&self, key: String, value: Vec<u8>, expiry: wit::Expiry) -> Result<bool, wit::Error> {
+        let ttl_ms = self.ttl_ms(expiry)?;
+        self.with_engine(|e| e.add(&key, &value, ttl_ms))
     }
 
-    fn add(key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<bool, wit::Error> {
-        with_engine(|e| e.add(&key, &value, ttl_ms))
+    fn touch(&self, key: String, expiry: wit::Expiry) -> Result<bool, wit::Error> {
+        let ttl_ms = self.ttl_ms(expiry)?;
+        self.with_engine(|e| e.touch(&key, ttl_ms))
     }
 
-    fn touch(key: String, ttl_ms: Option<u64>) -> Result<bool, wit::Error> {
-        with_engine(|e| e.touch(&key, ttl_ms))
+    fn pop(&self, key: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        self.with_engine(|e| e.pop(&key))
     }
 
-    fn pop(key: String) -> Result<Option<Vec<u8>>, wit::Error> {
-        with_engine(|e| e.pop(&key))
+    fn incr(
+        &self,
+        key: String,
+        delta: i64,
+        default: i64,
+        expiry: wit::Expiry,
+    ) -> Result<i64, wit::Error> {
+        let ttl_ms = self.ttl_ms(expiry)?;
+        self.with_engine(|e| e.incr(&key, delta, default, ttl_ms))
     }
 
-    fn incr(key: String, delta: i64, default: i64, ttl_ms: Option<u64>) -> Result<i64, wit::Error> {
-        with_engine(|e| e.incr(&key, delta, default, ttl_ms))
+    fn delete_prefix(&self, prefix: String) -> Result<u64, wit::Error> {
+        self.with_engine(|e| e.delete_prefix(&prefix))
     }
 
-    fn delete_prefix(prefix: String) -> Result<u64, wit::Error> {
-        with_engine(|e| e.delete_prefix(&prefix))
+    fn expire(&self) -> Result<u64, wit::Error> {
+        self.with_engine(|e| Ok(e.expire()))
     }
 
-    fn expire() -> Result<u64, wit::Error> {
-        with_engine(|e| Ok(e.expire()))
+    fn keys(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<String>, wit::Error> {
+        self.with_engine(|e| Ok(e.keys(&prefix, after.as_deref(), limit as usize)))
     }
 
-    fn keys(prefix: String, after: Option<String>, limit: u32) -> Result<Vec<String>, wit::Error> {
-        with_engine(|e| Ok(e.keys(&prefix, after.as_deref(), limit as usize)))
-    }
-
-    fn stats() -> Result<wit::CacheStats, wit::Error> {
-        with_engine(|e| {
+    fn stats(&self) -> Result<wit::CacheStats, wit::Error> {
+        self.with_engine(|e| {
             let s = e.stats();
             Ok(wit::CacheStats {
                 entries: s.entries,
@@ -138,11 +181,9 @@ impl Guest for Component {
         })
     }
 
-    fn close() -> Result<(), wit::Error> {
-        match ENGINE.with_borrow_mut(Option::take) {
-            Some(engine) => engine.close().map_err(to_wit),
-            None => Err(wit::Error::NotOpen),
-        }
+    fn close(this: Cache) -> Result<(), wit::Error> {
+        let resource: CacheResource = this.into_inner();
+        resource.engine.into_inner().close().map_err(to_wit)
     }
 }
 

@@ -9,7 +9,8 @@ mod generated {
 
 pub(crate) use generated::exports::pcache::cache::cache::Guest as CacheExports;
 pub(crate) use generated::pcache::cache::types::{
-    CacheStats as GuestCounters, Error as GuestError, OpenOptions as GuestOpenOptions,
+    CacheStats as GuestCounters, Error as GuestError, Expiry as GuestExpiry, IoKind,
+    OpenOptions as GuestOpenOptions,
 };
 pub(crate) use generated::{CacheGuest, CacheGuestPre};
 
@@ -23,23 +24,34 @@ impl From<GuestError> for Error {
                 size: details.size,
                 limit: details.limit,
             },
-            GuestError::Io(message) => Error::Io(message),
+            GuestError::InvalidTtl(message) => Error::InvalidTtl(message),
+            GuestError::Io(io) => Error::Io(std::io::Error::new(io_kind(io.kind), io.message)),
+            GuestError::ReadOnly => Error::ReadOnly,
             GuestError::Corrupt(message) => Error::Corrupt(message),
             GuestError::IncompatibleFormat(message) => Error::IncompatibleFormat(message),
-            GuestError::NotOpen => Error::Closed,
-            GuestError::AlreadyOpen => {
-                Error::Wasm("the guest reported `already-open`: it was opened twice".to_owned())
-            }
             GuestError::NotACounter(message) => Error::NotACounter(message),
             GuestError::CounterOverflow(message) => Error::CounterOverflow(message),
         }
     }
 }
 
+/// The `std::io::ErrorKind` of a guest `io-kind`.
+fn io_kind(kind: IoKind) -> std::io::ErrorKind {
+    use std::io::ErrorKind;
+    match kind {
+        IoKind::NotFound => ErrorKind::NotFound,
+        IoKind::PermissionDenied => ErrorKind::PermissionDenied,
+        IoKind::AlreadyExists => ErrorKind::AlreadyExists,
+        IoKind::StorageFull => ErrorKind::StorageFull,
+        IoKind::FileTooLarge => ErrorKind::FileTooLarge,
+        IoKind::Other => ErrorKind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use generated::pcache::cache::types::ValueTooLarge;
+    use generated::pcache::cache::types::{IoError, ValueTooLarge};
 
     #[test]
     fn guest_errors_map_to_matching_variants() {
@@ -55,8 +67,13 @@ mod tests {
             Error::ValueTooLarge { size: 9, limit: 4 }
         ));
         assert!(matches!(
-            Error::from(GuestError::Io("disk full".into())),
-            Error::Io(m) if m == "disk full"
+            Error::from(GuestError::Io(IoError { kind: IoKind::StorageFull, message: "disk full".into() })),
+            Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull && e.to_string() == "disk full"
+        ));
+        assert!(matches!(Error::from(GuestError::ReadOnly), Error::ReadOnly));
+        assert!(matches!(
+            Error::from(GuestError::InvalidTtl("zero".into())),
+            Error::InvalidTtl(m) if m == "zero"
         ));
         assert!(matches!(
             Error::from(GuestError::Corrupt("bad crc".into())),
@@ -66,7 +83,6 @@ mod tests {
             Error::from(GuestError::IncompatibleFormat("v9".into())),
             Error::IncompatibleFormat(m) if m == "v9"
         ));
-        assert!(matches!(Error::from(GuestError::NotOpen), Error::Closed));
         assert!(matches!(
             Error::from(GuestError::NotACounter("text".into())),
             Error::NotACounter(m) if m == "text"
@@ -74,10 +90,6 @@ mod tests {
         assert!(matches!(
             Error::from(GuestError::CounterOverflow("max".into())),
             Error::CounterOverflow(m) if m == "max"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::AlreadyOpen),
-            Error::Wasm(_)
         ));
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The key is empty or longer than 4096 bytes of UTF-8.
     #[error("invalid key: {0}")]
@@ -19,9 +20,20 @@ pub enum Error {
         limit: u64,
     },
 
-    /// A filesystem operation inside the cache directory failed (disk full, permission denied, ...).
+    /// A per-call TTL of zero (see [`Expiry`](crate::Expiry)): say `Expiry::Never` for an entry
+    /// that does not expire, or delete it.
+    #[error("invalid TTL: {0}")]
+    InvalidTtl(String),
+
+    /// A filesystem operation inside the cache directory failed (disk full, permission denied,
+    /// ...); [`io::Error::kind`](std::io::Error::kind) tells which.
     #[error("cache I/O error: {0}")]
-    Io(String),
+    Io(std::io::Error),
+
+    /// The cache was opened read-only ([`CacheOptions::read_only`](crate::CacheOptions::read_only))
+    /// and the call would write; nothing changed.
+    #[error("the cache was opened read-only")]
+    ReadOnly,
 
     /// The cache directory holds data the engine cannot trust.
     #[error("cache data is corrupt: {0}")]
@@ -52,10 +64,10 @@ pub enum Error {
         message: String,
     },
 
-    /// The host could not create, open or lock the cache directory.
-    #[error("cannot use cache directory {}: {source}", path.display())]
+    /// The host could not create, open or lock the cache directory or a file of it.
+    #[error("cannot use {}: {source}", path.display())]
     Directory {
-        /// The directory (or its lock file).
+        /// The directory, or the file of it (e.g. its `.lock`).
         path: PathBuf,
         /// The underlying operating-system error.
         #[source]

@@ -127,14 +127,18 @@ pub(crate) fn real_subdirectory(parent: &Path, name: &str, mode: u32) -> Result<
 /// reopened while another thread spawns a process can find its own lock briefly held.
 const LOCK_WAIT: Duration = Duration::from_millis(250);
 
-/// Takes the exclusive advisory lock on `<directory>/.lock`, retrying for up to [`LOCK_WAIT`].
+/// Takes the advisory lock on `<directory>/.lock`, retrying for up to [`LOCK_WAIT`]: exclusive,
+/// or shared with other read-only openers when `read_only` (which opens `.lock` read-only and
+/// never creates it).
 ///
-/// Edge cases: another process holds it → [`Error::Locked`]; `.lock` is a symlink (or not a
-/// regular file) → [`Error::Directory`], and nothing is created at the symlink's target.
-pub(crate) fn lock(directory: &Path, modes: Modes) -> Result<File> {
+/// Edge cases: another process holds it (exclusively, or at all when we want it exclusively)
+/// → [`Error::Locked`]; `.lock` is a symlink (or not a regular file) → [`Error::Directory`],
+/// and nothing is created at the symlink's target; `read_only` and no `.lock` →
+/// [`Error::Directory`] (not a cache directory).
+pub(crate) fn lock(directory: &Path, modes: Modes, read_only: bool) -> Result<File> {
     let started = Instant::now();
     loop {
-        match try_lock(directory, modes) {
+        match try_lock(directory, modes, read_only) {
             Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -143,13 +147,13 @@ pub(crate) fn lock(directory: &Path, modes: Modes) -> Result<File> {
     }
 }
 
-/// One attempt at the exclusive advisory lock on `<directory>/.lock`.
-fn try_lock(directory: &Path, modes: Modes) -> Result<File> {
+/// One attempt at the advisory lock on `<directory>/.lock` (see [`lock`]).
+fn try_lock(directory: &Path, modes: Modes, read_only: bool) -> Result<File> {
     let path = directory.join(LOCK_FILE_NAME);
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
+        .write(!read_only)
+        .create(!read_only)
         .truncate(false)
         .mode(modes.file)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -169,19 +173,56 @@ fn try_lock(directory: &Path, modes: Modes) -> Result<File> {
             "is not a regular file",
         )));
     }
-    if meta.permissions().mode() & 0o777 != modes.file {
+    if !read_only && meta.permissions().mode() & 0o777 != modes.file {
         // The umask may have narrowed a group mode; an older version made it 0644.
         if let Err(err) = file.set_permissions(fs::Permissions::from_mode(modes.file)) {
             tracing::debug!(path = %path.display(), error = %err, "cannot set the lock file's mode");
         }
     }
-    match file.try_lock() {
+    let locked = if read_only {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             path: directory.to_path_buf(),
         }),
         Err(TryLockError::Error(source)) => Err(Error::Directory { path, source }),
     }
+}
+
+/// The canonical path of `directory`, which must exist already (a read-only open creates
+/// nothing).
+///
+/// Edge cases: missing, or not a directory → [`Error::Directory`].
+pub(crate) fn existing_cache_directory(directory: &Path) -> Result<PathBuf> {
+    let canonical = fs::canonicalize(directory).map_err(directory_error(directory))?;
+    if !canonical.is_dir() {
+        return Err(directory_error(directory)(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "is not a directory",
+        )));
+    }
+    Ok(canonical)
+}
+
+/// The engine's existing data directory `<directory>/data`, for a read-only open: nothing is
+/// created or moved.
+///
+/// Edge cases: `data` missing, a symlink or a file → [`Error::Directory`] (a cache of the flat
+/// layout of version 0.2 must be opened for writing once, to move its files).
+pub(crate) fn existing_data_directory(directory: &Path) -> Result<PathBuf> {
+    let data = directory.join(DATA_DIRECTORY);
+    let meta = fs::symlink_metadata(&data).map_err(directory_error(&data))?;
+    if !meta.is_dir() {
+        return Err(directory_error(&data)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is not a real directory",
+        )));
+    }
+    Ok(data)
 }
 
 /// True for the names of files the engine owns (what the flat layout kept in `<dir>`).
@@ -265,13 +306,13 @@ mod tests {
     fn lock_is_exclusive_and_released_on_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let modes = Modes::new(false);
-        let held = lock(dir.path(), modes).expect("first lock");
+        let held = lock(dir.path(), modes, false).expect("first lock");
         assert!(matches!(
-            lock(dir.path(), modes),
+            lock(dir.path(), modes, false),
             Err(Error::Locked { path }) if path == dir.path()
         ));
         drop(held);
-        assert!(lock(dir.path(), modes).is_ok());
+        assert!(lock(dir.path(), modes, false).is_ok());
         let mode = fs::metadata(dir.path().join(LOCK_FILE_NAME))
             .unwrap()
             .permissions()
@@ -286,7 +327,7 @@ mod tests {
         let cache = dir.path().join("cache");
         fs::create_dir(&cache).unwrap();
         std::os::unix::fs::symlink(&target, cache.join(LOCK_FILE_NAME)).unwrap();
-        match lock(&cache, Modes::new(false)) {
+        match lock(&cache, Modes::new(false), false) {
             Err(Error::Directory { source, .. }) => {
                 assert!(source.to_string().contains("symlink"), "{source}")
             }

@@ -17,27 +17,36 @@
 //! ```
 
 mod bindings;
+mod blocking;
 mod cache;
+mod codec;
 mod compiled;
 mod epoch;
 mod error;
+mod expiry;
 mod layout;
+mod ops;
 mod options;
 mod plugin;
 mod runtime;
+mod shared;
 mod single_flight;
 mod wasi_fs;
 mod worker;
 
-pub use cache::{PersistentCache, Stats, MIN_PLUGIN_STORE};
+pub use blocking::BlockingCache;
+pub use cache::PersistentCache;
 pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
 pub use error::{Error, PluginFailure, Result};
+pub use expiry::Expiry;
 pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
+pub use ops::Stats;
 pub use options::{
-    CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET,
-    DEFAULT_SIZE_LIMIT, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
+    env_lookup, parse_size, CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY,
+    DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL,
+    ENV_SIZE_LIMIT,
 };
-pub use plugin::{Plugin, PluginExit, PluginOptions, PLUGINS_DIRECTORY};
+pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
 pub use single_flight::GetOrSetError;
 
 /// What the workspace's own tests need from the build; not a stable API.

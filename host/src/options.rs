@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::compiled::CodeCache;
 use crate::error::{Error, Result};
+use crate::expiry::parse_duration;
 
 /// Directory used when none is configured.
 pub const DEFAULT_DIRECTORY: &str = "tmp/cache";
@@ -26,11 +27,11 @@ pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// Environment variable naming the cache directory.
 pub const ENV_DIRECTORY: &str = "CACHE_DIRECTORY";
-/// Environment variable holding the size limit in bytes.
+/// Environment variable holding the size limit (bytes, or with a unit: `500MB`).
 pub const ENV_SIZE_LIMIT: &str = "CACHE_SIZE_LIMIT";
-/// Environment variable holding the default entry TTL in seconds (0 = entries never expire).
+/// Environment variable holding the default entry TTL (seconds or `5m`; 0 = entries never expire).
 pub const ENV_CONTENT_TTL: &str = "CACHE_CONTENT_TTL";
-/// Environment variable holding the search-result TTL in seconds (0 = none).
+/// Environment variable holding the search-result TTL (seconds or `5m`; 0 = none).
 pub const ENV_SEARCH_TTL: &str = "CACHE_SEARCH_TTL";
 
 /// A source of wall-clock time; entry expiry is measured against it.
@@ -97,61 +98,35 @@ impl Clock for ManualClock {
     }
 }
 
-/// How to open a [`PersistentCache`](crate::PersistentCache).
+/// How to open a [`PersistentCache`](crate::PersistentCache): a builder.
 ///
-/// Build with [`CacheOptions::new`] or [`CacheOptions::default`] and the chained setters, or load
-/// from the environment with [`CacheOptions::from_env`].
+/// Start from [`CacheOptions::new`] (a directory, every other option at its default) or
+/// [`CacheOptions::from_env`], and chain the setters. The options remember which ones were
+/// set: when a process opens a directory it already has open, the first opener's options stay
+/// in force, and a warning names each option the later opener set to something else.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct CacheOptions {
-    /// Directory holding the cache files; created (with parents) on open.
-    pub directory: PathBuf,
-    /// Maximum bytes the cache may occupy on disk; least recently used entries are evicted beyond it.
-    pub size_limit: u64,
-    /// TTL applied by [`PersistentCache::set`](crate::PersistentCache::set); `None` = never expire.
-    pub default_ttl: Option<Duration>,
-    /// TTL callers should use for search results; carried for them, not applied by the cache itself.
-    pub search_ttl: Option<Duration>,
-    /// When true, every write is flushed to stable storage (durable against power loss, slower).
-    pub sync: bool,
-    /// The clock expiry is measured against.
-    pub clock: Arc<dyn Clock>,
-    /// Most bytes of linear memory the sandboxed engine may use; `None` derives the limit from
-    /// the size limit (see [`CacheOptions::effective_memory_limit`]).
-    pub memory_limit: Option<u64>,
-    /// Longest one engine call (including `open`'s recovery) may run, in wall-clock time,
-    /// before it is interrupted.
-    pub time_limit: Duration,
-    /// A guest component file to run instead of the embedded one (it must export the same
-    /// `pcache:cache` interface).
-    pub component: Option<PathBuf>,
-    /// Where the component's compiled native code is kept between processes (outside the
-    /// cache directory), so start-up skips compilation; `None` = compile every time.
-    pub code_cache: Option<CodeCache>,
-    /// When true, what the cache creates is shared with the directory's group (directories
-    /// `0770`, files `0660`); by default it is private to the user (`0700`, `0600`).
-    pub group_access: bool,
-    /// Bytes the stores of every plugin run on this cache may hold together (on top of
-    /// `size_limit`); see [`CacheOptions::plugin_budget`].
-    pub plugin_budget: u64,
+    directory: PathBuf,
+    size_limit: Option<u64>,
+    /// `Some(None)`: set to "no default TTL".
+    default_ttl: Option<Option<Duration>>,
+    search_ttl: Option<Duration>,
+    sync: Option<bool>,
+    read_only: Option<bool>,
+    clock: Option<Arc<dyn Clock>>,
+    memory_limit: Option<u64>,
+    time_limit: Option<Duration>,
+    component: Option<PathBuf>,
+    code_cache: Option<CodeCache>,
+    group_access: Option<bool>,
+    plugin_budget: Option<u64>,
 }
 
 impl Default for CacheOptions {
-    /// Directory `tmp/cache`, 500 MiB limit, no TTLs, no sync, the system clock.
+    /// Directory `tmp/cache`; every other option at its default.
     fn default() -> Self {
-        CacheOptions {
-            directory: PathBuf::from(DEFAULT_DIRECTORY),
-            size_limit: DEFAULT_SIZE_LIMIT,
-            default_ttl: None,
-            search_ttl: None,
-            sync: false,
-            clock: Arc::new(SystemClock),
-            memory_limit: None,
-            time_limit: DEFAULT_TIME_LIMIT,
-            component: None,
-            code_cache: None,
-            group_access: false,
-            plugin_budget: DEFAULT_PLUGIN_BUDGET,
-        }
+        CacheOptions::new(DEFAULT_DIRECTORY)
     }
 }
 
@@ -159,18 +134,126 @@ impl fmt::Debug for CacheOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheOptions")
             .field("directory", &self.directory)
-            .field("size_limit", &self.size_limit)
-            .field("default_ttl", &self.default_ttl)
+            .field("size_limit", &self.size_limit_value())
+            .field("default_ttl", &self.default_ttl_value())
             .field("search_ttl", &self.search_ttl)
-            .field("sync", &self.sync)
-            .field("memory_limit", &self.memory_limit)
-            .field("time_limit", &self.time_limit)
+            .field("sync", &self.sync_value())
+            .field("read_only", &self.read_only_value())
+            .field("memory_limit", &self.effective_memory_limit())
+            .field("time_limit", &self.time_limit_value())
+            .field("component", &self.component)
+            .field("group_access", &self.group_access_value())
+            .field("plugin_budget", &self.plugin_budget_value())
             .finish_non_exhaustive()
     }
 }
 
 impl CacheOptions {
-    /// Runs the guest component in `path` instead of the embedded one.
+    /// Every option at its default, with the cache in `directory` (created on open).
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        CacheOptions {
+            directory: directory.into(),
+            size_limit: None,
+            default_ttl: None,
+            search_ttl: None,
+            sync: None,
+            read_only: None,
+            clock: None,
+            memory_limit: None,
+            time_limit: None,
+            component: None,
+            code_cache: None,
+            group_access: None,
+            plugin_budget: None,
+        }
+    }
+
+    /// Sets the cache directory (created, with its parents, on open).
+    pub fn directory(mut self, directory: impl Into<PathBuf>) -> Self {
+        self.directory = directory.into();
+        self
+    }
+
+    /// Sets the most bytes the cache may occupy on disk (default 500 MiB); least recently
+    /// used entries are evicted beyond it.
+    ///
+    /// Edge cases: an entry bigger than the limit is refused with
+    /// [`Error::ValueTooLarge`]; 0 makes every `set` fail that way.
+    pub fn size_limit(mut self, bytes: u64) -> Self {
+        self.size_limit = Some(bytes);
+        self
+    }
+
+    /// Sets the TTL that [`Expiry::Default`](crate::Expiry::Default) stands for — what `set`,
+    /// `add`, `incr` and `get_or_set_with` use unless told otherwise. `None` (the default):
+    /// such entries never expire.
+    ///
+    /// Edge cases: a zero TTL means "no default TTL", as `CACHE_CONTENT_TTL=0` does.
+    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.default_ttl = Some(ttl.filter(|ttl| !ttl.is_zero()));
+        self
+    }
+
+    /// Sets the TTL for search results (`CACHE_SEARCH_TTL`): the cache does not apply it by
+    /// itself; [`PersistentCache::search_expiry`](crate::PersistentCache::search_expiry) hands
+    /// it to the callers that cache searches. Zero or `None`: the default TTL.
+    pub fn search_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.search_ttl = ttl.filter(|ttl| !ttl.is_zero());
+        self
+    }
+
+    /// Sets whether every write is flushed to stable storage (durable against power loss,
+    /// slower); off by default.
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// Opens the cache read-only: nothing in the directory is created or written (a directory
+    /// you may only read can be opened this way), reads work, and every write fails with
+    /// [`Error::ReadOnly`]. Recency changes are kept in memory only.
+    ///
+    /// Edge cases: the directory must already hold a cache (its `.lock` and `data/`), else
+    /// [`Error::Directory`]; another process holding the cache open for writing →
+    /// [`Error::Locked`] (read-only openers share the lock with each other).
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = Some(read_only);
+        self
+    }
+
+    /// Sets the clock expiry is measured against (e.g. a [`ManualClock`] in tests); the
+    /// system clock by default.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Limits the sandboxed engine's linear memory to `bytes` (capped at 4 GiB, all a `wasm32`
+    /// guest can address).
+    ///
+    /// A call that needs more fails with [`Error::MemoryLimit`] and the engine is restarted
+    /// from the directory. A value needs about three times its size at peak (the copy passed
+    /// in, its record, compaction), and the index about 100 bytes plus the key per entry. A
+    /// limit below the engine's initial memory (about 2 MiB) makes `open` fail the same way.
+    /// Default: see [`effective_memory_limit`](Self::effective_memory_limit).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Limits how long one engine call may run (wall clock, checked by epoch interruption
+    /// every 10 ms) before it fails with [`Error::TimeLimit`] and the engine is restarted;
+    /// 10 seconds by default.
+    ///
+    /// `open`'s recovery counts too, so raise it for very large caches on slow disks. A zero
+    /// limit interrupts every call, `open` included.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Runs the guest component in `path` instead of the embedded one (it must export the
+    /// same `pcache:cache` interface).
     pub fn component(mut self, path: Option<PathBuf>) -> Self {
         self.component = path;
         self
@@ -178,7 +261,7 @@ impl CacheOptions {
 
     /// Keeps the component's compiled native code in `cache` between processes (see
     /// [`CodeCache`] for what makes a code cache usable; an unusable one is skipped with a
-    /// warning and the component is compiled).
+    /// warning and the component is compiled). `None` (the default): compile every time.
     pub fn code_cache(mut self, cache: Option<CodeCache>) -> Self {
         self.code_cache = cache;
         self
@@ -189,7 +272,7 @@ impl CacheOptions {
     /// default). Set the directory's group (and its setgid bit, so new files inherit it)
     /// yourself. An existing directory keeps its own mode; only what is created changes.
     pub fn group_access(mut self, shared: bool) -> Self {
-        self.group_access = shared;
+        self.group_access = Some(shared);
         self
     }
 
@@ -204,78 +287,7 @@ impl CacheOptions {
     /// [`PluginFailure::Budget`](crate::PluginFailure::Budget); `clear` empties the plugin
     /// stores too. `stats` reports `plugin_volume` against it.
     pub fn plugin_budget(mut self, bytes: u64) -> Self {
-        self.plugin_budget = bytes;
-        self
-    }
-
-    /// The permission bits for what the cache creates.
-    pub(crate) fn modes(&self) -> crate::layout::Modes {
-        crate::layout::Modes::new(self.group_access)
-    }
-
-    /// The defaults, with the cache in `directory`.
-    pub fn new(directory: impl Into<PathBuf>) -> Self {
-        CacheOptions {
-            directory: directory.into(),
-            ..CacheOptions::default()
-        }
-    }
-
-    /// Sets the cache directory.
-    pub fn directory(mut self, directory: impl Into<PathBuf>) -> Self {
-        self.directory = directory.into();
-        self
-    }
-
-    /// Sets the size limit in bytes.
-    pub fn size_limit(mut self, bytes: u64) -> Self {
-        self.size_limit = bytes;
-        self
-    }
-
-    /// Sets the TTL used by `set`; `None` means entries never expire.
-    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.default_ttl = ttl;
-        self
-    }
-
-    /// Sets the TTL carried for search results.
-    pub fn search_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.search_ttl = ttl;
-        self
-    }
-
-    /// Sets whether every write is synced to disk.
-    pub fn sync(mut self, sync: bool) -> Self {
-        self.sync = sync;
-        self
-    }
-
-    /// Sets the clock expiry is measured against (e.g. a [`ManualClock`] in tests).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Limits the sandboxed engine's linear memory to `bytes` (capped at 4 GiB, all a `wasm32`
-    /// guest can address).
-    ///
-    /// A call that needs more fails with [`Error::MemoryLimit`] and the engine is restarted
-    /// from the directory. A value needs about three times its size at peak (the copy passed
-    /// in, its record, compaction), and the index about 100 bytes plus the key per entry. A
-    /// limit below the engine's initial memory (about 2 MiB) makes `open` fail the same way.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.memory_limit = Some(bytes);
-        self
-    }
-
-    /// Limits how long one engine call may run (wall clock, checked by epoch interruption
-    /// every 10 ms) before it fails with [`Error::TimeLimit`] and the engine is restarted.
-    ///
-    /// `open`'s recovery counts too, so raise it for very large caches on slow disks. A zero
-    /// limit interrupts every call, `open` included.
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = limit;
+        self.plugin_budget = Some(bytes);
         self
     }
 
@@ -288,19 +300,157 @@ impl CacheOptions {
         match self.memory_limit {
             Some(bytes) => bytes.min(MAX_MEMORY_LIMIT),
             None => self
-                .size_limit
+                .size_limit_value()
                 .saturating_mul(3)
                 .saturating_add(MIN_DEFAULT_MEMORY_LIMIT)
                 .min(MAX_MEMORY_LIMIT),
         }
     }
 
+    pub(crate) fn directory_path(&self) -> &Path {
+        &self.directory
+    }
+
+    /// The size limit in force; [`size_limit_setting`](Self::size_limit_setting) tells whether
+    /// it was set.
+    pub(crate) fn size_limit_value(&self) -> u64 {
+        self.size_limit.unwrap_or(DEFAULT_SIZE_LIMIT)
+    }
+
+    /// The size limit the caller set, or `None` if it was left at its default.
+    pub(crate) fn size_limit_setting(&self) -> Option<u64> {
+        self.size_limit
+    }
+
+    pub(crate) fn default_ttl_value(&self) -> Option<Duration> {
+        self.default_ttl.flatten()
+    }
+
+    pub(crate) fn search_ttl_value(&self) -> Option<Duration> {
+        self.search_ttl
+    }
+
+    pub(crate) fn sync_value(&self) -> bool {
+        self.sync.unwrap_or(false)
+    }
+
+    pub(crate) fn read_only_value(&self) -> bool {
+        self.read_only.unwrap_or(false)
+    }
+
+    pub(crate) fn clock_ref(&self) -> &Arc<dyn Clock> {
+        static SYSTEM: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
+        self.clock.as_ref().unwrap_or(&SYSTEM)
+    }
+
+    pub(crate) fn time_limit_value(&self) -> Duration {
+        self.time_limit.unwrap_or(DEFAULT_TIME_LIMIT)
+    }
+
+    pub(crate) fn component_path(&self) -> Option<&PathBuf> {
+        self.component.as_ref()
+    }
+
+    pub(crate) fn code_cache_ref(&self) -> Option<&CodeCache> {
+        self.code_cache.as_ref()
+    }
+
+    pub(crate) fn group_access_value(&self) -> bool {
+        self.group_access.unwrap_or(false)
+    }
+
+    pub(crate) fn plugin_budget_value(&self) -> u64 {
+        self.plugin_budget.unwrap_or(DEFAULT_PLUGIN_BUDGET)
+    }
+
+    /// The permission bits for what the cache creates.
+    pub(crate) fn modes(&self) -> crate::layout::Modes {
+        crate::layout::Modes::new(self.group_access_value())
+    }
+
+    /// The options `self` sets explicitly to something other than what `in_force` (the
+    /// options a cache is already open with) has, by name: what a later opener of an open
+    /// directory asked for and does not get. Options left at their default never differ.
+    pub(crate) fn differences_from(&self, in_force: &CacheOptions) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        let mut check = |name, set: bool, same: bool| {
+            if set && !same {
+                differ.push(name);
+            }
+        };
+        check(
+            "size_limit",
+            self.size_limit_setting().is_some(),
+            self.size_limit_value() == in_force.size_limit_value(),
+        );
+        check(
+            "default_ttl",
+            self.default_ttl.is_some(),
+            self.default_ttl_value() == in_force.default_ttl_value(),
+        );
+        check(
+            "search_ttl",
+            self.search_ttl.is_some(),
+            self.search_ttl == in_force.search_ttl,
+        );
+        check(
+            "sync",
+            self.sync.is_some(),
+            self.sync_value() == in_force.sync_value(),
+        );
+        check(
+            "read_only",
+            self.read_only.is_some(),
+            self.read_only_value() == in_force.read_only_value(),
+        );
+        check(
+            "clock",
+            self.clock.is_some(),
+            self.clock
+                .as_ref()
+                .zip(in_force.clock.as_ref())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b)),
+        );
+        check(
+            "memory_limit",
+            self.memory_limit.is_some(),
+            self.effective_memory_limit() == in_force.effective_memory_limit(),
+        );
+        check(
+            "time_limit",
+            self.time_limit.is_some(),
+            self.time_limit_value() == in_force.time_limit_value(),
+        );
+        check(
+            "component",
+            self.component.is_some(),
+            self.component == in_force.component,
+        );
+        check(
+            "code_cache",
+            self.code_cache.is_some(),
+            self.code_cache == in_force.code_cache,
+        );
+        check(
+            "group_access",
+            self.group_access.is_some(),
+            self.group_access_value() == in_force.group_access_value(),
+        );
+        check(
+            "plugin_budget",
+            self.plugin_budget.is_some(),
+            self.plugin_budget_value() == in_force.plugin_budget_value(),
+        );
+        differ
+    }
+
     /// Reads the environment, and `.env` in the working directory (if present) for variables
     /// the environment does not set.
     ///
-    /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes), `CACHE_CONTENT_TTL` and
-    /// `CACHE_SEARCH_TTL` (seconds, 0 = none). Real environment variables win over `.env`.
-    /// Unset or empty variables keep their defaults.
+    /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes, or with a unit: `500MB`,
+    /// `1GiB`), `CACHE_CONTENT_TTL` and `CACHE_SEARCH_TTL` (seconds, or a duration: `300s`,
+    /// `5m`, `1h 30m`; 0 = none). Real environment variables win over `.env`. Unset or empty
+    /// variables keep their defaults; an option set from a variable counts as set.
     ///
     /// `.env` is only read: the process environment is never changed (setting variables in a
     /// multi-threaded program is undefined behaviour on glibc), and nothing else in `.env` has
@@ -311,12 +461,7 @@ impl CacheOptions {
     /// [`Error::Config`] if `.env` exists but cannot be read or parsed, or if a variable's
     /// value is malformed (the error names the variable and the value).
     pub fn from_env() -> Result<CacheOptions> {
-        let dotenv = read_dotenv(Path::new(".env"))?;
-        CacheOptions::from_vars(|name| {
-            std::env::var_os(name)
-                .map(|value| value.to_string_lossy().into_owned())
-                .or_else(|| dotenv.get(name).cloned())
-        })
+        CacheOptions::from_vars(env_lookup()?)
     }
 
     /// Builds options from the variables `lookup` returns, starting from the defaults.
@@ -325,36 +470,86 @@ impl CacheOptions {
     /// environment or `.env`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the variable and its value when a number does not parse or the
+    /// [`Error::Config`] naming the variable and its value when a value does not parse or the
     /// size limit is zero.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<CacheOptions> {
-        let read = |name: &str| {
-            lookup(name)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        };
         let mut options = CacheOptions::default();
-        if let Some(directory) = read(ENV_DIRECTORY) {
-            options.directory = PathBuf::from(directory);
-        }
-        if let Some(value) = read(ENV_SIZE_LIMIT) {
-            let limit = parse_u64(ENV_SIZE_LIMIT, &value, "a size in bytes")?;
-            if limit == 0 {
-                return Err(Error::Config {
-                    variable: ENV_SIZE_LIMIT.to_owned(),
-                    message: "the size limit must be greater than 0 bytes, got \"0\"".to_owned(),
-                });
+        for variable in [
+            ENV_DIRECTORY,
+            ENV_SIZE_LIMIT,
+            ENV_CONTENT_TTL,
+            ENV_SEARCH_TTL,
+        ] {
+            if let Some(value) = lookup(variable) {
+                options = options.with_var(variable, &value)?;
             }
-            options.size_limit = limit;
-        }
-        if let Some(value) = read(ENV_CONTENT_TTL) {
-            options.default_ttl = parse_ttl_seconds(ENV_CONTENT_TTL, &value)?;
-        }
-        if let Some(value) = read(ENV_SEARCH_TTL) {
-            options.search_ttl = parse_ttl_seconds(ENV_SEARCH_TTL, &value)?;
         }
         Ok(options)
     }
+
+    /// Applies one configuration variable's `value` (trimmed; empty leaves the option alone).
+    ///
+    /// This is how `pcache` lets a flag win over a malformed variable: it applies only the
+    /// variables whose flag was not given.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable and its value when the value does not parse, the
+    /// size limit is zero, or `variable` is not one of the `CACHE_*` variables.
+    pub fn with_var(self, variable: &str, value: &str) -> Result<CacheOptions> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(self);
+        }
+        let config_error = |message: String| Error::Config {
+            variable: variable.to_owned(),
+            message,
+        };
+        Ok(match variable {
+            ENV_DIRECTORY => self.directory(value),
+            ENV_SIZE_LIMIT => self.size_limit(parse_size(value).map_err(config_error)?),
+            ENV_CONTENT_TTL => self.default_ttl(Some(parse_duration(value).map_err(config_error)?)),
+            ENV_SEARCH_TTL => self.search_ttl(Some(parse_duration(value).map_err(config_error)?)),
+            _ => {
+                return Err(config_error(format!(
+                    "not a configuration variable (value {value:?})"
+                )))
+            }
+        })
+    }
+}
+
+/// The `CACHE_*` variables as [`CacheOptions::from_env`] reads them: the environment first,
+/// then `.env` in the working directory.
+///
+/// # Errors
+/// [`Error::Config`] if `.env` exists but cannot be read or parsed.
+pub fn env_lookup() -> Result<impl Fn(&str) -> Option<String>> {
+    let dotenv = read_dotenv(Path::new(".env"))?;
+    Ok(move |name: &str| {
+        std::env::var_os(name)
+            .map(|value| value.to_string_lossy().into_owned())
+            .or_else(|| dotenv.get(name).cloned())
+    })
+}
+
+/// Parses a size as `--size-limit` and `CACHE_SIZE_LIMIT` take it: bytes (`1048576`) or with a
+/// unit (`500MB`, `1GiB`, `64 KiB`; units are binary: `500MB` is 500 MiB).
+///
+/// Edge cases: zero is refused (a cache that can hold nothing); a malformed size is refused,
+/// quoting it.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let size = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text.trim())
+        .map_err(|err| {
+            format!("expected bytes or a size like 500MB or 1GiB, got {text:?}: {err}")
+        })?;
+    if size == 0 {
+        return Err(format!(
+            "the size limit must be more than 0 bytes, got {text:?}"
+        ));
+    }
+    Ok(size)
 }
 
 /// The variables in the dotenv file at `path` (empty if there is none), without applying them.
@@ -369,18 +564,6 @@ fn read_dotenv(path: &Path) -> Result<HashMap<String, String>> {
         Err(err) => return Err(config_error(err)),
     };
     entries.map(|entry| entry.map_err(config_error)).collect()
-}
-
-fn parse_u64(variable: &str, value: &str, expected: &str) -> Result<u64> {
-    value.parse::<u64>().map_err(|err| Error::Config {
-        variable: variable.to_owned(),
-        message: format!("expected {expected} (a non-negative integer), got {value:?}: {err}"),
-    })
-}
-
-fn parse_ttl_seconds(variable: &str, value: &str) -> Result<Option<Duration>> {
-    let seconds = parse_u64(variable, value, "a number of seconds")?;
-    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
 }
 
 #[cfg(test)]
@@ -398,12 +581,14 @@ mod tests {
     #[test]
     fn no_variables_gives_defaults() {
         let options = options_from(&[]).expect("defaults parse");
-        assert_eq!(options.directory, PathBuf::from("tmp/cache"));
-        assert_eq!(options.size_limit, 524_288_000);
-        assert_eq!(options.default_ttl, None);
-        assert_eq!(options.search_ttl, None);
-        assert!(!options.sync);
-        assert_eq!(options.time_limit, DEFAULT_TIME_LIMIT);
+        assert_eq!(options.directory_path(), Path::new("tmp/cache"));
+        assert_eq!(options.size_limit_value(), 524_288_000);
+        assert_eq!(options.size_limit_setting(), None, "left at its default");
+        assert_eq!(options.default_ttl_value(), None);
+        assert_eq!(options.search_ttl_value(), None);
+        assert!(!options.sync_value());
+        assert!(!options.read_only_value());
+        assert_eq!(options.time_limit_value(), DEFAULT_TIME_LIMIT);
     }
 
     #[test]
@@ -415,6 +600,13 @@ mod tests {
         let small = CacheOptions::default().size_limit(1);
         assert_eq!(small.effective_memory_limit(), 256 * mib + 3);
         let huge = CacheOptions::default().size_limit(u64::MAX);
+        assert_eq!(
+            CacheOptions::default()
+                .default_ttl(Some(Duration::ZERO))
+                .default_ttl_value(),
+            None,
+            "a zero default TTL is no default TTL, as CACHE_CONTENT_TTL=0"
+        );
         assert_eq!(huge.effective_memory_limit(), MAX_MEMORY_LIMIT);
         // Explicit limits are kept, only capped at 4 GiB.
         assert_eq!(
@@ -436,10 +628,53 @@ mod tests {
             ("CACHE_SEARCH_TTL", " 60 "),
         ])
         .expect("valid variables parse");
-        assert_eq!(options.directory, PathBuf::from("/var/cache/app"));
-        assert_eq!(options.size_limit, 1_048_576);
-        assert_eq!(options.default_ttl, Some(Duration::from_secs(3600)));
-        assert_eq!(options.search_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(options.directory_path(), Path::new("/var/cache/app"));
+        assert_eq!(options.size_limit_setting(), Some(1_048_576));
+        assert_eq!(options.default_ttl_value(), Some(Duration::from_secs(3600)));
+        assert_eq!(options.search_ttl_value(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn variables_parse_like_the_flags() {
+        let options = options_from(&[
+            ("CACHE_SIZE_LIMIT", "500MB"),
+            ("CACHE_CONTENT_TTL", "5m"),
+            ("CACHE_SEARCH_TTL", "300s"),
+        ])
+        .expect("units parse");
+        // Units are binary, as for --size-limit: 500MB is 500 MiB.
+        assert_eq!(options.size_limit_value(), 500 << 20);
+        assert_eq!(options.default_ttl_value(), Some(Duration::from_secs(300)));
+        assert_eq!(options.search_ttl_value(), Some(Duration::from_secs(300)));
+        let binary = options_from(&[
+            ("CACHE_SIZE_LIMIT", "1GiB"),
+            ("CACHE_CONTENT_TTL", "1h 30m"),
+        ])
+        .expect("binary units and compound durations parse");
+        assert_eq!(binary.size_limit_value(), 1 << 30);
+        assert_eq!(binary.default_ttl_value(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_size("500MB"), crate::options::parse_size(" 500 MB "));
+    }
+
+    #[test]
+    fn a_later_opener_is_told_only_about_options_it_set_differently() {
+        let first = CacheOptions::new("/c").size_limit(1000).sync(true);
+        // Left at defaults: nothing was asked for, so nothing is ignored.
+        assert!(CacheOptions::new("/c").differences_from(&first).is_empty());
+        // The same values, set explicitly: nothing differs.
+        assert!(CacheOptions::new("/c")
+            .size_limit(1000)
+            .sync(true)
+            .differences_from(&first)
+            .is_empty());
+        let later = CacheOptions::new("/c")
+            .size_limit(2000)
+            .default_ttl(Some(Duration::from_secs(5)))
+            .sync(true);
+        assert_eq!(
+            later.differences_from(&first),
+            ["size_limit", "default_ttl"]
+        );
     }
 
     #[test]
@@ -451,16 +686,16 @@ mod tests {
             ("CACHE_SIZE_LIMIT", "  "),
         ])
         .expect("zero TTLs parse");
-        assert_eq!(options.default_ttl, None);
-        assert_eq!(options.search_ttl, None);
-        assert_eq!(options.directory, PathBuf::from(DEFAULT_DIRECTORY));
-        assert_eq!(options.size_limit, DEFAULT_SIZE_LIMIT);
+        assert_eq!(options.default_ttl_value(), None);
+        assert_eq!(options.search_ttl_value(), None);
+        assert_eq!(options.directory_path(), Path::new(DEFAULT_DIRECTORY));
+        assert_eq!(options.size_limit_value(), DEFAULT_SIZE_LIMIT);
     }
 
     #[test]
     fn malformed_values_name_variable_and_value() {
         for (variable, value) in [
-            ("CACHE_SIZE_LIMIT", "500MB"),
+            ("CACHE_SIZE_LIMIT", "500 bananas"),
             ("CACHE_SIZE_LIMIT", "-1"),
             ("CACHE_SIZE_LIMIT", "0"),
             ("CACHE_CONTENT_TTL", "1.5"),
@@ -490,15 +725,17 @@ mod tests {
             .default_ttl(Some(Duration::from_secs(5)))
             .search_ttl(Some(Duration::from_secs(7)))
             .sync(true)
+            .read_only(true)
             .clock(clock.clone());
-        assert_eq!(options.directory, PathBuf::from("/data"));
-        assert_eq!(options.size_limit, 10);
-        assert_eq!(options.default_ttl, Some(Duration::from_secs(5)));
-        assert_eq!(options.search_ttl, Some(Duration::from_secs(7)));
-        assert!(options.sync);
+        assert_eq!(options.directory_path(), Path::new("/data"));
+        assert_eq!(options.size_limit_value(), 10);
+        assert_eq!(options.default_ttl_value(), Some(Duration::from_secs(5)));
+        assert_eq!(options.search_ttl_value(), Some(Duration::from_secs(7)));
+        assert!(options.sync_value());
+        assert!(options.read_only_value());
         clock.advance(Duration::from_secs(9));
         assert_eq!(
-            options.clock.now(),
+            options.clock_ref().now(),
             SystemTime::UNIX_EPOCH + Duration::from_secs(9)
         );
     }

@@ -6,14 +6,15 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::cache::PersistentCache;
+use crate::codec::{decode, encode};
 use crate::error::Error;
+use crate::expiry::Expiry;
 
 /// How a flight ended, shared with every task that waited for it.
 enum Outcome {
@@ -26,7 +27,7 @@ enum Outcome {
 }
 
 /// What a flight's channel holds: `None` while the computation runs.
-type Slot = Option<Arc<Outcome>>;
+type Published = Option<Arc<Outcome>>;
 
 /// The computations in progress, by key; shared by every handle to one directory.
 ///
@@ -34,7 +35,7 @@ type Slot = Option<Arc<Outcome>>;
 /// on it, or drops its sender (cancelled or panicked) so the waiters retry.
 #[derive(Default)]
 pub(crate) struct Flights {
-    in_flight: Mutex<HashMap<String, watch::Receiver<Slot>>>,
+    in_flight: Mutex<HashMap<String, watch::Receiver<Published>>>,
 }
 
 /// What [`Flights::join`] made of the caller.
@@ -42,11 +43,11 @@ enum Role<'a> {
     /// No computation was running: the caller runs it and must publish the outcome.
     Leader(Flight<'a>),
     /// Another task is computing: wait on its channel.
-    Waiter(watch::Receiver<Slot>),
+    Waiter(watch::Receiver<Published>),
 }
 
 impl Flights {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<Published>>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -81,9 +82,9 @@ impl Flights {
 struct Flight<'a> {
     flights: &'a Flights,
     key: &'a str,
-    sender: watch::Sender<Slot>,
+    sender: watch::Sender<Published>,
     /// Identifies this flight's map entry.
-    receiver: watch::Receiver<Slot>,
+    receiver: watch::Receiver<Published>,
 }
 
 impl Flight<'_> {
@@ -143,7 +144,8 @@ impl<E> From<Error> for GetOrSetError<E> {
 
 impl PersistentCache {
     /// The value under `key`; on a miss, the value `compute` produces, which is stored under
-    /// `key` with `ttl` (`None`: the configured default TTL, as with [`set`](Self::set)).
+    /// `key` expiring as `expiry` says (a `Duration`, [`Expiry::Never`] or
+    /// [`Expiry::Default`], as for [`set_with_ttl`](Self::set_with_ttl)).
     ///
     /// Single-flight: when several tasks miss the same key at once (through any handles to
     /// the same directory in this process), `compute` runs in one of them (the leader) and the
@@ -165,12 +167,11 @@ impl PersistentCache {
     /// ```no_run
     /// # async fn demo() -> persistent_cache::Result<()> {
     /// use persistent_cache::{CacheOptions, PersistentCache};
-    /// use std::time::Duration;
-    ///
+    ///     ///
     /// let cache = PersistentCache::open(CacheOptions::new("tmp/cache")).await?;
     /// // However many tasks ask at once, the page is rendered once and cached for a minute.
     /// let page: String = cache
-    ///     .get_or_set_with("page:/", Some(Duration::from_secs(60)), || async {
+    ///     .get_or_set_with("page:/", Duration::from_secs(60), || async {
     ///         "<h1>Hello</h1>".to_owned()
     ///     })
     ///     .await?;
@@ -185,7 +186,7 @@ impl PersistentCache {
     pub async fn get_or_set_with<T, F, Fut>(
         &self,
         key: &str,
-        ttl: Option<Duration>,
+        expiry: impl Into<Expiry>,
         compute: F,
     ) -> crate::Result<T>
     where
@@ -193,11 +194,9 @@ impl PersistentCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.try_get_or_set_with(
-            key,
-            ttl,
-            || async move { Ok::<T, Infallible>(compute().await) },
-        )
+        self.try_get_or_set_with(key, expiry, || async move {
+            Ok::<T, Infallible>(compute().await)
+        })
         .await
         .map_err(|err| match err {
             GetOrSetError::Cache(err) => err,
@@ -220,7 +219,7 @@ impl PersistentCache {
     pub async fn try_get_or_set_with<T, E, F, Fut>(
         &self,
         key: &str,
-        ttl: Option<Duration>,
+        expiry: impl Into<Expiry>,
         compute: F,
     ) -> Result<T, GetOrSetError<E>>
     where
@@ -229,7 +228,7 @@ impl PersistentCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let ttl = ttl.or(self.options().default_ttl);
+        let expiry = expiry.into();
         let flight = loop {
             if let Some(bytes) = self.get_raw(key).await? {
                 return Ok(decode(&bytes)?);
@@ -272,12 +271,16 @@ impl PersistentCache {
             Ok(value) => {
                 let bytes = match encode(&value) {
                     Ok(bytes) => bytes,
-                    Err(message) => {
-                        flight.publish(Outcome::Unencodable(message.clone()));
-                        return Err(Error::Serialize(message).into());
+                    Err(err) => {
+                        let message = match &err {
+                            Error::Serialize(message) => message.clone(),
+                            other => other.to_string(),
+                        };
+                        flight.publish(Outcome::Unencodable(message));
+                        return Err(err.into());
                     }
                 };
-                let stored = self.set_raw(key, &bytes, ttl).await;
+                let stored = self.set_raw(key, &bytes, expiry).await;
                 flight.publish(Outcome::Value(bytes));
                 stored?;
                 Ok(value)
@@ -293,22 +296,11 @@ impl PersistentCache {
     }
 }
 
-/// CBOR-encodes `value`; the error message for [`Error::Serialize`].
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    ciborium::into_writer(value, &mut bytes).map_err(|err| err.to_string())?;
-    Ok(bytes)
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
-    ciborium::from_reader(bytes).map_err(|err| Error::Deserialize(err.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn outcome(receiver: &watch::Receiver<Slot>) -> Option<Arc<Outcome>> {
+    fn outcome(receiver: &watch::Receiver<Published>) -> Option<Arc<Outcome>> {
         receiver.borrow().clone()
     }
 

@@ -4,15 +4,23 @@
 //! thread hop or tokio `block_on` is needed. A trapped instance is dropped and a fresh one
 //! reopens the same directory, so the next call works.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::ResourceAny;
 
 use crate::error::{Error, Result};
 use crate::options::CacheOptions;
-use crate::runtime::Guest;
+use crate::runtime::{GuestCache, GuestInstance, OpenSettings, GUEST_DIRECTORY};
 
-enum GuestSlot {
+/// A guest instance and the handle of the cache it has open.
+struct Running {
+    instance: GuestInstance,
+    cache: ResourceAny,
+}
+
+enum State {
     /// A working guest with the cache open.
-    Ready(Box<Guest>),
+    Ready(Box<Running>),
     /// The previous guest trapped and restarting it failed; the next call tries again.
     NeedsRestart,
     /// The cache was closed.
@@ -21,7 +29,7 @@ enum GuestSlot {
 
 /// One cache's guest and what is needed to restart it after a trap.
 pub(crate) struct GuestSupervisor {
-    slot: GuestSlot,
+    state: State,
     directory: PathBuf,
     options: CacheOptions,
 }
@@ -32,34 +40,37 @@ impl GuestSupervisor {
     /// Edge cases: the errors of `open` (locked out by nobody here: the host lock is taken
     /// before), a component that fails to compile or instantiate (`Error::Wasm`).
     pub(crate) fn start(directory: PathBuf, options: CacheOptions) -> Result<GuestSupervisor> {
-        let guest = start_guest(&directory, &options)?;
+        let running = start_guest(&directory, &options)?;
         Ok(GuestSupervisor {
-            slot: GuestSlot::Ready(guest),
+            state: State::Ready(running),
             directory,
             options,
         })
     }
 
-    /// Runs `operation` on the guest, on the calling thread.
+    /// Runs `operation` on the cache, on the calling thread.
     ///
     /// Edge cases: after `close` → `Error::Closed`; the guest is restarted first if an earlier
     /// call trapped and its restart failed, and replaced afterwards if this call traps.
-    pub(crate) fn call<T>(&mut self, operation: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
-        if matches!(self.slot, GuestSlot::NeedsRestart) {
-            self.slot = GuestSlot::Ready(start_guest(&self.directory, &self.options)?);
+    pub(crate) fn call<T>(
+        &mut self,
+        operation: impl FnOnce(&mut GuestCache) -> Result<T>,
+    ) -> Result<T> {
+        if matches!(self.state, State::NeedsRestart) {
+            self.state = State::Ready(start_guest(&self.directory, &self.options)?);
         }
-        let GuestSlot::Ready(guest) = &mut self.slot else {
+        let State::Ready(running) = &mut self.state else {
             return Err(Error::Closed);
         };
-        let result = operation(guest);
-        if guest.trapped() {
+        let result = operation(&mut running.instance.cache(running.cache));
+        if running.instance.trapped() {
             // Drop the broken instance (and its open files) before starting a new one.
-            self.slot = GuestSlot::NeedsRestart;
+            self.state = State::NeedsRestart;
             if let Err(err) = &result {
                 tracing::warn!(directory = %self.directory.display(), error = %err, "the cache guest trapped; restarting it");
             }
             match start_guest(&self.directory, &self.options) {
-                Ok(guest) => self.slot = GuestSlot::Ready(guest),
+                Ok(running) => self.state = State::Ready(running),
                 Err(err) => {
                     tracing::warn!(directory = %self.directory.display(), error = %err, "cannot restart the cache guest; will retry on the next call");
                 }
@@ -70,16 +81,26 @@ impl GuestSupervisor {
 
     /// Closes the cache (writes the index snapshot); later calls fail with `Error::Closed`.
     pub(crate) fn close(&mut self) -> Result<()> {
-        match std::mem::replace(&mut self.slot, GuestSlot::Closed) {
-            GuestSlot::Ready(mut guest) if !guest.trapped() => guest.close(),
-            GuestSlot::Ready(_) | GuestSlot::NeedsRestart | GuestSlot::Closed => Ok(()),
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Ready(mut running) if !running.instance.trapped() => {
+                running.instance.cache(running.cache).close()
+            }
+            State::Ready(_) | State::NeedsRestart | State::Closed => Ok(()),
         }
     }
 }
 
 /// Instantiates a guest on `directory` and opens the cache in it.
-fn start_guest(directory: &std::path::Path, options: &CacheOptions) -> Result<Box<Guest>> {
-    let mut guest = Box::new(Guest::instantiate(directory, options)?);
-    guest.open(options.size_limit, options.sync)?;
-    Ok(guest)
+fn start_guest(directory: &Path, options: &CacheOptions) -> Result<Box<Running>> {
+    let read_only = options.read_only_value();
+    let mut instance =
+        GuestInstance::instantiate(&[(directory, GUEST_DIRECTORY)], read_only, options)?;
+    let settings = OpenSettings {
+        size_limit: options.size_limit_value(),
+        sync_writes: options.sync_value(),
+        default_ttl: options.default_ttl_value(),
+        read_only,
+    };
+    let cache = instance.open(GUEST_DIRECTORY, settings)?.handle();
+    Ok(Box::new(Running { instance, cache }))
 }

@@ -1,6 +1,6 @@
 //! End-to-end: the real guest component in the real wasmtime host, on real temp directories.
 
-use persistent_cache::{CacheOptions, Error, ManualClock, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, ManualClock, PersistentCache};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -410,7 +410,7 @@ async fn bad_keys_and_oversized_values_are_errors_that_change_nothing() {
     cache.set(&"k".repeat(4096), &1).await.unwrap();
     cache.delete(&"k".repeat(4096)).await.unwrap();
     let huge = vec![0u8; limit as usize];
-    match cache.set_raw("huge", &huge, None).await {
+    match cache.set_raw("huge", &huge, Expiry::Never).await {
         Err(Error::ValueTooLarge { size, limit: l }) => assert!(size > l && l == limit),
         other => panic!("expected ValueTooLarge, got {other:?}"),
     }

@@ -3,7 +3,7 @@
 //! miss and never a wrong (or deleted) value. Also: unknown files are left alone and a newer
 //! format version is refused.
 
-use persistent_cache::{CacheOptions, Error, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, PersistentCache};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,9 +43,9 @@ async fn populate(dir: &Path) -> Model {
             let v = value(i, round);
             if i % 4 == 0 {
                 let ttl = std::time::Duration::from_secs(3600);
-                cache.set_raw(&key, &v, Some(ttl)).await.unwrap();
+                cache.set_raw(&key, &v, ttl).await.unwrap();
             } else {
-                cache.set_raw(&key, &v, None).await.unwrap();
+                cache.set_raw(&key, &v, Expiry::Never).await.unwrap();
             }
             model.set(&key, v);
         }
@@ -147,7 +147,10 @@ async fn check_damaged(
     // The cache keeps working, and what it forgot stays forgotten: another open that replays
     // the whole log may forget more (it finds the damage the snapshot skipped), but nothing
     // comes back and nothing changes.
-    cache.set_raw("after-damage", b"new", None).await.unwrap();
+    cache
+        .set_raw("after-damage", b"new", Expiry::Never)
+        .await
+        .unwrap();
     assert_eq!(
         cache.get_raw("after-damage").await.unwrap().as_deref(),
         Some(&b"new"[..]),
@@ -266,12 +269,12 @@ async fn unknown_files_and_directories_are_left_alone() {
         .unwrap();
     for i in 0..200 {
         cache
-            .set_raw(&format!("k{i}"), &[i as u8; 700], None)
+            .set_raw(&format!("k{i}"), &[i as u8; 700], Expiry::Never)
             .await
             .unwrap();
     }
     cache.clear().await.unwrap();
-    cache.set_raw("k", b"v", None).await.unwrap();
+    cache.set_raw("k", b"v", Expiry::Never).await.unwrap();
     cache.close().await.unwrap();
     let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(32 * 1024))
         .await

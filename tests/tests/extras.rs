@@ -1,7 +1,7 @@
 //! End-to-end: add, touch, pop, incr, delete_prefix, expire and the expired/evicted counters,
 //! through the real component in the real host, including atomicity under concurrent tasks.
 
-use persistent_cache::{CacheOptions, Error, ManualClock, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, ManualClock, PersistentCache};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -71,7 +71,7 @@ async fn add_and_pop_have_exactly_one_winner_among_64_tasks() {
         let adds: Vec<_> = (0..64)
             .map(|task| {
                 let (cache, key) = (cache.clone(), key.clone());
-                tokio::spawn(async move { cache.add(&key, &task, None).await.unwrap() })
+                tokio::spawn(async move { cache.add(&key, &task, Expiry::Default).await.unwrap() })
             })
             .collect();
         let mut winners = 0;
@@ -150,18 +150,18 @@ async fn add_keeps_the_old_value_and_respects_ttl() {
     let cache = open_with_clock(dir.path(), &clock).await;
     assert!(!cache.contains("k").await.unwrap());
     assert!(cache
-        .add("k", "first", Some(Duration::from_secs(10)))
+        .add("k", "first", Duration::from_secs(10))
         .await
         .unwrap());
     assert!(cache.contains("k").await.unwrap());
-    assert!(!cache.add("k", "second", None).await.unwrap());
+    assert!(!cache.add("k", "second", Expiry::Default).await.unwrap());
     assert_eq!(
         cache.get::<String>("k").await.unwrap().as_deref(),
         Some("first")
     );
     clock.advance(Duration::from_secs(10));
     assert!(
-        cache.add("k", "third", None).await.unwrap(),
+        cache.add("k", "third", Expiry::Default).await.unwrap(),
         "expired counts as absent"
     );
     assert_eq!(
@@ -181,11 +181,11 @@ async fn touch_sets_and_clears_the_ttl_and_survives_a_restart() {
         .set_with_ttl("session", "alice", Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(!cache.touch("missing", None).await.unwrap());
+    assert!(!cache.touch("missing", Expiry::Never).await.unwrap());
     clock.advance(Duration::from_secs(50));
     // Sliding expiration: another 60 s from now.
     assert!(cache
-        .touch("session", Some(Duration::from_secs(60)))
+        .touch("session", Duration::from_secs(60))
         .await
         .unwrap());
     clock.advance(Duration::from_secs(50));
@@ -195,13 +195,16 @@ async fn touch_sets_and_clears_the_ttl_and_survives_a_restart() {
     let cache = open_with_clock(dir.path(), &clock).await;
     clock.advance(Duration::from_secs(9));
     assert!(cache.get::<String>("session").await.unwrap().is_some());
-    assert!(cache.touch("session", None).await.unwrap(), "clear the TTL");
+    assert!(
+        cache.touch("session", Expiry::Never).await.unwrap(),
+        "clear the TTL"
+    );
     clock.advance(Duration::from_secs(365 * 24 * 3600));
     assert_eq!(
         cache.get::<String>("session").await.unwrap().as_deref(),
         Some("alice")
     );
-    assert!(cache.touch("session", Some(Duration::ZERO)).await.unwrap());
+    assert!(cache.touch("session", Duration::ZERO).await.unwrap());
     assert_eq!(cache.get::<String>("session").await.unwrap(), None);
 }
 

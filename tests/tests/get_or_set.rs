@@ -1,6 +1,6 @@
 //! End-to-end: single-flight `get_or_set_with` / `try_get_or_set_with` on the real component.
 
-use persistent_cache::{CacheOptions, Error, GetOrSetError, ManualClock, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, GetOrSetError, ManualClock, PersistentCache};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
@@ -97,7 +97,7 @@ async fn a_stampede_of_100_tasks_computes_once() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 cache
-                    .get_or_set_with("report:q1", None, || async move {
+                    .get_or_set_with("report:q1", Expiry::Default, || async move {
                         computed.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(100)).await;
                         report()
@@ -143,7 +143,7 @@ async fn handles_from_separate_opens_share_the_flight() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 cache
-                    .get_or_set_with("shared", None, || async move {
+                    .get_or_set_with("shared", Expiry::Default, || async move {
                         computed.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(100)).await;
                         "computed once".to_owned()
@@ -185,7 +185,7 @@ async fn a_failed_computation_is_shared_not_stored_and_retried_next_time() {
                 barrier.wait().await;
                 arrivals.arrive();
                 cache
-                    .try_get_or_set_with("flaky", None, || async move {
+                    .try_get_or_set_with("flaky", Expiry::Default, || async move {
                         let attempt = computed.fetch_add(1, Ordering::SeqCst) + 1;
                         arrivals.wait_for(TASKS).await;
                         Err::<Report, _>(UpstreamDown { attempt })
@@ -221,7 +221,7 @@ async fn a_failed_computation_is_shared_not_stored_and_retried_next_time() {
     // Nothing was stored; the next call computes again and stores its value.
     assert_eq!(cache.get::<Report>("flaky").await.unwrap(), None);
     let value = cache
-        .try_get_or_set_with("flaky", None, || async {
+        .try_get_or_set_with("flaky", Expiry::Default, || async {
             computed.fetch_add(1, Ordering::SeqCst);
             Ok::<_, UpstreamDown>(report())
         })
@@ -239,7 +239,7 @@ async fn a_hit_is_returned_without_computing() {
     cache.set("report", &report()).await.unwrap();
     let computed = AtomicUsize::new(0);
     let value: Report = cache
-        .get_or_set_with("report", None, || async {
+        .get_or_set_with("report", Expiry::Default, || async {
             computed.fetch_add(1, Ordering::SeqCst);
             panic!("a hit must not compute");
         })
@@ -247,7 +247,7 @@ async fn a_hit_is_returned_without_computing() {
         .unwrap();
     assert_eq!(value, report());
     let value = cache
-        .try_get_or_set_with("report", None, || async {
+        .try_get_or_set_with("report", Expiry::Default, || async {
             computed.fetch_add(1, Ordering::SeqCst);
             Err::<Report, _>(UpstreamDown { attempt: 0 })
         })
@@ -258,7 +258,7 @@ async fn a_hit_is_returned_without_computing() {
 
     // A stored value of another type is a decoding error, not a recomputation.
     let wrong = cache
-        .get_or_set_with("report", None, || async {
+        .get_or_set_with("report", Expiry::Default, || async {
             computed.fetch_add(1, Ordering::SeqCst);
             7_u32
         })
@@ -276,7 +276,7 @@ async fn an_explicit_ttl_expires_and_the_next_call_recomputes() {
         .unwrap();
     let computed = AtomicUsize::new(0);
     let next = || async { u32::try_from(computed.fetch_add(1, Ordering::SeqCst) + 1).unwrap() };
-    let ttl = Some(Duration::from_secs(60));
+    let ttl = Duration::from_secs(60);
     assert_eq!(cache.get_or_set_with("token", ttl, next).await.unwrap(), 1);
     clock.advance(Duration::from_secs(59));
     assert_eq!(cache.get_or_set_with("token", ttl, next).await.unwrap(), 1);
@@ -289,12 +289,18 @@ async fn an_explicit_ttl_expires_and_the_next_call_recomputes() {
 
     // No TTL and no default TTL: the entry never expires.
     assert_eq!(
-        cache.get_or_set_with("forever", None, next).await.unwrap(),
+        cache
+            .get_or_set_with("forever", Expiry::Default, next)
+            .await
+            .unwrap(),
         3
     );
     clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
     assert_eq!(
-        cache.get_or_set_with("forever", None, next).await.unwrap(),
+        cache
+            .get_or_set_with("forever", Expiry::Default, next)
+            .await
+            .unwrap(),
         3
     );
     assert_eq!(computed.load(Ordering::SeqCst), 3);
@@ -313,16 +319,34 @@ async fn no_ttl_means_the_default_ttl() {
     .unwrap();
     let computed = AtomicUsize::new(0);
     let next = || async { u32::try_from(computed.fetch_add(1, Ordering::SeqCst) + 1).unwrap() };
-    assert_eq!(cache.get_or_set_with("temp", None, next).await.unwrap(), 1);
+    assert_eq!(
+        cache
+            .get_or_set_with("temp", Expiry::Default, next)
+            .await
+            .unwrap(),
+        1
+    );
     // An explicit TTL overrides the default.
-    let long = Some(Duration::from_secs(3600));
+    let long = Duration::from_secs(3600);
     assert_eq!(cache.get_or_set_with("long", long, next).await.unwrap(), 2);
     clock.advance(Duration::from_secs(299));
-    assert_eq!(cache.get_or_set_with("temp", None, next).await.unwrap(), 1);
+    assert_eq!(
+        cache
+            .get_or_set_with("temp", Expiry::Default, next)
+            .await
+            .unwrap(),
+        1
+    );
     clock.advance(Duration::from_secs(1));
     assert_eq!(cache.get::<u32>("temp").await.unwrap(), None, "expired");
     assert_eq!(cache.get::<u32>("long").await.unwrap(), Some(2));
-    assert_eq!(cache.get_or_set_with("temp", None, next).await.unwrap(), 3);
+    assert_eq!(
+        cache
+            .get_or_set_with("temp", Expiry::Default, next)
+            .await
+            .unwrap(),
+        3
+    );
     assert_eq!(computed.load(Ordering::SeqCst), 3);
 }
 
@@ -337,7 +361,7 @@ async fn start_stuck_leader(
     let cache = cache.clone();
     let leader = tokio::spawn(async move {
         cache
-            .get_or_set_with(key, None, || async move {
+            .get_or_set_with(key, Expiry::Default, || async move {
                 started_tx.send(()).unwrap();
                 match fail {
                     Some(fail) => {
@@ -367,7 +391,7 @@ fn spawn_waiters(
             let computed = Arc::clone(computed);
             tokio::spawn(async move {
                 cache
-                    .get_or_set_with(key, None, || async move {
+                    .get_or_set_with(key, Expiry::Default, || async move {
                         computed.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(50)).await;
                         42
@@ -421,7 +445,7 @@ async fn a_panicking_computation_hands_over_to_a_waiter() {
         // The panic left the cache usable.
         assert_eq!(
             cache
-                .get_or_set_with("after", None, || async { 1_u8 })
+                .get_or_set_with("after", Expiry::Default, || async { 1_u8 })
                 .await
                 .unwrap(),
             1
@@ -449,7 +473,7 @@ async fn different_keys_compute_independently_and_concurrently() {
                 let both_running = Arc::clone(&both_running);
                 tokio::spawn(async move {
                     let value = cache
-                        .get_or_set_with(key, None, || async move {
+                        .get_or_set_with(key, Expiry::Default, || async move {
                             computed.fetch_add(1, Ordering::SeqCst);
                             both_running.wait().await;
                             format!("value of {key}")
@@ -495,7 +519,7 @@ async fn a_value_too_large_to_store_fails_the_leader_but_reaches_the_waiters() {
             tokio::spawn(async move {
                 arrivals.arrive();
                 cache
-                    .try_get_or_set_with("huge", None, || async move {
+                    .try_get_or_set_with("huge", Expiry::Default, || async move {
                         computed.fetch_add(1, Ordering::SeqCst);
                         arrivals.wait_for(TASKS).await;
                         Ok::<_, UpstreamDown>(huge)
@@ -539,7 +563,7 @@ async fn a_waiter_with_another_error_type_computes_for_itself() {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
-                    .try_get_or_set_with("mixed", None, || async move {
+                    .try_get_or_set_with("mixed", Expiry::Default, || async move {
                         started_tx.send(()).unwrap();
                         fail_rx.await.unwrap();
                         Err::<u32, _>(UpstreamDown { attempt: 1 })
@@ -552,7 +576,9 @@ async fn a_waiter_with_another_error_type_computes_for_itself() {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
-                    .try_get_or_set_with("mixed", None, || async { Ok::<u32, OtherError>(5) })
+                    .try_get_or_set_with("mixed", Expiry::Default, || async {
+                        Ok::<u32, OtherError>(5)
+                    })
                     .await
             })
         };

@@ -310,7 +310,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
     );
     cache.set("from-rust", "hello from rust ✓").await.unwrap();
     cache
-        .set_raw("raw-from-rust", &[9, 8, 7], Some(Duration::from_secs(3600)))
+        .set_raw("raw-from-rust", &[9, 8, 7], Duration::from_secs(3600))
         .await
         .unwrap();
     cache.close().await.unwrap();

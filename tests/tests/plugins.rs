@@ -3,7 +3,7 @@
 
 use persistent_cache::test_support::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
 use persistent_cache::{
-    CacheOptions, Error, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions,
+    CacheOptions, Error, Expiry, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions,
     PLUGINS_DIRECTORY,
 };
 use std::collections::BTreeMap;
@@ -125,10 +125,13 @@ async fn plugins_cannot_reach_each_other_or_the_application() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path()).await;
     cache
-        .set_raw("shared/secret", b"app data", None)
+        .set_raw("shared/secret", b"app data", Expiry::Never)
         .await
         .unwrap();
-    cache.set_raw("secret", b"app data", None).await.unwrap();
+    cache
+        .set_raw("secret", b"app data", Expiry::Never)
+        .await
+        .unwrap();
     let alpha = probe("alpha").await;
     let beta = probe("beta").await;
 

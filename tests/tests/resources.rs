@@ -2,7 +2,7 @@
 //! disk (a real tmpfs where the test may mount one, and `RLIMIT_FSIZE` everywhere), read-only
 //! and inaccessible directories, and the one-owner-per-directory lock between processes.
 
-use persistent_cache::{CacheOptions, Error, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, PersistentCache};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
     let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(limit))
         .await
         .unwrap();
-    cache.set_raw("keep", b"me", None).await.unwrap();
+    cache.set_raw("keep", b"me", Expiry::Never).await.unwrap();
     let before = snapshot(dir.path());
 
     // The limit is 4096 bytes of UTF-8, not 4096 characters. (A Rust `&str` is always valid
@@ -47,7 +47,7 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
         "😀".repeat(1025),      // 4100 bytes
     ];
     for key in &too_long {
-        match cache.set_raw(key, b"v", None).await {
+        match cache.set_raw(key, b"v", Expiry::Never).await {
             Err(e @ Error::InvalidKey(_)) => {
                 assert!(e.to_string().contains("4096"), "{e}");
                 assert!(e.to_string().contains(&key.len().to_string()), "{e}");
@@ -60,13 +60,13 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
         ));
         assert!(matches!(cache.delete(key).await, Err(Error::InvalidKey(_))));
     }
-    match cache.set_raw("", b"v", None).await {
+    match cache.set_raw("", b"v", Expiry::Never).await {
         Err(e @ Error::InvalidKey(_)) => assert!(e.to_string().contains("empty"), "{e}"),
         other => panic!("expected InvalidKey, got {other:?}"),
     }
     // Entries bigger than the whole limit: refused with both sizes named.
     for len in [limit as usize, 10 * limit as usize] {
-        match cache.set_raw("huge", &vec![1u8; len], None).await {
+        match cache.set_raw("huge", &vec![1u8; len], Expiry::Never).await {
             Err(e @ Error::ValueTooLarge { .. }) => {
                 let Error::ValueTooLarge { size, limit: l } = e else {
                     unreachable!()
@@ -86,15 +86,21 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
     // value whose entry (23-byte header, key, value) plus the 16-byte metadata file fits.
     for key in ["k".repeat(4096), "é".repeat(2048), "€".repeat(1365) + "k"] {
         assert_eq!(key.len(), 4096);
-        cache.set_raw(&key, b"ok", None).await.unwrap();
+        cache.set_raw(&key, b"ok", Expiry::Never).await.unwrap();
         assert_eq!(
             cache.get_raw(&key).await.unwrap().as_deref(),
             Some(&b"ok"[..])
         );
     }
-    cache.set_raw("nul\0inside", b"fine", None).await.unwrap();
+    cache
+        .set_raw("nul\0inside", b"fine", Expiry::Never)
+        .await
+        .unwrap();
     let largest = vec![5u8; limit as usize - 16 - 23 - 7];
-    cache.set_raw("largest", &largest, None).await.unwrap();
+    cache
+        .set_raw("largest", &largest, Expiry::Never)
+        .await
+        .unwrap();
     assert_eq!(
         cache.get_raw("largest").await.unwrap(),
         Some(largest.clone())

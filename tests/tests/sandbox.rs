@@ -3,7 +3,7 @@
 //! which turns keys starting with `"\0pcache-fault:"` into commands; the released one cannot.
 
 use persistent_cache::test_support::{guest_component, FAULT_INJECTION_COMPONENT};
-use persistent_cache::{CacheOptions, Error, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, PersistentCache};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ async fn populate(cache: &PersistentCache) -> Vec<(String, Option<Vec<u8>>)> {
     for i in 0..100u32 {
         let key = format!("entry:{i}");
         let value = i.to_le_bytes().repeat(50);
-        cache.set_raw(&key, &value, None).await.unwrap();
+        cache.set_raw(&key, &value, Expiry::Never).await.unwrap();
         if i % 10 == 0 {
             assert!(cache.delete(&key).await.unwrap());
             expected.push((key, None));
@@ -49,7 +49,7 @@ async fn fault(
     value: &[u8],
 ) -> persistent_cache::Result<()> {
     cache
-        .set_raw(&format!("{FAULT}{command}"), value, None)
+        .set_raw(&format!("{FAULT}{command}"), value, Expiry::Never)
         .await
 }
 
@@ -67,7 +67,10 @@ async fn a_trap_is_an_error_and_the_restarted_engine_has_every_acknowledged_writ
     }
     // The next call runs on a fresh instance that recovered the directory from disk.
     assert_contents(&cache, &expected).await;
-    cache.set_raw("after", b"works", None).await.unwrap();
+    cache
+        .set_raw("after", b"works", Expiry::Never)
+        .await
+        .unwrap();
     assert_eq!(cache.stats().await.unwrap().entries, 91);
 
     // A trap after a write completed but before it was acknowledged: the write is on disk and
@@ -113,7 +116,10 @@ async fn a_call_past_the_time_limit_is_interrupted_and_the_engine_restarted() {
         started.elapsed()
     );
     assert_contents(&cache, &expected).await;
-    cache.set_raw("after", b"works", None).await.unwrap();
+    cache
+        .set_raw("after", b"works", Expiry::Never)
+        .await
+        .unwrap();
     assert_eq!(
         cache.get_raw("after").await.unwrap().as_deref(),
         Some(&b"works"[..])
@@ -130,7 +136,7 @@ async fn memory_past_the_limit_is_an_error_and_the_engine_restarted() {
     let expected = populate(&cache).await;
     // A value the size limit allows but the memory limit does not: it cannot even be passed in.
     let big = vec![7u8; 20 << 20];
-    match cache.set_raw("big", &big, None).await {
+    match cache.set_raw("big", &big, Expiry::Never).await {
         Err(e @ Error::MemoryLimit { .. }) => {
             assert!(matches!(e, Error::MemoryLimit { limit: l } if l == limit));
             assert!(e.to_string().contains("memory limit"), "{e}");
@@ -147,7 +153,10 @@ async fn memory_past_the_limit_is_an_error_and_the_engine_restarted() {
     assert_contents(&cache, &expected).await;
     // Values well within the limit still work.
     let medium = vec![9u8; 2 << 20];
-    cache.set_raw("medium", &medium, None).await.unwrap();
+    cache
+        .set_raw("medium", &medium, Expiry::Never)
+        .await
+        .unwrap();
     assert_eq!(cache.get_raw("medium").await.unwrap(), Some(medium));
 }
 
@@ -186,7 +195,7 @@ async fn the_release_component_has_no_fault_hook_and_fault_keys_are_ordinary_key
         .unwrap();
     for command in ["trap", "spin", "grow-memory", "open-outside"] {
         let key = format!("{FAULT}{command}");
-        cache.set_raw(&key, b"data", None).await.unwrap();
+        cache.set_raw(&key, b"data", Expiry::Never).await.unwrap();
         assert_eq!(
             cache.get_raw(&key).await.unwrap().as_deref(),
             Some(&b"data"[..])
@@ -207,7 +216,7 @@ async fn the_guest_cannot_open_anything_outside_its_directory() {
     std::os::unix::fs::symlink(&secret, data.join("link-out")).unwrap();
     std::os::unix::fs::symlink(outer.path(), data.join("dir-out")).unwrap();
     let cache = PersistentCache::open(options(&dir)).await.unwrap();
-    cache.set_raw("kept", b"yes", None).await.unwrap();
+    cache.set_raw("kept", b"yes", Expiry::Never).await.unwrap();
     let attempts = [
         "../secret.txt".to_owned(),
         "../created-by-guest".to_owned(),
@@ -225,10 +234,14 @@ async fn the_guest_cannot_open_anything_outside_its_directory() {
     for path in &attempts {
         match fault(&cache, "open-outside", path.as_bytes()).await {
             // Refused by the one and only preopen, the cache directory.
-            Err(Error::Io(message)) => assert!(
-                message.contains("refused by every preopen [/cache: ") && !message.contains(", "),
-                "{path}: {message}"
-            ),
+            Err(Error::Io(err)) => {
+                let message = err.to_string();
+                assert!(
+                    message.contains("refused by every preopen [/cache: ")
+                        && !message.contains(", "),
+                    "{path}: {message}"
+                );
+            }
             other => panic!("the guest opened {path:?} outside its directory: {other:?}"),
         }
     }
@@ -280,7 +293,10 @@ async fn keys_that_look_like_paths_stay_keys_inside_the_directory() {
         ".lock",
     ];
     for (i, key) in keys.iter().enumerate() {
-        cache.set_raw(key, &[i as u8; 64], None).await.unwrap();
+        cache
+            .set_raw(key, &[i as u8; 64], Expiry::Never)
+            .await
+            .unwrap();
     }
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(

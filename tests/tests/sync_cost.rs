@@ -2,7 +2,7 @@
 //! are not asserted). Run it with
 //! `cargo test --release -p persistent-cache-tests --test sync_cost -- --ignored --nocapture`.
 
-use persistent_cache::{CacheOptions, PersistentCache};
+use persistent_cache::{CacheOptions, Expiry, PersistentCache};
 use std::time::Instant;
 
 async fn sets_per_second(sync: bool, count: usize, value_len: usize) -> f64 {
@@ -12,11 +12,14 @@ async fn sets_per_second(sync: bool, count: usize, value_len: usize) -> f64 {
         .unwrap();
     let value = vec![7u8; value_len];
     // Warm up: the first calls compile nothing, but create the first segment.
-    cache.set_raw("warm-up", &value, None).await.unwrap();
+    cache
+        .set_raw("warm-up", &value, Expiry::Never)
+        .await
+        .unwrap();
     let started = Instant::now();
     for i in 0..count {
         cache
-            .set_raw(&format!("key:{i}"), &value, None)
+            .set_raw(&format!("key:{i}"), &value, Expiry::Never)
             .await
             .unwrap();
     }

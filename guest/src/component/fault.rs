@@ -1,6 +1,6 @@
 //! The fault-injection test hook, compiled only with the `fault-injection` feature (test builds).
 
-use super::{wit, with_engine};
+use super::{wit, CacheResource};
 
 /// Keys starting with this are fault commands instead of keys (see [`inject`]).
 pub(super) const PREFIX: &str = "\u{0}pcache-fault:";
@@ -13,7 +13,7 @@ pub(super) const PREFIX: &str = "\u{0}pcache-fault:";
 /// lossily decoded) through every preopened directory and returns `io` listing the refusals, or
 /// `Ok` if any open succeeded (a sandbox escape). Unknown commands are `invalid-key`. Every error
 /// message starts with "pcache-fault", which tells this build apart from the released one.
-pub(super) fn inject(command: &str, value: &[u8]) -> Result<(), wit::Error> {
+pub(super) fn inject(cache: &CacheResource, command: &str, value: &[u8]) -> Result<(), wit::Error> {
     use wasip2::filesystem::preopens::get_directories;
     use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     match command {
@@ -44,14 +44,17 @@ pub(super) fn inject(command: &str, value: &[u8]) -> Result<(), wit::Error> {
                     Err(code) => refusals.push(format!("{name}: {}", code.name())),
                 }
             }
-            Err(wit::Error::Io(format!(
-                "pcache-fault open-outside: opening {path:?} was refused by every preopen [{}]",
-                refusals.join(", ")
-            )))
+            Err(wit::Error::Io(wit::IoError {
+                kind: wit::IoKind::PermissionDenied,
+                message: format!(
+                    "pcache-fault open-outside: opening {path:?} was refused by every preopen [{}]",
+                    refusals.join(", ")
+                ),
+            }))
         }
         other => match other.strip_prefix("trap-after-set:") {
             Some(key) => {
-                with_engine(|e| e.set(key, value, None))?;
+                cache.with_engine(|e| e.set(key, value, None))?;
                 core::arch::wasm32::unreachable()
             }
             None => Err(wit::Error::InvalidKey(format!(

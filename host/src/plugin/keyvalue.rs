@@ -16,7 +16,8 @@ use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::limits::REPLY_ENTRY_BYTES;
 use super::PluginState;
 use crate::error::Error;
-use crate::runtime::{Guest, HostLimitHit};
+use crate::expiry::Expiry;
+use crate::runtime::{GuestCache, HostLimitHit};
 
 /// Keys returned per `list-keys` page.
 const LIST_PAGE: u32 = 1000;
@@ -118,7 +119,7 @@ impl PluginState {
     /// checking the plugin's deadline.
     fn with_cache<T>(
         &self,
-        operation: impl FnOnce(&mut Guest) -> Result<T, Failed>,
+        operation: impl FnOnce(&mut GuestCache) -> Result<T, Failed>,
     ) -> Result<T, Failed> {
         self.limits.check_time()?;
         // The outer error: the cache could not run the call at all (closed, or restarting).
@@ -188,7 +189,7 @@ impl store::HostBucket for PluginState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let key = self.full_key(&bucket, &key)?;
-        settle(self.with_cache(|cache| Ok(cache.set(&key, &value, None)?)))
+        settle(self.with_cache(|cache| Ok(cache.set(&key, &value, Expiry::Never)?)))
     }
 
     fn delete(
@@ -286,7 +287,7 @@ impl atomics::Host for PluginState {
                 store::Error::Other(format!("{base} + {delta} overflows the counter {key:?}"))
             })?;
             limits.check_time()?;
-            cache.set(&full, n.to_string().as_bytes(), None)?;
+            cache.set(&full, n.to_string().as_bytes(), Expiry::Never)?;
             Ok(n)
         }))
     }
@@ -305,7 +306,7 @@ impl atomics::Host for PluginState {
                 return Ok(Some(now));
             }
             limits.check_time()?;
-            cache.set(&handle.key, &value, None)?;
+            cache.set(&handle.key, &value, Expiry::Never)?;
             Ok(None)
         });
         Ok(match settle(swapped)? {
@@ -357,7 +358,7 @@ impl batch::Host for PluginState {
         settle(self.with_cache(|cache| {
             for (key, value) in &key_values {
                 limits.check_time()?;
-                cache.set(&format!("{prefix}{key}"), value, None)?;
+                cache.set(&format!("{prefix}{key}"), value, Expiry::Never)?;
             }
             Ok(())
         }))

@@ -9,6 +9,9 @@
 
 mod keyvalue;
 mod limits;
+mod store;
+
+pub use store::MIN_PLUGIN_STORE;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -290,6 +293,7 @@ impl PersistentCache {
             .await?;
         // The plugin's cache engine runs with the plugin's limits: its work counts against them.
         let store_options = self
+            .inner
             .plugin_store_options(&plugin.name, size_limit)
             .memory_limit(options.memory_limit)
             .time_limit(options.time_limit);

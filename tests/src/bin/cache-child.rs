@@ -13,7 +13,7 @@
 #[path = "../workload.rs"]
 mod workload;
 
-use persistent_cache::{CacheOptions, Error, PersistentCache};
+use persistent_cache::{CacheOptions, Error, Expiry, PersistentCache};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,7 +116,7 @@ async fn run_probe(
     };
     println!("outcome={outcome}");
     println!("elapsed_ms={}", elapsed.as_millis());
-    cache.set_raw("after", b"app", None).await?;
+    cache.set_raw("after", b"app", Expiry::Never).await?;
     let app = cache.get_raw("after").await?;
     println!(
         "after_app={}",
@@ -175,7 +175,8 @@ async fn run_workload(dir: &str, args: &[String]) -> AnyResult<()> {
                 len,
                 ttl_ms,
             } => {
-                let ttl = ttl_ms.map(Duration::from_millis);
+                let ttl =
+                    ttl_ms.map_or(Expiry::Never, |ms| Expiry::After(Duration::from_millis(ms)));
                 cache.set_raw(&key(k), &value(seed, seq, len), ttl).await?;
             }
             Op::Delete { key: k } => {
@@ -296,7 +297,10 @@ mod disk_full {
         let mut acked = 0;
         let mut error = None;
         for i in 0..2048 {
-            match cache.set_raw(&format!("k{i}"), &entry(i), None).await {
+            match cache
+                .set_raw(&format!("k{i}"), &entry(i), Expiry::Never)
+                .await
+            {
                 Ok(()) => acked += 1,
                 Err(e) => {
                     error = Some(e);
@@ -311,7 +315,9 @@ mod disk_full {
             None => println!("full-error none"),
         }
         check("readable-while-full", all_readable(&cache, acked).await);
-        let refused = cache.set_raw("k0", &vec![7u8; 64 * 1024], None).await;
+        let refused = cache
+            .set_raw("k0", &vec![7u8; 64 * 1024], Expiry::Never)
+            .await;
         let kept = cache.get_raw("k0").await?;
         check(
             "overwrite-refused-old-kept",
@@ -335,8 +341,10 @@ mod disk_full {
             },
         }
         let again = async {
-            cache.set_raw("after", &entry(9999), None).await?;
-            cache.set_raw("k0", &vec![7u8; 64 * 1024], None).await?;
+            cache.set_raw("after", &entry(9999), Expiry::Never).await?;
+            cache
+                .set_raw("k0", &vec![7u8; 64 * 1024], Expiry::Never)
+                .await?;
             Ok::<_, Error>((cache.get_raw("after").await?, cache.get_raw("k0").await?))
         };
         check(

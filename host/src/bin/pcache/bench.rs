@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use persistent_cache::{CacheOptions, PersistentCache};
+use persistent_cache::{CacheOptions, Expiry, PersistentCache};
 use persistent_cache_guest::storage::StdStorage;
 use persistent_cache_guest::{Engine, EngineOptions, SystemClock};
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,7 @@ impl Subject {
 
     async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
-            Subject::Wasm(cache) => cache.set_raw(key, value, None).await?,
+            Subject::Wasm(cache) => cache.set_raw(key, value, Expiry::Never).await?,
             Subject::Native(engine) => lock(engine).set(key, value, None)?,
         }
         Ok(())

@@ -1,9 +1,7 @@
 //! The cache commands shared by the one-shot CLI and the REPL, and how values print.
 
-use std::time::Duration;
-
 use clap::Subcommand;
-use persistent_cache::{PersistentCache, Stats};
+use persistent_cache::{Expiry, PersistentCache, Stats};
 use serde::{Serialize, Serializer};
 use serde_json::Value as Json;
 
@@ -21,9 +19,10 @@ pub enum Op {
     Set {
         key: String,
         value: String,
-        /// Expire after this many seconds [default: $CACHE_CONTENT_TTL, else never].
-        #[arg(long, value_name = "SECONDS")]
-        ttl: Option<u64>,
+        /// When it expires: a duration (300, 300s, 5m, 1h 30m), "never", or "default"
+        /// [default: $CACHE_CONTENT_TTL, else never]. 0 is refused.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<Expiry>,
     },
     /// Remove KEY (exit 1 if it was not there).
     Delete { key: String },
@@ -37,16 +36,18 @@ pub enum Op {
     Add {
         key: String,
         value: String,
-        /// Expire after this many seconds [default: $CACHE_CONTENT_TTL, else never].
-        #[arg(long, value_name = "SECONDS")]
-        ttl: Option<u64>,
+        /// When it expires: a duration (300, 300s, 5m, 1h 30m), "never", or "default"
+        /// [default: $CACHE_CONTENT_TTL, else never]. 0 is refused.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<Expiry>,
     },
-    /// Mark KEY recently used and give it a new TTL; without --ttl it never expires (exit 1 if absent).
+    /// Mark KEY recently used and give it a new expiry from now (exit 1 if absent).
     Touch {
         key: String,
-        /// Expire this many seconds from now.
-        #[arg(long, value_name = "SECONDS")]
-        ttl: Option<u64>,
+        /// When it expires: a duration (300, 300s, 5m, 1h 30m), "never", or "default"
+        /// [default: $CACHE_CONTENT_TTL, else never]. 0 is refused.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<Expiry>,
     },
     /// Print the value under KEY as JSON and remove it (exit 1 on a miss).
     Pop { key: String },
@@ -58,10 +59,11 @@ pub enum Op {
         /// The value an absent KEY starts from.
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         default: i64,
-        /// A counter this call creates expires after this many seconds; an existing one keeps
-        /// its expiry [default: $CACHE_CONTENT_TTL, else never].
-        #[arg(long, value_name = "SECONDS")]
-        ttl: Option<u64>,
+        /// When a counter this call creates expires (an existing one keeps its expiry): a
+        /// duration (60, 60s, 1m), "never", or "default" [default: $CACHE_CONTENT_TTL, else
+        /// never]. 0 is refused.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<Expiry>,
     },
     /// Remove every key that starts with PREFIX and print how many there were.
     DeletePrefix { prefix: String },
@@ -113,15 +115,10 @@ impl Op {
                 None => None,
             }),
             Op::Set { key, value, ttl } => {
-                let value = ValueArg::new(value);
-                match ttl {
-                    Some(secs) => {
-                        cache
-                            .set_with_ttl(key, &value, Duration::from_secs(*secs))
-                            .await?
-                    }
-                    None => cache.set(key, &value).await?,
-                }
+                let expiry = ttl.unwrap_or_default();
+                cache
+                    .set_with_ttl(key, &ValueArg::new(value), expiry)
+                    .await?;
                 Outcome::Done
             }
             Op::Delete { key } => Outcome::Deleted(cache.delete(key).await?),
@@ -134,11 +131,11 @@ impl Op {
                 Outcome::Keys(cache.keys(prefix.as_deref().unwrap_or("")).await?)
             }
             Op::Add { key, value, ttl } => {
-                let ttl = ttl.map(Duration::from_secs);
-                Outcome::Added(cache.add(key, &ValueArg::new(value), ttl).await?)
+                let expiry = ttl.unwrap_or_default();
+                Outcome::Added(cache.add(key, &ValueArg::new(value), expiry).await?)
             }
             Op::Touch { key, ttl } => {
-                Outcome::Touched(cache.touch(key, ttl.map(Duration::from_secs)).await?)
+                Outcome::Touched(cache.touch(key, ttl.unwrap_or_default()).await?)
             }
             Op::Pop { key } => Outcome::Value(match cache.pop_raw(key).await? {
                 Some(bytes) => Some(cbor_to_json(&bytes)?),
@@ -149,13 +146,10 @@ impl Op {
                 delta,
                 default,
                 ttl,
-            } => Outcome::Number(match ttl {
-                Some(secs) => {
-                    let ttl = Duration::from_secs(*secs);
-                    cache.incr_with_ttl(key, *delta, *default, ttl).await?
-                }
-                None => cache.incr(key, *delta, *default).await?,
-            }),
+            } => {
+                let expiry = ttl.unwrap_or_default();
+                Outcome::Number(cache.incr_with_ttl(key, *delta, *default, expiry).await?)
+            }
             Op::DeletePrefix { prefix } => {
                 Outcome::Number(count(cache.delete_prefix(prefix).await?))
             }

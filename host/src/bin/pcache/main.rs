@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use persistent_cache::{CacheOptions, CodeCache, PersistentCache};
+use persistent_cache::{
+    CacheOptions, CodeCache, PersistentCache, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL,
+    ENV_SIZE_LIMIT,
+};
 
 use command::{Op, Outcome};
 
@@ -27,6 +30,10 @@ struct Cli {
     /// Size limit in bytes or with a unit: 500MB, 1GiB [default: $CACHE_SIZE_LIMIT, else 500 MiB].
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size_arg)]
     size_limit: Option<u64>,
+    /// Open the cache read-only: nothing is written, writes fail. Reads (get, keys, stats)
+    /// of a directory you cannot write fall back to this by themselves.
+    #[arg(long, global = true)]
+    read_only: bool,
     /// Run this guest component (.wasm) instead of the embedded one.
     #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
@@ -54,14 +61,7 @@ enum CliCommand {
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
-    let size = parse_size::Config::new()
-        .with_binary()
-        .parse_size(text)
-        .map_err(|e| format!("{e} (use bytes or a unit: 500MB, 1GiB)"))?;
-    if size == 0 {
-        return Err("the size limit must be more than 0 bytes".into());
-    }
-    Ok(size)
+    persistent_cache::parse_size(text)
 }
 
 fn main() -> ExitCode {
@@ -133,23 +133,65 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The options: environment and `.env` first, flags over them.
+/// The options: environment and `.env` first, flags over them. A variable whose flag is given
+/// is not read at all, so a flag wins over a malformed variable too.
 fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
-    let mut options = CacheOptions::from_env()?;
+    let lookup = persistent_cache::env_lookup()?;
+    let mut options = CacheOptions::default();
+    for (variable, flag_given) in [
+        (ENV_DIRECTORY, cli.dir.is_some()),
+        (ENV_SIZE_LIMIT, cli.size_limit.is_some()),
+        (ENV_CONTENT_TTL, false),
+        (ENV_SEARCH_TTL, false),
+    ] {
+        if let (false, Some(value)) = (flag_given, lookup(variable)) {
+            options = options.with_var(variable, &value)?;
+        }
+    }
     if let Some(dir) = &cli.dir {
         options = options.directory(dir.clone());
     }
     if let Some(size_limit) = cli.size_limit {
         options = options.size_limit(size_limit);
     }
+    if cli.read_only {
+        options = options.read_only(true);
+    }
     Ok(options
         .component(cli.component.clone())
         .code_cache(CodeCache::for_user()))
 }
 
+/// Opens the cache; a command that only reads falls back to a read-only open when the
+/// directory cannot be written (permission denied, read-only filesystem).
+async fn open_cache(cli: &Cli, options: CacheOptions) -> anyhow::Result<PersistentCache> {
+    let reads_only = matches!(
+        cli.command,
+        Some(CliCommand::Op(Op::Get { .. } | Op::Keys { .. } | Op::Stats))
+    );
+    match PersistentCache::open(options.clone()).await {
+        Err(err) if reads_only && !cli.read_only && cannot_write(&err) => {
+            Ok(PersistentCache::open(options.read_only(true)).await?)
+        }
+        opened => Ok(opened?),
+    }
+}
+
+/// True if `err` says the cache directory cannot be written.
+fn cannot_write(err: &persistent_cache::Error) -> bool {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    match err {
+        persistent_cache::Error::Directory { source, .. } => {
+            matches!(source.kind(), PermissionDenied | ReadOnlyFilesystem)
+        }
+        persistent_cache::Error::Io(source) => source.kind() == PermissionDenied,
+        _ => false,
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = cache_options(&cli)?;
-    let cache = PersistentCache::open(options).await?;
+    let cache = open_cache(&cli, options).await?;
     let code = match cli.command {
         None | Some(CliCommand::Repl) => {
             repl::run(&cache).await?;

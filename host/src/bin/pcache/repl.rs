@@ -36,21 +36,23 @@ const COMMANDS: [&str; 15] = [
 const HELP: &str = "\
 commands:
   get KEY [--raw]                  print the value as JSON (--raw: as stored), or (nil)
-  set KEY VALUE [--ttl SECONDS]    store VALUE (JSON if it parses, else a string)
+  set KEY VALUE [--ttl TTL]        store VALUE (JSON if it parses, else a string)
   delete KEY                       remove KEY: deleted / not found
   clear                            remove every entry
   stats                            counters as JSON
   keys [PREFIX]                    keys starting with PREFIX, one per line
-  add KEY VALUE [--ttl SECONDS]    store only if KEY is absent: added / exists
-  touch KEY [--ttl SECONDS]        refresh KEY, new TTL (none: never expires)
+  add KEY VALUE [--ttl TTL]        store only if KEY is absent: added / exists
+  touch KEY [--ttl TTL]            refresh KEY and give it a new expiry from now
   pop KEY                          print the value and remove it, or (nil)
-  incr KEY [DELTA] [--default N] [--ttl SECONDS]
+  incr KEY [DELTA] [--default N] [--ttl TTL]
                                    add DELTA (1) to an integer, print it
   delete-prefix PREFIX             remove keys starting with PREFIX, print count
   expire                           remove expired entries now, print count
   help                             this text
   quit, exit, Ctrl-D               leave
-Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 300
+TTL: seconds or a duration (300, 5m, 1h 30m), never, or default (the default TTL, what
+no --ttl means); 0 is refused.
+Quote like a shell: set user:1 '{\"name\": \"John Smith\"}' --ttl 5m
 A line longer than the size limit plus 8 KiB (at most 64 MiB) is skipped.";
 
 /// A REPL line: one operation, parsed by the same definitions as the subcommands.
@@ -81,7 +83,7 @@ pub async fn run(cache: &PersistentCache) -> anyhow::Result<()> {
 /// A line longer than [`line_limit`] is not kept in memory: it is read past and reported as
 /// skipped, as is a line that is not UTF-8; the lines after it run.
 async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
-    let max = line_limit(cache.options().size_limit);
+    let max = line_limit(cache.size_limit());
     let input = BoundedLines::new(std::io::stdin().lock(), max);
     for (number, line) in (1u64..).zip(input) {
         let step = match line? {
@@ -114,7 +116,7 @@ async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
     );
     // rustyline has no bound on a line being typed or pasted: one too long is refused once read,
     // before it is parsed or kept in the history.
-    let max = line_limit(cache.options().size_limit);
+    let max = line_limit(cache.size_limit());
     loop {
         match editor.readline("pcache> ") {
             Ok(line) if line.len() as u64 > max => {

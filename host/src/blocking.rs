@@ -1,0 +1,247 @@
+//! `BlockingCache`: the same cache operations as [`PersistentCache`], for plain threads.
+//!
+//! [`PersistentCache`]: crate::PersistentCache
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::expiry::Expiry;
+use crate::ops::Stats;
+use crate::options::CacheOptions;
+use crate::shared::SharedCache;
+use crate::{GetOrSetError, PersistentCache};
+
+/// A blocking handle to a cache, for programs without an async runtime (as moka's
+/// `sync::Cache` is to its async one). Every method blocks the calling thread until the engine
+/// answers; do not call it on an async runtime's worker threads.
+///
+/// It shares the engine with every other handle to the same directory in the process, async
+/// or blocking: [`PersistentCache::blocking`] and [`BlockingCache::to_async`] convert between
+/// them. Each method behaves — edge cases and errors included — as the [`PersistentCache`]
+/// method of the same name, whose documentation it links.
+///
+/// ```
+/// # fn main() -> persistent_cache::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use persistent_cache::{BlockingCache, CacheOptions};
+/// use std::time::Duration;
+///
+/// let cache = BlockingCache::open(CacheOptions::new(dir.path()))?;
+/// cache.set_with_ttl("greeting", "hello", Duration::from_secs(60))?;
+/// let handles: Vec<_> = (0..4)
+///     .map(|i| {
+///         let cache = cache.clone();
+///         std::thread::spawn(move || cache.incr("hits", i, 0))
+///     })
+///     .collect();
+/// for handle in handles {
+///     handle.join().unwrap()?;
+/// }
+/// assert_eq!(cache.get::<i64>("hits")?, Some(6));
+/// assert_eq!(cache.get::<String>("greeting")?.as_deref(), Some("hello"));
+/// cache.close()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BlockingCache {
+    pub(crate) inner: Arc<SharedCache>,
+}
+
+impl BlockingCache {
+    /// See [`PersistentCache::open`].
+    pub fn open(options: CacheOptions) -> Result<BlockingCache> {
+        Ok(BlockingCache {
+            inner: SharedCache::open(options)?,
+        })
+    }
+
+    /// See [`PersistentCache::set`].
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.inner.set_value(key, value, Expiry::Default)
+    }
+
+    /// See [`PersistentCache::set_with_ttl`].
+    pub fn set_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        expiry: impl Into<Expiry>,
+    ) -> Result<()> {
+        self.inner.set_value(key, value, expiry.into())
+    }
+
+    /// See [`PersistentCache::get`].
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.inner.get_value(key)
+    }
+
+    /// See [`PersistentCache::set_raw`].
+    pub fn set_raw(&self, key: &str, value: &[u8], expiry: impl Into<Expiry>) -> Result<()> {
+        let expiry = expiry.into();
+        self.inner.call(|guest| guest.set(key, value, expiry))
+    }
+
+    /// See [`PersistentCache::get_raw`].
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.call(|guest| guest.get(key))
+    }
+
+    /// See [`PersistentCache::delete`].
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.call(|guest| guest.delete(key))
+    }
+
+    /// See [`PersistentCache::contains`].
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        self.inner.call(|guest| guest.contains(key))
+    }
+
+    /// See [`PersistentCache::add`].
+    pub fn add<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        expiry: impl Into<Expiry>,
+    ) -> Result<bool> {
+        self.inner.add_value(key, value, expiry.into())
+    }
+
+    /// See [`PersistentCache::touch`].
+    pub fn touch(&self, key: &str, expiry: impl Into<Expiry>) -> Result<bool> {
+        let expiry = expiry.into();
+        self.inner.call(|guest| guest.touch(key, expiry))
+    }
+
+    /// See [`PersistentCache::pop`].
+    pub fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.inner.pop_value(key)
+    }
+
+    /// See [`PersistentCache::pop_raw`].
+    pub fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.call(|guest| guest.pop(key))
+    }
+
+    /// See [`PersistentCache::incr`].
+    pub fn incr(&self, key: &str, delta: i64, default: i64) -> Result<i64> {
+        self.incr_with_ttl(key, delta, default, Expiry::Default)
+    }
+
+    /// See [`PersistentCache::incr_with_ttl`].
+    pub fn incr_with_ttl(
+        &self,
+        key: &str,
+        delta: i64,
+        default: i64,
+        expiry: impl Into<Expiry>,
+    ) -> Result<i64> {
+        let expiry = expiry.into();
+        self.inner
+            .call(|guest| guest.incr(key, delta, default, expiry))
+    }
+
+    /// See [`PersistentCache::delete_prefix`].
+    pub fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        self.inner.call(|guest| guest.delete_prefix(prefix))
+    }
+
+    /// See [`PersistentCache::expire`].
+    pub fn expire(&self) -> Result<u64> {
+        self.inner.call(|guest| guest.expire())
+    }
+
+    /// See [`PersistentCache::clear`].
+    pub fn clear(&self) -> Result<()> {
+        self.inner.clear_all()
+    }
+
+    /// See [`PersistentCache::keys`].
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.all_keys(prefix)
+    }
+
+    /// See [`PersistentCache::keys_page`].
+    pub fn keys_page(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        self.inner.call(|guest| guest.keys(prefix, after, limit))
+    }
+
+    /// See [`PersistentCache::stats`].
+    pub fn stats(&self) -> Result<Stats> {
+        self.inner.stats()
+    }
+
+    /// See [`PersistentCache::search_expiry`].
+    pub fn search_expiry(&self) -> Expiry {
+        self.to_async().search_expiry()
+    }
+
+    /// See [`PersistentCache::get_or_set_with`]: the same single flight (shared with async
+    /// callers of the same directory), with a computation that runs on this thread.
+    pub fn get_or_set_with<T, F>(
+        &self,
+        key: &str,
+        expiry: impl Into<Expiry>,
+        compute: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T,
+    {
+        // The async version awaits only its flight's channel and the engine calls (which run
+        // inline), so a minimal executor drives it on this thread.
+        pollster::block_on(
+            self.to_async()
+                .get_or_set_with(key, expiry, || async { compute() }),
+        )
+    }
+
+    /// See [`PersistentCache::try_get_or_set_with`].
+    pub fn try_get_or_set_with<T, E, F>(
+        &self,
+        key: &str,
+        expiry: impl Into<Expiry>,
+        compute: F,
+    ) -> std::result::Result<T, GetOrSetError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> std::result::Result<T, E>,
+    {
+        pollster::block_on(
+            self.to_async()
+                .try_get_or_set_with(key, expiry, || async { compute() }),
+        )
+    }
+
+    /// See [`PersistentCache::close`].
+    pub fn close(self) -> Result<()> {
+        SharedCache::close(self.inner)
+    }
+
+    /// See [`PersistentCache::directory`].
+    pub fn directory(&self) -> &Path {
+        &self.inner.directory
+    }
+
+    /// An async handle to the same cache.
+    pub fn to_async(&self) -> PersistentCache {
+        PersistentCache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl fmt::Debug for BlockingCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingCache")
+            .field("directory", &self.inner.directory)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
