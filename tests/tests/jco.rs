@@ -8,6 +8,8 @@
 //! prints why and passes. The npm packages are installed once (`npm ci`, pinned by
 //! `tests/jco/package-lock.json`) into `$CARGO_TARGET_TMPDIR/jco` and reused while the manifest
 //! and lock file are unchanged; a failing `npm ci` fails the test. `PCACHE_SKIP_JCO=1` skips it.
+// The expected results are one large `json!` literal.
+#![recursion_limit = "256"]
 
 use persistent_cache::{CacheOptions, PersistentCache, LOCK_FILE_NAME};
 use serde_json::{json, Value};
@@ -118,14 +120,15 @@ fn node(work: &Path, script: &str, args: &[&Path]) -> String {
     stdout
 }
 
-/// Runs one phase of `roundtrip.mjs` on `cache_dir` and returns its JSON results, without the
-/// fields that vary from run to run (elapsed time, bytes on disk).
-fn roundtrip(work: &Path, module: &Path, cache_dir: &Path, phase: &str) -> Value {
+/// Runs one phase of `roundtrip.mjs` on `cache_dir` (and the second cache's `other_dir`) and
+/// returns its JSON results, without the fields that vary from run to run (elapsed time, bytes
+/// on disk), after checking that using a closed handle threw in JS.
+fn roundtrip(work: &Path, module: &Path, cache_dir: &Path, other_dir: &Path, phase: &str) -> Value {
     let started = Instant::now();
     let stdout = node(
         work,
         "roundtrip.mjs",
-        &[module, cache_dir, Path::new(phase)],
+        &[module, cache_dir, other_dir, Path::new(phase)],
     );
     let line = stdout.lines().last().unwrap_or_default();
     let mut results: Value = serde_json::from_str(line)
@@ -143,6 +146,13 @@ fn roundtrip(work: &Path, module: &Path, cache_dir: &Path, phase: &str) -> Value
     assert!(
         volume.is_some(),
         "roundtrip.mjs {phase}: no stats.volume in {results}"
+    );
+    // `close` consumed the handle; jco refuses a consumed handle before calling the guest.
+    let after_close = object.remove("get after close").unwrap_or_default();
+    let thrown = after_close["thrown"].as_str().unwrap_or_default();
+    assert!(
+        thrown.to_lowercase().contains("resource"),
+        "roundtrip.mjs {phase}: a closed handle must not be usable: {after_close}"
     );
     results
 }
@@ -201,15 +211,18 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
     // preopens the same data/ directly.
     let data = dir.join(persistent_cache::DATA_DIRECTORY);
     std::fs::create_dir(&data).unwrap();
+    // The second cache of the same component instance.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path();
     let greeting = "hello from node ✓";
 
     // 1. Node, new directory: every operation once.
-    let first = roundtrip(&work, &module, &data, "first");
+    let first = roundtrip(&work, &module, &data, other, "first");
     assert_eq!(
         first,
         json!({
             "open": null,
-            "open again": {"error": {"tag": "already-open"}},
+            "open other": null,
             "set bytes": null,
             "set greeting": null,
             "set ttl": null,
@@ -245,12 +258,17 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
             "set too large": {"error": {"tag": "value-too-large", "val": {
                 "size": "73400347", "limit": "67108864"
             }}},
+            "set zero ttl": {"error": {"tag": "invalid-ttl", "val":
+                "a TTL must be at least 1 ms; use `never` for an entry that does not expire"}},
+            "other set": null,
+            "other get greeting": null,
+            "other keys": ["where"],
             "stats": {
                 "entries": "6", "sizeLimit": "67108864", "hits": "2", "misses": "2",
                 "expired": "1", "evicted": "0"
             },
             "close": null,
-            "get after close": {"error": {"tag": "not-open"}},
+            "other close": null,
             "phase": "first",
         })
     );
@@ -261,12 +279,12 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
     );
 
     // 2. A second Node process on the same directory finds everything.
-    let second = roundtrip(&work, &module, &data, "second");
+    let second = roundtrip(&work, &module, &data, other, "second");
     assert_eq!(
         second,
         json!({
             "open": null,
-            "open again": {"error": {"tag": "already-open"}},
+            "open other": null,
             "get bytes": "000102feff",
             "get greeting": hex(&cbor_text(greeting)),
             "get ttl": hex(b"one hour"),
@@ -275,12 +293,14 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
             "get added": null,
             "incr n": "4",
             "keys": ["big", "bytes", "empty", "greeting", "n", "ttl"],
+            "other get where": hex(b"other"),
+            "other keys": ["where"],
             "stats": {
                 "entries": "6", "sizeLimit": "67108864", "hits": "4", "misses": "2",
                 "expired": "0", "evicted": "0"
             },
             "close": null,
-            "get after close": {"error": {"tag": "not-open"}},
+            "other close": null,
             "phase": "second",
         })
     );
@@ -319,12 +339,12 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
     assert!(dir.join(LOCK_FILE_NAME).exists());
 
     // 4. Node reads what the Rust host wrote, then clears the cache.
-    let third = roundtrip(&work, &module, &data, "third");
+    let third = roundtrip(&work, &module, &data, other, "third");
     assert_eq!(
         third,
         json!({
             "open": null,
-            "open again": {"error": {"tag": "already-open"}},
+            "open other": null,
             "get from-rust": hex(&cbor_text("hello from rust ✓")),
             "get raw-from-rust": "090807",
             "get greeting": hex(&cbor_text(greeting)),
@@ -339,7 +359,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
                 "expired": "0", "evicted": "0"
             },
             "close": null,
-            "get after close": {"error": {"tag": "not-open"}},
+            "other close": null,
             "phase": "third",
         })
     );
