@@ -6,7 +6,7 @@
 //! of the process; it starts with the first [`Ticking`] guard and ends within a tick of the
 //! last guard's drop, so a program that opens and closes caches keeps no thread behind.
 
-use std::sync::{Mutex, PoisonError};
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use wasmtime::{Engine, EngineWeak};
@@ -25,8 +25,8 @@ static TICKER: Mutex<Ticker> = Mutex::new(Ticker {
     running: false,
 });
 
-fn ticker() -> std::sync::MutexGuard<'static, Ticker> {
-    TICKER.lock().unwrap_or_else(PoisonError::into_inner)
+fn ticker() -> MutexGuard<'static, Ticker> {
+    TICKER.lock()
 }
 
 /// While alive, `engine`'s epoch advances every [`EPOCH_TICK`]. Hold one per running store.

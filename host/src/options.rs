@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::compiled::CodeCache;
@@ -74,7 +76,7 @@ impl ManualClock {
 
     /// Moves the clock forward by `by` (saturating at the largest representable time).
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now = self.now.lock();
         if let Some(later) = now.checked_add(by) {
             *now = later;
         }
@@ -82,7 +84,7 @@ impl ManualClock {
 
     /// Sets the clock to `time` (which may be earlier than the current reading).
     pub fn set(&self, time: SystemTime) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = time;
+        *self.now.lock() = time;
     }
 }
 
@@ -94,7 +96,7 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.now.lock()
     }
 }
 

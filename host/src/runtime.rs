@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Linker, ResourceAny, ResourceTable};
@@ -49,7 +51,7 @@ fn runtime(options: &CacheOptions) -> Result<Arc<Runtime>> {
         code_cache: options.code_cache_ref().cloned(),
     };
     // Held while compiling, so concurrent first opens compile once.
-    let mut runtimes = RUNTIMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut runtimes = RUNTIMES.lock();
     if let Some(runtime) = runtimes.get(&key) {
         return Ok(Arc::clone(runtime));
     }

@@ -246,4 +246,61 @@ mod tests {
             .await
             .is_ok());
     }
+
+    /// A writer that keeps what the `tracing` subscriber prints, for the test below.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_second_open_with_other_options_keeps_the_first_and_says_which_it_ignores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let first =
+                crate::BlockingCache::open(CacheOptions::new(dir.path()).size_limit(1 << 20))
+                    .expect("open");
+            // Same options, or options left at their defaults: no warning.
+            let same =
+                crate::BlockingCache::open(CacheOptions::new(dir.path()).size_limit(1 << 20))
+                    .expect("second open");
+            let defaults =
+                crate::BlockingCache::open(CacheOptions::new(dir.path())).expect("third open");
+            assert!(
+                captured.0.lock().is_empty(),
+                "{}",
+                String::from_utf8_lossy(&captured.0.lock())
+            );
+            let other = crate::BlockingCache::open(
+                CacheOptions::new(dir.path()).size_limit(2 << 20).sync(true),
+            )
+            .expect("a later open still gets the cache");
+            assert_eq!(
+                other.to_async().size_limit(),
+                1 << 20,
+                "the first opener's limit stays"
+            );
+            let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+            assert!(
+                log.contains("WARN") && log.contains("size_limit") && log.contains("sync"),
+                "{log}"
+            );
+            assert!(!log.contains("default_ttl"), "{log}");
+            drop((first, same, defaults, other));
+        });
+    }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,9 +50,7 @@ enum Role<'a> {
 
 impl Flights {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<Published>>> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.in_flight.lock()
     }
 
     /// Joins the flight for `key`, or starts one if none is running.
