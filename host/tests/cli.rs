@@ -88,9 +88,37 @@ fn ttl_keys_clear_and_stats() {
     let out = run(d, &["keys", "user:"]);
     assert_eq!(stdout(&out), "user:1\nuser:2\n");
     assert_eq!(stdout(&run(d, &["keys"])), "file:x\nuser:1\nuser:2\n");
-    // A TTL of 0 seconds stores an entry that is already expired.
-    run(d, &["set", "gone", "x", "--ttl", "0"]);
+    // One TTL rule: a zero TTL is refused by every command (exit 2, nothing stored), durations
+    // and `never` are accepted.
+    for command in [
+        &["set", "gone", "x", "--ttl", "0"][..],
+        &["add", "gone", "x", "--ttl", "0s"],
+        &["incr", "gone", "--ttl", "0"],
+        &["touch", "user:1", "--ttl", "0"],
+    ] {
+        let out = run(d, command);
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        assert!(
+            stderr(&out).contains("never"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
     assert_eq!(run(d, &["get", "gone"]).status.code(), Some(1));
+    assert_eq!(
+        stdout(&run(d, &["get", "user:1"])),
+        "\"a\"\n",
+        "touch --ttl 0 changed nothing"
+    );
+    for ttl in ["5m", "1h 30m", "300s", "never", "default"] {
+        assert_eq!(
+            run(d, &["set", "kept", ttl, "--ttl", ttl]).status.code(),
+            Some(0),
+            "{ttl}"
+        );
+        assert_eq!(stdout(&run(d, &["get", "kept"])), format!("\"{ttl}\"\n"));
+    }
 
     let out = run(d, &["--json", "stats"]);
     assert_eq!(out.status.code(), Some(0));
@@ -108,10 +136,11 @@ fn ttl_keys_clear_and_stats() {
             "stats --json lacks {field}: {stats}"
         );
     }
-    assert_eq!(stats["entries"], 3);
+    // user:1, user:2, file:x and kept.
+    assert_eq!(stats["entries"], 4);
     assert_eq!(stats["size_limit"], 524_288_000);
     let human = stdout(&run(d, &["stats"]));
-    assert!(human.contains("entries:    3"), "{human}");
+    assert!(human.contains("entries:    4"), "{human}");
 
     assert_eq!(run(d, &["clear"]).status.code(), Some(0));
     assert_eq!(stdout(&run(d, &["keys"])), "");
@@ -152,6 +181,32 @@ fn size_limits_take_units_and_the_environment() {
         "{}",
         stderr(&out)
     );
+    // Variables parse like the flags: units for sizes, durations for TTLs.
+    let with_env = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = pcache(d, args);
+        for (name, value) in vars {
+            cmd.env(name, value);
+        }
+        cmd.output().unwrap()
+    };
+    let out = with_env(&[("CACHE_SIZE_LIMIT", "3MiB")], &["--json", "stats"]);
+    assert!(
+        stdout(&out).contains("\"size_limit\":3145728"),
+        "{}",
+        stderr(&out)
+    );
+    let out = with_env(&[("CACHE_CONTENT_TTL", "5m")], &["set", "k", "v"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = with_env(&[("CACHE_CONTENT_TTL", "soon")], &["set", "k", "v"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("CACHE_CONTENT_TTL") && stderr(&out).contains("soon"));
+    // A flag wins over its variable, even a malformed one (the variable is not read).
+    let out = with_env(
+        &[("CACHE_SIZE_LIMIT", "abc")],
+        &["--size-limit", "1MiB", "--json", "stats"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"size_limit\":1048576"));
 }
 
 #[test]
@@ -264,11 +319,10 @@ fn add_touch_pop_incr_delete_prefix_and_expire_with_exit_codes() {
         "4\n"
     );
     assert_eq!(stdout(&run(d, &["get", "hits"])), "8\n");
-    // --ttl applies to a counter the call creates: a zero TTL makes one that is already gone,
-    // and an existing counter keeps its expiry (here: none), so --ttl 0 does not expire it.
-    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "0"])), "1\n");
-    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "0"])), "1\n");
-    assert_eq!(stdout(&run(d, &["incr", "hits", "--ttl", "0"])), "9\n");
+    // --ttl applies to a counter the call creates; an existing counter keeps its expiry.
+    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "1m"])), "1\n");
+    assert_eq!(stdout(&run(d, &["incr", "w", "--ttl", "never"])), "2\n");
+    assert_eq!(stdout(&run(d, &["incr", "hits", "--ttl", "60"])), "9\n");
     assert_eq!(stdout(&run(d, &["get", "hits"])), "9\n");
     run(d, &["set", "name", "John"]);
     let out = run(d, &["incr", "name"]);
