@@ -167,7 +167,8 @@ impl PersistentCache {
     /// ```no_run
     /// # async fn demo() -> persistent_cache::Result<()> {
     /// use persistent_cache::{CacheOptions, PersistentCache};
-    ///     ///
+    /// use std::time::Duration;
+    ///
     /// let cache = PersistentCache::open(CacheOptions::new("tmp/cache")).await?;
     /// // However many tasks ask at once, the page is rendered once and cached for a minute.
     /// let page: String = cache
