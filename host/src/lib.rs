@@ -24,6 +24,7 @@ mod compiled;
 mod epoch;
 mod error;
 mod expiry;
+mod instance;
 mod layout;
 mod ops;
 mod options;
@@ -31,6 +32,7 @@ mod plugin;
 mod runtime;
 mod shared;
 mod single_flight;
+mod stop;
 mod wasi_fs;
 mod worker;
 

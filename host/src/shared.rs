@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::instance::GuestCache;
 use crate::layout;
 use crate::options::CacheOptions;
-use crate::runtime::GuestCache;
 use crate::worker::GuestSupervisor;
 
 /// How long `open` waits for a cache of the same directory that is being shut down in this

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::ResourceAny;
 
 use crate::error::{Error, Result};
+use crate::instance::{GuestCache, GuestInstance, OpenSettings, GUEST_DIRECTORY};
 use crate::options::CacheOptions;
-use crate::runtime::{GuestCache, GuestInstance, OpenSettings, GUEST_DIRECTORY};
 
 /// A guest instance and the handle of the cache it has open.
 struct Running {

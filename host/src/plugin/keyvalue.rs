@@ -17,7 +17,8 @@ use super::limits::REPLY_ENTRY_BYTES;
 use super::PluginState;
 use crate::error::Error;
 use crate::expiry::Expiry;
-use crate::runtime::{GuestCache, HostLimitHit};
+use crate::instance::GuestCache;
+use crate::stop::HostLimitHit;
 
 /// Keys returned per `list-keys` page.
 const LIST_PAGE: u32 = 1000;
@@ -408,7 +409,7 @@ mod tests {
 
     #[test]
     fn the_engines_limits_stop_the_plugin_and_other_errors_are_its_own() {
-        use crate::runtime::Stop;
+        use crate::stop::Stop;
         let time = Failed::from(Error::TimeLimit {
             limit: std::time::Duration::from_secs(1),
         });

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTableError;
 
-use crate::runtime::HostLimitHit;
+use crate::stop::HostLimitHit;
 
 /// Most resources (buckets, CAS handles, WASI streams, ...) a plugin may hold at once; past it
 /// the plugin is stopped at its memory limit.
@@ -115,7 +115,7 @@ pub(crate) fn refused_by_wasmtime(err: &wasmtime::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Stop;
+    use crate::stop::Stop;
 
     #[test]
     fn replies_and_held_bytes_stop_past_the_memory_limit() {

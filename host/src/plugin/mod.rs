@@ -27,7 +27,7 @@ use crate::cache::PersistentCache;
 use crate::compiled::{load_component, read_component, CodeCache};
 use crate::epoch::Ticking;
 use crate::error::{Error, PluginFailure, Result};
-use crate::runtime::{deadline_ticks, GuestLimiter, Stop};
+use crate::stop::{deadline_ticks, GuestLimiter, Stop};
 use limits::{RunLimits, MAX_RESOURCES};
 
 /// The host side of the plugin world (`wit/plugin.wit`): `wasi:keyvalue` store, atomics, batch.
