@@ -258,6 +258,71 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
 }
 
 #[test]
+fn keys_with_newlines_or_named_like_a_marker_list_unambiguously() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = ["(empty)", "a\nb", "a", "b", "back\\slash", "tab\tand\u{1b}"];
+    for key in keys {
+        let out = run(d, &["set", key, "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let mut sorted = keys.map(String::from).to_vec();
+    sorted.sort();
+    // One key a line, escaped: a key with a newline is one line, "(empty)" is a key.
+    let human = "(empty)\na\na\\nb\nb\nback\\\\slash\ntab\\tand\\u{1b}\n";
+    assert_eq!(stdout(&run(d, &["keys"])), human);
+    let json = run(d, &["keys", "--json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let listed: Vec<String> = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(listed, sorted);
+    assert_eq!(
+        stdout(&run(d, &["--json", "keys", "a"])),
+        "[\"a\",\"a\\nb\"]\n"
+    );
+    let null = run(d, &["keys", "-0"]);
+    assert_eq!(null.status.code(), Some(0));
+    let expected: Vec<u8> = sorted
+        .iter()
+        .flat_map(|k| [k.as_bytes(), b"\0"].concat())
+        .collect();
+    assert_eq!(null.stdout, expected);
+    assert_eq!(run(d, &["keys", "--null", "b"]).stdout, b"b\0back\\slash\0");
+    // No keys: nothing (or an empty array), exit 0.
+    let none = run(d, &["keys", "zz"]);
+    assert_eq!(
+        (none.status.code(), stdout(&none)),
+        (Some(0), String::new())
+    );
+    assert_eq!(stdout(&run(d, &["keys", "zz", "-0"])), "");
+    assert_eq!(stdout(&run(d, &["keys", "zz", "--json"])), "[]\n");
+    let both = run(d, &["keys", "--json", "-0"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+
+    // The REPL's keys take the same flags.
+    let out = repl(
+        d,
+        "keys b\nkeys --json a\nkeys -0 b\nkeys zz\nkeys zz --json\nkeys zz -0\nkeys -0 --json\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let mut lines = printed.split('\n');
+    assert_eq!(lines.next(), Some("b"));
+    assert_eq!(lines.next(), Some("back\\\\slash"));
+    assert_eq!(lines.next(), Some("[\"a\",\"a\\nb\"]"));
+    assert_eq!(lines.next(), Some("b\0back\\slash\0"));
+    assert_eq!(lines.next(), Some("[]"));
+    assert_eq!(
+        lines.next(),
+        Some(""),
+        "keys -0 with no keys ends its (empty) list"
+    );
+    assert!(lines.next().unwrap().starts_with("error: "), "{printed}");
+    assert_eq!(lines.next(), Some(""));
+    assert_eq!(lines.next(), None);
+    assert_eq!(stderr(&out), "(no keys)\n");
+}
+
+#[test]
 fn piped_repl_prints_one_line_per_command() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -275,10 +340,9 @@ fn piped_repl_prints_one_line_per_command() {
     assert_eq!(lines[4], "(nil)");
     assert!(lines[5].starts_with("error: "), "{}", lines[5]);
     assert!(lines[6].starts_with("error: "), "{}", lines[6]);
-    assert_eq!(
-        lines[7..],
-        ["deleted", "not found", "user:1", "OK", "(empty)"]
-    );
+    assert_eq!(lines[7..], ["deleted", "not found", "user:1", "OK"]);
+    // No keys: nothing on stdout, a note on stderr.
+    assert_eq!(stderr(&out), "(no keys)\n");
 
     // `pcache` with no subcommand is the REPL too; stats print as one JSON object.
     let mut child = Command::new(env!("CARGO_BIN_EXE_pcache"))

@@ -11,7 +11,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use crate::command::{one_line, Op, Outcome};
+use crate::command::{format_keys, one_line, KeysFormat, Op, Outcome};
 use lines::{line_limit, BoundedLines, Line};
 
 /// The words the REPL understands as the first token.
@@ -40,7 +40,11 @@ commands:
   delete KEY                       remove KEY: deleted / not found
   clear                            remove every entry
   stats                            counters as JSON
-  keys [PREFIX]                    keys starting with PREFIX, one per line
+  keys [PREFIX] [--json | -0]      keys starting with PREFIX, sorted: one per line, with
+                                   \\\\ \\n \\r \\t \\0 \\u{HEX} for backslashes and control
+                                   characters; --json: one JSON array; -0: each key as it
+                                   is, ended by a NUL byte, then a newline; none: nothing
+                                   on stdout, \"(no keys)\" on stderr
   add KEY VALUE [--ttl TTL]        store only if KEY is absent: added / exists
   touch KEY [--ttl TTL]            refresh KEY and give it a new expiry from now
   pop KEY                          print the value and remove it, or (nil)
@@ -59,13 +63,21 @@ A line longer than the size limit plus 8 KiB (at most 64 MiB) is skipped.";
 #[derive(Parser, Debug)]
 #[command(no_binary_name = true, disable_help_subcommand = true)]
 struct ReplLine {
+    /// Print `keys` as a JSON array (`stats` always prints as JSON).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     op: Op,
 }
 
 /// What one input line asks for.
 enum Step {
+    /// Print this and a newline on stdout.
     Print(String),
+    /// Print this and a newline on stderr: a remark that is not the command's output.
+    Note(String),
+    /// Print nothing (a blank line of input).
+    Nothing,
     Quit,
 }
 
@@ -78,7 +90,8 @@ pub async fn run(cache: &PersistentCache) -> anyhow::Result<()> {
     }
 }
 
-/// Commands from a pipe or file: no prompt, no banner, one output line per command.
+/// Commands from a pipe or file: no prompt, no banner, one output line per command (`keys`: a
+/// line per key, none when there are none).
 ///
 /// A line longer than [`line_limit`] is not kept in memory: it is read past and reported as
 /// skipped, as is a line that is not UTF-8; the lines after it run.
@@ -94,8 +107,9 @@ async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
             Line::NotUtf8 => Step::Print(format!("error: line {number}: not UTF-8; skipped")),
         };
         match step {
-            Step::Print(text) if text.is_empty() => {}
             Step::Print(text) => crate::emit(text)?,
+            Step::Note(text) => eprintln!("{text}"),
+            Step::Nothing => {}
             Step::Quit => break,
         }
     }
@@ -127,8 +141,9 @@ async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 match step(cache, &line).await {
-                    Step::Print(text) if text.is_empty() => {}
                     Step::Print(text) => println!("{text}"),
+                    Step::Note(text) => eprintln!("{text}"),
+                    Step::Nothing => {}
                     Step::Quit => break,
                 }
             }
@@ -155,22 +170,33 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
         Err(err) => return Step::Print(format!("error: {err}")),
     };
     match words.first().map(String::as_str) {
-        None => Step::Print(String::new()),
+        None => Step::Nothing,
         Some("quit" | "exit") => Step::Quit,
         Some("help" | "?") => Step::Print(HELP.to_owned()),
         Some(_) => match ReplLine::try_parse_from(&words) {
             Err(err) => Step::Print(format!("error: {}", one_line(&err.to_string()))),
-            Ok(ReplLine { op }) => match op.execute(cache).await {
-                Ok(outcome) => Step::Print(render(outcome)),
+            Ok(ReplLine { op, json }) => match op.execute(cache).await {
+                Ok(outcome) => render(outcome, json),
                 Err(err) => Step::Print(format!("error: {err:#}")),
             },
         },
     }
 }
 
-/// The REPL's one-line rendering of an outcome.
-fn render(outcome: Outcome) -> String {
-    match outcome {
+/// What the REPL prints for an outcome: one line, except for `keys`.
+fn render(outcome: Outcome, json: bool) -> Step {
+    let text = match outcome {
+        Outcome::Keys { keys, null } => {
+            let format = KeysFormat::new(json, null);
+            let mut text = format_keys(&keys, format);
+            if format == KeysFormat::Lines && text.is_empty() {
+                return Step::Note("(no keys)".to_owned());
+            }
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            return Step::Print(text);
+        }
         Outcome::Value(Some(value)) => value.to_string(),
         Outcome::Value(None) | Outcome::Raw(None) => "(nil)".to_owned(),
         Outcome::Raw(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -180,14 +206,13 @@ fn render(outcome: Outcome) -> String {
         Outcome::Stats(stats) => {
             serde_json::to_string(&stats).unwrap_or_else(|e| format!("error: {e}"))
         }
-        Outcome::Keys(keys) if keys.is_empty() => "(empty)".to_owned(),
-        Outcome::Keys(keys) => keys.join("\n"),
         Outcome::Added(true) => "added".to_owned(),
         Outcome::Added(false) => "exists".to_owned(),
         Outcome::Touched(true) => "OK".to_owned(),
         Outcome::Touched(false) => "not found".to_owned(),
         Outcome::Number(n) => n.to_string(),
-    }
+    };
+    Step::Print(text)
 }
 
 /// Completes command names in the first word.
