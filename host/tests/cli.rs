@@ -2,6 +2,8 @@
 //! input leaving the cache unchanged.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -255,6 +257,82 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("file"), "{}", stderr(&out));
+}
+
+/// Asserts that `out` is a failure (exit 2) reported on one line of stderr that says no part
+/// twice, and returns that line.
+fn one_line_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("pcache: "), "{err}");
+    let parts: Vec<&str> = err.trim_end().split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} is said twice: {err}"
+        );
+    }
+    err
+}
+
+#[test]
+fn every_error_is_one_line_that_says_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Not WebAssembly: wasmparser pretty-prints the bytes it expected over many lines.
+    std::fs::write(d.join("junk.wasm"), "junk").unwrap();
+    let junk = d.join("junk.wasm");
+    let junk = junk.to_str().unwrap();
+    let err = one_line_error(&run(d, &["--component", junk, "get", "k"]));
+    assert!(err.contains("magic"), "{err}");
+    let err = one_line_error(&run(d, &["plugin", "run", junk]));
+    assert!(err.starts_with("pcache: plugin junk: cannot load"), "{err}");
+    // A cache directory under a regular file: the OS error is said once.
+    std::fs::write(d.join("file"), "x").unwrap();
+    let under_file = d.join("file").join("cache");
+    let out = pcache(d, &["get", "k"])
+        .arg("--dir")
+        .arg(&under_file)
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains(under_file.to_str().unwrap()), "{err}");
+    // A symlinked lock file is named as what it is, not as the cache directory.
+    let cache = d.join("linked");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::symlink(d.join("nowhere"), cache.join(".lock")).unwrap();
+    let out = pcache(d, &["get", "k"])
+        .arg("--dir")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("symlink"), "{err}");
+    assert!(
+        !err.contains("directory"),
+        "the lock file is called a directory: {err}"
+    );
+    // A directory the user may not write to: root ignores permissions, so as root pcache runs
+    // as nobody (65534).
+    std::fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
+    let read_only = d.join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(&read_only, PermissionsExt::from_mode(0o555)).unwrap();
+    // A write: a read falls back to a read-only open.
+    let mut cmd = pcache(d, &["set", "k", "1"]);
+    cmd.arg("--dir").arg(read_only.join("cache"));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    if out.status.success() {
+        println!("skipped the read-only directory case: pcache could write to a 0555 directory");
+    } else {
+        let err = one_line_error(&out);
+        assert!(err.contains("ermission denied"), "{err}");
+    }
 }
 
 #[test]

@@ -358,6 +358,45 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// An error on one line: its message, then each cause whose text the line does not already
+/// hold (a message that quotes its source, as a directory error quotes the OS error, is not
+/// followed by it again), joined with ": ". Text over several lines is folded onto one.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = fold_lines(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `text` on one line: its lines trimmed and joined with a space, except after an opening and
+/// before a closing bracket, so a pretty-printed list (`[\n    1,\n    2,\n]`, as wasmparser
+/// writes the bytes it expected) reads `[1, 2]`.
+fn fold_lines(text: &str) -> String {
+    if !text.contains('\n') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let closing = line.starts_with([']', ')', '}']);
+        if closing && out.ends_with(',') {
+            out.pop();
+        }
+        if !(out.is_empty() || closing || out.ends_with(['[', '(', '{'])) {
+            out.push(' ');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// A clap message on one line: its first paragraph joined, without the "error: " prefix.
 pub fn one_line(message: &str) -> String {
     let paragraph: Vec<&str> = message
@@ -488,6 +527,30 @@ mod tests {
             escape_key("user:1"),
             std::borrow::Cow::Borrowed("user:1")
         ));
+    }
+
+    #[test]
+    fn errors_print_on_one_line_without_a_cause_the_message_quotes() {
+        let os = std::io::Error::from_raw_os_error(20);
+        let quoting = anyhow::Error::new(os).context(format!(
+            "cannot use /x/cache: {}",
+            std::io::Error::from_raw_os_error(20)
+        ));
+        assert_eq!(
+            error_line(&quoting),
+            "cannot use /x/cache: Not a directory (os error 20)"
+        );
+        let chained = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(error_line(&chained), "outer: root cause");
+        let pretty = anyhow::anyhow!(
+            "bad magic number - expected=[\n    0x0,\n    0x61,\n] actual=[\n    0x6a,\n] (at offset 0x0)"
+        );
+        assert_eq!(
+            error_line(&pretty),
+            "bad magic number - expected=[0x0, 0x61] actual=[0x6a] (at offset 0x0)"
+        );
+        let backtrace = anyhow::anyhow!("trapped\nwasm backtrace:\n    0: f\n    1: g");
+        assert_eq!(error_line(&backtrace), "trapped wasm backtrace: 0: f 1: g");
     }
 
     #[test]

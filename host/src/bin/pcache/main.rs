@@ -135,7 +135,7 @@ fn write_out(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("pcache: {err:#}");
+    eprintln!("pcache: {}", command::error_line(err));
     ExitCode::from(2)
 }
 

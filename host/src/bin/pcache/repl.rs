@@ -11,7 +11,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use crate::command::{format_keys, one_line, KeysFormat, Op, Outcome};
+use crate::command::{error_line, format_keys, one_line, KeysFormat, Op, Outcome};
 use lines::{line_limit, BoundedLines, Line};
 
 /// The words the REPL understands as the first token.
@@ -177,7 +177,7 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
             Err(err) => Step::Print(format!("error: {}", one_line(&err.to_string()))),
             Ok(ReplLine { op, json }) => match op.execute(cache).await {
                 Ok(outcome) => render(outcome, json),
-                Err(err) => Step::Print(format!("error: {err:#}")),
+                Err(err) => Step::Print(format!("error: {}", error_line(&err))),
             },
         },
     }
