@@ -4,7 +4,7 @@ mod lines;
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use persistent_cache::PersistentCache;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -14,24 +14,18 @@ use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 use crate::command::{error_line, format_keys, one_line, KeysFormat, Op, Outcome};
 use lines::{line_limit, BoundedLines, Line};
 
-/// The words the REPL understands as the first token.
-const COMMANDS: [&str; 15] = [
-    "get",
-    "set",
-    "delete",
-    "clear",
-    "stats",
-    "keys",
-    "add",
-    "touch",
-    "pop",
-    "incr",
-    "delete-prefix",
-    "expire",
-    "help",
-    "quit",
-    "exit",
-];
+/// The REPL's own words, besides the operations.
+const REPL_WORDS: [&str; 3] = ["help", "quit", "exit"];
+
+/// The words the REPL understands as the first token: the operations' names, from the same
+/// definitions as the subcommands, then [`REPL_WORDS`].
+fn commands() -> Vec<String> {
+    let ops = Op::augment_subcommands(clap::Command::new("repl"));
+    ops.get_subcommands()
+        .map(|op| op.get_name().to_owned())
+        .chain(REPL_WORDS.map(String::from))
+        .collect()
+}
 
 const HELP: &str = "\
 commands:
@@ -118,7 +112,9 @@ async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
 
 async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
     let mut editor: Editor<CommandCompleter, DefaultHistory> = Editor::new()?;
-    editor.set_helper(Some(CommandCompleter));
+    editor.set_helper(Some(CommandCompleter {
+        commands: commands(),
+    }));
     let history = dirs::data_dir().map(|d| d.join("persistent-cache").join("history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path); // none yet on the first run
@@ -217,7 +213,9 @@ fn render(outcome: Outcome, json: bool) -> Step {
 
 /// Completes command names in the first word.
 #[derive(Helper, Hinter, Highlighter, Validator)]
-struct CommandCompleter;
+struct CommandCompleter {
+    commands: Vec<String>,
+}
 
 impl Completer for CommandCompleter {
     type Candidate = Pair;
@@ -232,14 +230,40 @@ impl Completer for CommandCompleter {
         if before.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
-        let candidates = COMMANDS
+        let candidates = self
+            .commands
             .iter()
             .filter(|c| c.starts_with(before))
             .map(|c| Pair {
-                display: (*c).to_owned(),
+                display: c.clone(),
                 replacement: format!("{c} "),
             })
             .collect();
         Ok((0, candidates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commands_are_every_operation_and_help_names_each() {
+        let commands = commands();
+        for expected in [
+            "get",
+            "keys",
+            "delete-prefix",
+            "expire",
+            "help",
+            "quit",
+            "exit",
+        ] {
+            assert!(commands.iter().any(|c| c == expected), "{expected}");
+        }
+        for command in &commands {
+            let mut words = HELP.split(|c: char| !(c.is_alphanumeric() || c == '-'));
+            assert!(words.any(|w| w == command), "help does not name {command}");
+        }
     }
 }
