@@ -1,54 +1,39 @@
 //! The real `pcache` binary: every subcommand's output and exit code, the piped REPL, and bad
 //! input leaving the cache unchanged.
 
+mod common;
+
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// `pcache --dir DIR ARGS...` with a clean environment: no CACHE_* variables, compiled code and
-/// history kept under the test's own target directory, not the user's home.
+use common::{output_with_input, pcache_in, pcache_on, stderr, stdout};
+
+/// `pcache --dir DIR/cache ARGS...` in `DIR` with a clean environment (see [`pcache_in`]); every
+/// test shares one home under the test target directory, so the component is compiled once.
 fn pcache(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pcache"));
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    cmd.env("XDG_CACHE_HOME", scratch.join("xdg-cache"))
-        .env("XDG_DATA_HOME", scratch.join("xdg-data"))
-        .env_remove("CACHE_DIRECTORY")
-        .env_remove("CACHE_SIZE_LIMIT")
-        .env_remove("CACHE_CONTENT_TTL")
-        .env_remove("CACHE_SEARCH_TTL")
-        .current_dir(dir)
-        .arg("--dir")
-        .arg(dir.join("cache"))
-        .args(args);
-    cmd
+    pcache_in(home(), dir, args)
+}
+
+/// The home every test's `pcache` shares.
+fn home() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     pcache(dir, args).output().unwrap()
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
+/// [`run`] in `dir` on the cache directory `cache`.
+fn run_on(dir: &Path, cache: &Path, args: &[&str]) -> Output {
+    pcache_on(home(), dir, cache, args).output().unwrap()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
+/// The piped REPL fed `input`.
 fn repl(dir: &Path, input: &str) -> Output {
-    let mut child = pcache(dir, &["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(&mut pcache(dir, &["repl"]), input.as_bytes())
 }
 
 #[test]
@@ -247,14 +232,141 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
 
     // An unusable directory is a clear error too.
     std::fs::write(d.join("file"), "x").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pcache"))
-        .args(["--dir"])
-        .arg(d.join("file"))
-        .args(["get", "k"])
-        .output()
-        .unwrap();
+    let out = run_on(d, &d.join("file"), &["get", "k"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("file"), "{}", stderr(&out));
+}
+
+/// Asserts that `out` is a failure (exit 2) reported on one line of stderr that says no part
+/// twice, and returns that line.
+fn one_line_error(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("pcache: "), "{err}");
+    let parts: Vec<&str> = err.trim_end().split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} is said twice: {err}"
+        );
+    }
+    err
+}
+
+#[test]
+fn every_error_is_one_line_that_says_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Not WebAssembly: wasmparser pretty-prints the bytes it expected over many lines.
+    std::fs::write(d.join("junk.wasm"), "junk").unwrap();
+    let junk = d.join("junk.wasm");
+    let junk = junk.to_str().unwrap();
+    let err = one_line_error(&run(d, &["--component", junk, "get", "k"]));
+    assert!(err.contains("magic"), "{err}");
+    let err = one_line_error(&run(d, &["plugin", "run", junk]));
+    assert!(err.starts_with("pcache: plugin junk: cannot load"), "{err}");
+    // A cache directory under a regular file: the OS error is said once.
+    std::fs::write(d.join("file"), "x").unwrap();
+    let under_file = d.join("file").join("cache");
+    let out = run_on(d, &under_file, &["get", "k"]);
+    let err = one_line_error(&out);
+    assert!(err.contains(under_file.to_str().unwrap()), "{err}");
+    // A symlinked lock file is named as what it is, not as the cache directory.
+    let cache = d.join("linked");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::symlink(d.join("nowhere"), cache.join(".lock")).unwrap();
+    let out = run_on(d, &cache, &["get", "k"]);
+    let err = one_line_error(&out);
+    assert!(err.contains("symlink"), "{err}");
+    assert!(
+        !err.contains("directory"),
+        "the lock file is called a directory: {err}"
+    );
+    // A directory the user may not write to: root ignores permissions, so as root pcache runs
+    // as nobody (65534).
+    std::fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
+    let read_only = d.join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(&read_only, PermissionsExt::from_mode(0o555)).unwrap();
+    // A write: a read falls back to a read-only open.
+    let mut cmd = pcache_on(home(), d, &read_only.join("cache"), &["set", "k", "1"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    if out.status.success() {
+        println!("skipped the read-only directory case: pcache could write to a 0555 directory");
+    } else {
+        let err = one_line_error(&out);
+        assert!(err.contains("ermission denied"), "{err}");
+    }
+}
+
+#[test]
+fn keys_with_newlines_or_named_like_a_marker_list_unambiguously() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = ["(empty)", "a\nb", "a", "b", "back\\slash", "tab\tand\u{1b}"];
+    for key in keys {
+        let out = run(d, &["set", key, "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let mut sorted = keys.map(String::from).to_vec();
+    sorted.sort();
+    // One key a line, escaped: a key with a newline is one line, "(empty)" is a key.
+    let human = "(empty)\na\na\\nb\nb\nback\\\\slash\ntab\\tand\\u{1b}\n";
+    assert_eq!(stdout(&run(d, &["keys"])), human);
+    let json = run(d, &["keys", "--json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let listed: Vec<String> = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(listed, sorted);
+    assert_eq!(
+        stdout(&run(d, &["--json", "keys", "a"])),
+        "[\"a\",\"a\\nb\"]\n"
+    );
+    let null = run(d, &["keys", "-0"]);
+    assert_eq!(null.status.code(), Some(0));
+    let expected: Vec<u8> = sorted
+        .iter()
+        .flat_map(|k| [k.as_bytes(), b"\0"].concat())
+        .collect();
+    assert_eq!(null.stdout, expected);
+    assert_eq!(run(d, &["keys", "--null", "b"]).stdout, b"b\0back\\slash\0");
+    // No keys: nothing (or an empty array), exit 0.
+    let none = run(d, &["keys", "zz"]);
+    assert_eq!(
+        (none.status.code(), stdout(&none)),
+        (Some(0), String::new())
+    );
+    assert_eq!(stdout(&run(d, &["keys", "zz", "-0"])), "");
+    assert_eq!(stdout(&run(d, &["keys", "zz", "--json"])), "[]\n");
+    let both = run(d, &["keys", "--json", "-0"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+
+    // The REPL's keys take the same flags.
+    let out = repl(
+        d,
+        "keys b\nkeys --json a\nkeys -0 b\nkeys zz\nkeys zz --json\nkeys zz -0\nkeys -0 --json\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let mut lines = printed.split('\n');
+    assert_eq!(lines.next(), Some("b"));
+    assert_eq!(lines.next(), Some("back\\\\slash"));
+    assert_eq!(lines.next(), Some("[\"a\",\"a\\nb\"]"));
+    assert_eq!(lines.next(), Some("b\0back\\slash\0"));
+    assert_eq!(lines.next(), Some("[]"));
+    assert_eq!(
+        lines.next(),
+        Some(""),
+        "keys -0 with no keys ends its (empty) list"
+    );
+    assert!(lines.next().unwrap().starts_with("error: "), "{printed}");
+    assert_eq!(lines.next(), Some(""));
+    assert_eq!(lines.next(), None);
+    assert_eq!(stderr(&out), "(no keys)\n");
 }
 
 #[test]
@@ -275,30 +387,12 @@ fn piped_repl_prints_one_line_per_command() {
     assert_eq!(lines[4], "(nil)");
     assert!(lines[5].starts_with("error: "), "{}", lines[5]);
     assert!(lines[6].starts_with("error: "), "{}", lines[6]);
-    assert_eq!(
-        lines[7..],
-        ["deleted", "not found", "user:1", "OK", "(empty)"]
-    );
+    assert_eq!(lines[7..], ["deleted", "not found", "user:1", "OK"]);
+    // No keys: nothing on stdout, a note on stderr.
+    assert_eq!(stderr(&out), "(no keys)\n");
 
     // `pcache` with no subcommand is the REPL too; stats print as one JSON object.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pcache"))
-        .arg("--dir")
-        .arg(d.join("cache"))
-        .env(
-            "XDG_CACHE_HOME",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"set k v\nstats\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(&mut pcache(d, &[]), b"set k v\nstats\n");
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert_eq!(lines[0], "OK");
     let stats: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
@@ -385,11 +479,7 @@ fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
     assert_eq!(stdout(&out), "be 2\nor 1\n");
     // The plugin's keys are in its own cache directory, readable with --dir.
     let own = d.join("cache/plugins/wordfreq");
-    let out = pcache(d, &["get", "--raw", "wordfreq/word:be"])
-        .arg("--dir")
-        .arg(&own)
-        .output()
-        .unwrap();
+    let out = run_on(d, &own, &["get", "--raw", "wordfreq/word:be"]);
     assert_eq!(stdout(&out), "2", "{}", stderr(&out));
 
     // Arguments that look like flags go to the plugin; --env grants one variable.
@@ -602,6 +692,10 @@ fn repl_with_peak_rss(
     (code, reader.join().unwrap(), peak)
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 #[test]
 fn a_piped_line_longer_than_the_size_limit_is_skipped_while_streaming() {
     let dir = tempfile::tempdir().unwrap();
@@ -632,7 +726,6 @@ fn a_piped_line_longer_than_the_size_limit_is_skipped_while_streaming() {
         stdin.write_all(b"'\n").unwrap();
         stdin.write_all(after).unwrap();
     });
-    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     println!(
         "peak RSS: {:.1} MiB with a short line, {:.1} MiB with a {line_mib} MiB line",
         mib(baseline),
@@ -676,7 +769,6 @@ fn a_large_json_value_is_stored_without_a_json_tree_in_memory() {
         }
         stdin.write_all(b"0]'\nstats\n").unwrap();
     });
-    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     println!(
         "peak RSS: {:.1} MiB for a short value, {:.1} MiB for a {line_mib} MiB JSON array",
         mib(baseline),

@@ -2,25 +2,35 @@
 //! cache file truncated under a running REPL, a `.env` that tries to move the code cache, a
 //! symlinked lock file; and the modes of what a new cache directory contains.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A home of its own for one test: the code cache and its key live under it.
+use common::{pcache_in, text};
+
+/// A home of its own for one test (the code cache and its key live under it), and a working
+/// directory beside it.
 struct Home {
     root: tempfile::TempDir,
 }
 
 impl Home {
     fn new() -> Home {
-        Home {
-            root: tempfile::tempdir().unwrap(),
-        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("work")).unwrap();
+        Home { root }
     }
 
     fn path(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The working directory to run `pcache` in: `pcache` there uses the cache `work/cache`.
+    fn work(&self) -> PathBuf {
+        self.path().join("work")
     }
 
     /// Where `pcache` keeps compiled code with this home (`$XDG_CACHE_HOME/persistent-cache`).
@@ -30,17 +40,7 @@ impl Home {
 
     /// `pcache ARGS...` run in `cwd` on the cache `cwd/cache`, with only this home.
     fn pcache(&self, cwd: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pcache"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("XDG_CACHE_HOME", self.path().join("xdg-cache"))
-            .env("XDG_DATA_HOME", self.path().join("xdg-data"))
-            .current_dir(cwd)
-            .arg("--dir")
-            .arg(cwd.join("cache"))
-            .args(args);
-        cmd
+        pcache_in(self.path(), cwd, args)
     }
 
     fn run(&self, cwd: &Path, args: &[&str]) -> Output {
@@ -59,15 +59,10 @@ impl Home {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn another_components_valid_code_planted_under_the_guests_name_is_recompiled() {
     let home = Home::new();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let w = &home.work();
     let out = home.run(w, &["set", "k", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let guest_files = home.code_files();
@@ -98,8 +93,7 @@ fn another_components_valid_code_planted_under_the_guests_name_is_recompiled() {
 #[test]
 fn truncating_the_code_file_under_a_running_repl_does_not_kill_it() {
     let home = Home::new();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let w = &home.work();
     // First run compiles and caches; the REPL below loads the cached code.
     assert!(home.run(w, &["set", "k", "1"]).status.success());
     let code = home.code_files();
@@ -160,8 +154,7 @@ fn truncating_the_code_file_under_a_running_repl_does_not_kill_it() {
 #[test]
 fn a_dotenv_file_cannot_move_the_code_cache_or_touch_the_environment() {
     let home = Home::new();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let w = &home.work();
     let evil = w.join("evil");
     let evil = evil.display();
     std::fs::write(
@@ -191,8 +184,7 @@ fn a_dotenv_file_cannot_move_the_code_cache_or_touch_the_environment() {
 #[test]
 fn a_symlinked_lock_file_is_refused_without_creating_its_target() {
     let home = Home::new();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let w = &home.work();
     let target = w.join("anywhere");
     std::fs::create_dir(w.join("cache")).unwrap();
     std::os::unix::fs::symlink(&target, w.join("cache").join(".lock")).unwrap();
@@ -214,8 +206,7 @@ fn a_symlinked_lock_file_is_refused_without_creating_its_target() {
 #[test]
 fn a_new_cache_is_private_and_a_flat_one_is_moved_into_data() {
     let home = Home::new();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let w = &home.work();
     assert!(home
         .run(w, &["set", "secret", "\"token\""])
         .status

@@ -1,17 +1,17 @@
 //! End-to-end: the real guest component in the real wasmtime host, on real temp directories.
 
+mod common;
+
 use persistent_cache::{CacheOptions, Error, Expiry, ManualClock, PersistentCache};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn options(dir: &Path) -> CacheOptions {
-    CacheOptions::new(dir)
-}
+use common::{child, open, open_with_clock};
 
 /// Bytes of the cache's own files on disk (segments, snapshot, metadata, in `data/`).
 fn bytes_on_disk(dir: &Path) -> u64 {
@@ -24,10 +24,6 @@ fn bytes_on_disk(dir: &Path) -> u64 {
         })
         .map(|e| e.metadata().unwrap().len())
         .sum()
-}
-
-fn child() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cache-child"))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +39,7 @@ struct User {
 #[tokio::test]
 async fn typed_values_round_trip_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     let user = User {
         id: 123,
         name: "John".into(),
@@ -86,21 +82,21 @@ async fn typed_values_round_trip_exactly() {
 #[tokio::test]
 async fn values_persist_across_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     for i in 0..200 {
         cache.set(&format!("k{i}"), &json!({"i": i})).await.unwrap();
     }
     cache.delete("k7").await.unwrap();
     cache.close().await.unwrap();
 
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     for i in 0..200 {
         let got: Option<serde_json::Value> = cache.get(&format!("k{i}")).await.unwrap();
         assert_eq!(got, (i != 7).then(|| json!({"i": i})), "k{i}");
     }
     // Dropping the last handle closes the cache as cleanly as close() does.
     drop(cache);
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     assert_eq!(cache.stats().await.unwrap().entries, 199);
 }
 
@@ -118,7 +114,7 @@ async fn a_second_process_sees_what_the_first_acknowledged() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     let got: Option<serde_json::Value> = cache.get("user:1").await.unwrap();
     assert_eq!(got, Some(json!({"name": "Ann"})));
     cache.set("user:2", &json!({"name": "Bo"})).await.unwrap();
@@ -139,7 +135,7 @@ async fn a_second_process_sees_what_the_first_acknowledged() {
 #[tokio::test]
 async fn a_second_process_is_refused_while_the_first_holds_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     cache.set("k", &1).await.unwrap();
     let out = child()
         .args([dir.path().to_str().unwrap(), "get", "k"])
@@ -183,12 +179,12 @@ async fn a_killed_holder_releases_the_directory() {
     .unwrap();
     assert_eq!(line.trim(), "open");
     assert!(matches!(
-        PersistentCache::open(options(dir.path())).await,
+        PersistentCache::open(CacheOptions::new(dir.path())).await,
         Err(Error::Locked { .. })
     ));
     holder.kill().unwrap(); // SIGKILL
     holder.wait().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     cache.set("after", &true).await.unwrap();
 }
 
@@ -196,9 +192,7 @@ async fn a_killed_holder_releases_the_directory() {
 async fn ttl_expires_with_a_controlled_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let cache = PersistentCache::open(options(dir.path()).clock(clock.clone()))
-        .await
-        .unwrap();
+    let cache = open_with_clock(dir.path(), &clock).await;
     cache
         .set_with_ttl(
             "session:abc",
@@ -225,7 +219,7 @@ async fn ttl_expires_with_a_controlled_clock() {
     // The default TTL (CACHE_CONTENT_TTL) applies to plain set().
     let dir = tempfile::tempdir().unwrap();
     let cache = PersistentCache::open(
-        options(dir.path())
+        CacheOptions::new(dir.path())
             .clock(clock.clone())
             .default_ttl(Some(Duration::from_secs(300))),
     )
@@ -242,7 +236,7 @@ async fn ttl_expires_with_a_controlled_clock() {
 async fn lru_keeps_what_was_read_and_evicts_the_least_recently_used() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 200 * 1024;
-    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(limit))
         .await
         .unwrap();
     let value = "x".repeat(1000);
@@ -272,7 +266,7 @@ async fn lru_keeps_what_was_read_and_evicts_the_least_recently_used() {
 async fn volume_stays_under_the_limit_writing_five_times_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 512 * 1024;
-    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(limit))
         .await
         .unwrap();
     let mut written = 0;
@@ -301,7 +295,7 @@ async fn volume_stays_under_the_limit_writing_five_times_the_limit() {
 #[tokio::test]
 async fn delete_clear_and_stats() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path()).size_limit(10 << 20))
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(10 << 20))
         .await
         .unwrap();
     cache
@@ -341,14 +335,14 @@ async fn delete_clear_and_stats() {
         .unwrap()
         .is_none());
     cache.close().await.unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     assert_eq!(cache.stats().await.unwrap().entries, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_tasks_share_one_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..64u64 {
         let cache = cache.clone();
@@ -391,7 +385,7 @@ async fn sixty_four_concurrent_tasks_share_one_cache() {
 async fn bad_keys_and_oversized_values_are_errors_that_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 64 * 1024;
-    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(limit))
         .await
         .unwrap();
     cache.set("keep", &"me").await.unwrap();
@@ -438,7 +432,7 @@ async fn bad_keys_and_oversized_values_are_errors_that_change_nothing() {
 #[tokio::test]
 async fn a_truncated_last_record_is_recovered_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     cache.set("a", &"first").await.unwrap();
     cache.set("b", &"x".repeat(5000)).await.unwrap();
     cache.close().await.unwrap();
@@ -456,7 +450,7 @@ async fn a_truncated_last_record_is_recovered_at_open() {
     file.set_len(len - 2500).unwrap();
     std::fs::remove_file(data.join("index.hint")).unwrap();
 
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     assert_eq!(
         cache.get::<String>("a").await.unwrap().as_deref(),
         Some("first")
@@ -468,15 +462,15 @@ async fn a_truncated_last_record_is_recovered_at_open() {
     );
     cache.set("c", &3).await.unwrap();
     cache.close().await.unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     assert_eq!(cache.get::<i32>("c").await.unwrap(), Some(3));
 }
 
 #[tokio::test]
 async fn opening_an_open_directory_shares_the_same_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let cache1 = PersistentCache::open(options(dir.path())).await.unwrap();
-    let cache2 = PersistentCache::open(options(&dir.path().join(".")))
+    let cache1 = open(dir.path()).await;
+    let cache2 = PersistentCache::open(CacheOptions::new(dir.path().join(".")))
         .await
         .unwrap();
     cache1.set("k", &"from one").await.unwrap();
@@ -488,7 +482,7 @@ async fn opening_an_open_directory_shares_the_same_cache() {
     cache2.set("k2", &2).await.unwrap();
     assert_eq!(cache2.get::<i32>("k2").await.unwrap(), Some(2));
     cache2.close().await.unwrap();
-    let cache3 = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache3 = open(dir.path()).await;
     assert_eq!(cache3.get::<i32>("k2").await.unwrap(), Some(2));
 }
 
@@ -497,7 +491,7 @@ async fn an_unusable_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    match PersistentCache::open(options(&file)).await {
+    match PersistentCache::open(CacheOptions::new(&file)).await {
         Err(e @ Error::Directory { .. }) => assert!(e.to_string().contains("a-file"), "{e}"),
         Err(other) => panic!("expected a Directory error, got {other}"),
         Ok(_) => panic!("opened a file as a cache directory"),
@@ -507,7 +501,7 @@ async fn an_unusable_directory_is_a_clear_error() {
 #[tokio::test]
 async fn keys_lists_by_prefix_across_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let cache = open(dir.path()).await;
     for i in 0..2500 {
         cache.set(&format!("user:{i:05}"), &i).await.unwrap();
     }

@@ -3,6 +3,7 @@
 //!
 //! `PCACHE_CRASH_KILLS=N` sets the number of kills (default 50; the long mode is 1000).
 
+mod common;
 #[path = "../src/workload.rs"]
 mod workload;
 
@@ -10,7 +11,7 @@ use persistent_cache::{CacheOptions, PersistentCache};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use workload::{key, value, Op, Rng, KEYS, LONG_TTL_MS};
@@ -185,7 +186,7 @@ impl Series {
 }
 
 fn spawn(series: &Series, seed: u64, sync: bool) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cache-child"))
+    common::child()
         .arg(series.dir.path())
         .args([
             "workload",

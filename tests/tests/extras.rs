@@ -1,18 +1,13 @@
 //! End-to-end: add, touch, pop, incr, delete_prefix, expire and the expired/evicted counters,
 //! through the real component in the real host, including atomicity under concurrent tasks.
 
+mod common;
+
 use persistent_cache::{CacheOptions, Error, Expiry, ManualClock, PersistentCache};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-async fn open(dir: &std::path::Path) -> PersistentCache {
-    PersistentCache::open(CacheOptions::new(dir)).await.unwrap()
-}
-
-async fn open_with_clock(dir: &std::path::Path, clock: &Arc<ManualClock>) -> PersistentCache {
-    let options = CacheOptions::new(dir).clock(clock.clone());
-    PersistentCache::open(options).await.unwrap()
-}
+use common::{open, open_with_clock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incr_from_64_tasks_sums_exactly_and_persists() {

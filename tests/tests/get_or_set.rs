@@ -1,10 +1,11 @@
 //! End-to-end: single-flight `get_or_set_with` / `try_get_or_set_with` on the real component.
 
+mod common;
+
 use persistent_cache::{CacheOptions, Error, Expiry, GetOrSetError, ManualClock, PersistentCache};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +13,10 @@ use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
+use common::{open, open_with_clock};
+
 /// Every test must finish well within this; a hang (a waiter never woken) fails instead.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn options(dir: &Path) -> CacheOptions {
-    CacheOptions::new(dir)
-}
-
-async fn open(dir: &Path) -> PersistentCache {
-    PersistentCache::open(options(dir)).await.unwrap()
-}
 
 /// Runs `test` under [`DEADLINE`].
 async fn within_deadline<F: Future>(test: F) -> F::Output {
@@ -36,6 +31,27 @@ async fn join_all<T>(handles: Vec<JoinHandle<T>>) -> Vec<T> {
         results.push(handle.await.expect("the task panicked"));
     }
     results
+}
+
+/// Spawns `task(i)` for each `i` in `0..tasks`, lets them all go at once (a barrier), and
+/// returns their results in order, under [`DEADLINE`].
+async fn together<T, Fut>(tasks: usize, task: impl Fn(usize) -> Fut) -> Vec<T>
+where
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(tasks));
+    let handles = (0..tasks)
+        .map(|i| {
+            let barrier = Arc::clone(&barrier);
+            let task = task(i);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                task.await
+            })
+        })
+        .collect();
+    within_deadline(join_all(handles)).await
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,25 +104,20 @@ async fn a_stampede_of_100_tasks_computes_once() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path()).await;
     let computed = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let handles = (0..TASKS)
-        .map(|_| {
-            let cache = cache.clone();
-            let computed = Arc::clone(&computed);
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                cache
-                    .get_or_set_with("report:q1", Expiry::Default, || async move {
-                        computed.fetch_add(1, Ordering::SeqCst);
-                        sleep(Duration::from_millis(100)).await;
-                        report()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let results = within_deadline(join_all(handles)).await;
+    let results = together(TASKS, |_| {
+        let cache = cache.clone();
+        let computed = Arc::clone(&computed);
+        async move {
+            cache
+                .get_or_set_with("report:q1", Expiry::Default, || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(100)).await;
+                    report()
+                })
+                .await
+        }
+    })
+    .await;
     assert_eq!(
         computed.load(Ordering::SeqCst),
         1,
@@ -130,29 +141,24 @@ async fn handles_from_separate_opens_share_the_flight() {
     let first = open(dir.path()).await;
     let second = open(dir.path()).await;
     let computed = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let handles = (0..TASKS)
-        .map(|i| {
-            let cache = if i % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            let computed = Arc::clone(&computed);
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                cache
-                    .get_or_set_with("shared", Expiry::Default, || async move {
-                        computed.fetch_add(1, Ordering::SeqCst);
-                        sleep(Duration::from_millis(100)).await;
-                        "computed once".to_owned()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let results = within_deadline(join_all(handles)).await;
+    let results = together(TASKS, |i| {
+        let cache = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let computed = Arc::clone(&computed);
+        async move {
+            cache
+                .get_or_set_with("shared", Expiry::Default, || async move {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(100)).await;
+                    "computed once".to_owned()
+                })
+                .await
+        }
+    })
+    .await;
     assert_eq!(
         computed.load(Ordering::SeqCst),
         1,
@@ -174,27 +180,22 @@ async fn a_failed_computation_is_shared_not_stored_and_retried_next_time() {
     let cache = open(dir.path()).await;
     let computed = Arc::new(AtomicUsize::new(0));
     let arrivals = Arc::new(Arrivals::default());
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let handles = (0..TASKS)
-        .map(|_| {
-            let cache = cache.clone();
-            let computed = Arc::clone(&computed);
-            let arrivals = Arc::clone(&arrivals);
-            let barrier = Arc::clone(&barrier);
-            tokio::spawn(async move {
-                barrier.wait().await;
-                arrivals.arrive();
-                cache
-                    .try_get_or_set_with("flaky", Expiry::Default, || async move {
-                        let attempt = computed.fetch_add(1, Ordering::SeqCst) + 1;
-                        arrivals.wait_for(TASKS).await;
-                        Err::<Report, _>(UpstreamDown { attempt })
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let results = within_deadline(join_all(handles)).await;
+    let results = together(TASKS, |_| {
+        let cache = cache.clone();
+        let computed = Arc::clone(&computed);
+        let arrivals = Arc::clone(&arrivals);
+        async move {
+            arrivals.arrive();
+            cache
+                .try_get_or_set_with("flaky", Expiry::Default, || async move {
+                    let attempt = computed.fetch_add(1, Ordering::SeqCst) + 1;
+                    arrivals.wait_for(TASKS).await;
+                    Err::<Report, _>(UpstreamDown { attempt })
+                })
+                .await
+        }
+    })
+    .await;
     assert_eq!(
         computed.load(Ordering::SeqCst),
         1,
@@ -271,9 +272,7 @@ async fn a_hit_is_returned_without_computing() {
 async fn an_explicit_ttl_expires_and_the_next_call_recomputes() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let cache = PersistentCache::open(options(dir.path()).clock(clock.clone()))
-        .await
-        .unwrap();
+    let cache = open_with_clock(dir.path(), &clock).await;
     let computed = AtomicUsize::new(0);
     let next = || async { u32::try_from(computed.fetch_add(1, Ordering::SeqCst) + 1).unwrap() };
     let ttl = Duration::from_secs(60);
@@ -311,7 +310,7 @@ async fn no_ttl_means_the_default_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let cache = PersistentCache::open(
-        options(dir.path())
+        CacheOptions::new(dir.path())
             .clock(clock.clone())
             .default_ttl(Some(Duration::from_secs(300))),
     )
@@ -504,7 +503,7 @@ async fn a_value_too_large_to_store_fails_the_leader_but_reaches_the_waiters() {
     const TASKS: usize = 10;
     let dir = tempfile::tempdir().unwrap();
     let limit = 64 * 1024;
-    let cache = PersistentCache::open(options(dir.path()).size_limit(limit))
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).size_limit(limit))
         .await
         .unwrap();
     let huge = vec![7_u8; limit as usize];

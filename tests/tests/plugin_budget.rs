@@ -1,21 +1,19 @@
 //! Plugin stores are accounted for by the cache that runs the plugins: one budget for all of
 //! them, shown by `stats`, and emptied by `clear`.
 
-use persistent_cache::test_support::PROBE_PLUGIN;
+mod common;
+
 use persistent_cache::{
     CacheOptions, Error, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions,
 };
 use std::path::Path;
 
+use common::{plugin_failure, probe};
+
 async fn open(dir: &Path, budget: u64) -> PersistentCache {
     PersistentCache::open(CacheOptions::new(dir).plugin_budget(budget))
         .await
         .unwrap()
-}
-
-async fn probe(name: &str) -> Plugin {
-    let bytes = std::fs::read(PROBE_PLUGIN).unwrap();
-    Plugin::from_bytes(name, bytes, None).await.unwrap()
 }
 
 /// Runs the probe with `args`, its store limited to `store_limit`; the probe's output.
@@ -81,11 +79,8 @@ async fn a_plugin_does_not_run_without_room_in_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 16 << 10).await;
     let options = PluginOptions::new().args(["put", "s", "k", "v"]);
-    match cache.run_plugin(&probe("a").await, options).await {
-        Err(Error::Plugin {
-            plugin,
-            failure: PluginFailure::Budget(why),
-        }) => {
+    match plugin_failure(cache.run_plugin(&probe("a").await, options).await) {
+        (plugin, PluginFailure::Budget(why)) => {
             assert_eq!(plugin, "a");
             assert!(why.contains("plugin budget"), "{why}");
         }

@@ -6,9 +6,11 @@
 //! measured (`wait4`'s `ru_maxrss`); a watchdog kills a child whose RSS passes
 //! [`KILL_RSS_KIB`], so a regression fails the test instead of exhausting the machine.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +97,7 @@ fn rss_kib(pid: i32) -> u64 {
 #[allow(clippy::zombie_processes)]
 fn run_child(memory_limit: u64, time_limit: Duration, args: &[&str]) -> ChildRun {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cache-child"))
+    let mut child = common::child()
         .arg(dir.path())
         .arg("plugin")
         .arg(memory_limit.to_string())

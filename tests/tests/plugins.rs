@@ -1,24 +1,17 @@
 //! End-to-end: wasi:keyvalue plugin components (the example `wordfreq`, the test `probe`) run by
 //! the real host, their buckets served by the real cache guest in real directories.
 
+mod common;
+
 use persistent_cache::test_support::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
 use persistent_cache::{
-    CacheOptions, Error, Expiry, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions,
-    PLUGINS_DIRECTORY,
+    Expiry, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions, PLUGINS_DIRECTORY,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-async fn open(dir: &Path) -> PersistentCache {
-    PersistentCache::open(CacheOptions::new(dir)).await.unwrap()
-}
-
-/// The probe plugin, loaded under `name` (its namespace).
-async fn probe(name: &str) -> Plugin {
-    let bytes = std::fs::read(PROBE_PLUGIN).unwrap();
-    Plugin::from_bytes(name, bytes, None).await.unwrap()
-}
+use common::{open, plugin_failure, probe};
 
 async fn run(cache: &PersistentCache, plugin: &Plugin, args: &[&str]) -> PluginExit {
     let options = PluginOptions::new().args(args.iter().copied());
@@ -259,37 +252,22 @@ async fn runaway_plugins_are_stopped_and_everything_keeps_working() {
         .args(["spin"])
         .time_limit(Duration::from_millis(300));
     let started = std::time::Instant::now();
-    match cache.run_plugin(&plugin, spin).await {
-        Err(Error::Plugin {
-            plugin,
-            failure: PluginFailure::TimeLimit(limit),
-        }) => {
-            assert_eq!(
-                (plugin.as_str(), limit),
-                ("runaway", Duration::from_millis(300))
-            );
-        }
-        other => panic!("expected a time limit, got {other:?}"),
-    }
+    assert_eq!(
+        plugin_failure(cache.run_plugin(&plugin, spin).await),
+        (
+            "runaway".to_owned(),
+            PluginFailure::TimeLimit(Duration::from_millis(300))
+        )
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let alloc = PluginOptions::new().args(["alloc"]).memory_limit(64 << 20);
-    assert!(matches!(
-        cache.run_plugin(&plugin, alloc).await,
-        Err(Error::Plugin {
-            failure: PluginFailure::MemoryLimit(limit),
-            ..
-        }) if limit == 64 << 20
-    ));
+    let (_, failure) = plugin_failure(cache.run_plugin(&plugin, alloc).await);
+    assert_eq!(failure, PluginFailure::MemoryLimit(64 << 20));
 
-    match cache
-        .run_plugin(&plugin, PluginOptions::new().args(["trap"]))
-        .await
-    {
-        Err(Error::Plugin {
-            failure: PluginFailure::Trap(message),
-            ..
-        }) => assert!(message.contains("unreachable"), "{message}"),
+    let trap = PluginOptions::new().args(["trap"]);
+    match plugin_failure(cache.run_plugin(&plugin, trap).await) {
+        (_, PluginFailure::Trap(message)) => assert!(message.contains("unreachable"), "{message}"),
         other => panic!("expected a trap, got {other:?}"),
     }
 
@@ -358,11 +336,8 @@ async fn components_that_are_not_keyvalue_commands_are_refused() {
         persistent_cache::test_support::guest_component(),
     )
     .unwrap();
-    match Plugin::load(&cache_guest, None).await {
-        Err(Error::Plugin {
-            plugin,
-            failure: PluginFailure::Load(message),
-        }) => {
+    match plugin_failure(Plugin::load(&cache_guest, None).await) {
+        (plugin, PluginFailure::Load(message)) => {
             assert_eq!(plugin, "guest");
             assert!(message.contains("wasi:cli"), "{message}");
         }
@@ -370,19 +345,9 @@ async fn components_that_are_not_keyvalue_commands_are_refused() {
     }
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
-    assert!(matches!(
-        Plugin::load(&junk, None).await,
-        Err(Error::Plugin {
-            failure: PluginFailure::Load(_),
-            ..
-        })
-    ));
+    let (_, failure) = plugin_failure(Plugin::load(&junk, None).await);
+    assert!(matches!(failure, PluginFailure::Load(_)), "{failure:?}");
     let bytes = std::fs::read(PROBE_PLUGIN).unwrap();
-    assert!(matches!(
-        Plugin::from_bytes("../escape", bytes, None).await,
-        Err(Error::Plugin {
-            failure: PluginFailure::Load(_),
-            ..
-        })
-    ));
+    let (_, failure) = plugin_failure(Plugin::from_bytes("../escape", bytes, None).await);
+    assert!(matches!(failure, PluginFailure::Load(_)), "{failure:?}");
 }

@@ -30,8 +30,19 @@ pub enum Op {
     Clear,
     /// Entries, volume, directory, size limit, hits, misses, expired and evicted.
     Stats,
-    /// List the keys that start with PREFIX (all keys without one), one per line, sorted.
-    Keys { prefix: Option<String> },
+    /// List the keys that start with PREFIX (all keys without one), sorted, one per line.
+    ///
+    /// Each key prints on one line, escaped: a backslash as \\, a newline as \n, a carriage
+    /// return as \r, a tab as \t, NUL as \0 and any other control character (or U+2028, U+2029)
+    /// as \u{HEX}; every other character as it is. No keys: nothing is printed, exit 0 (the REPL
+    /// says "(no keys)" on stderr). --json prints one JSON array of strings; -0 prints each key
+    /// as it is, ended by a NUL byte (for xargs -0).
+    Keys {
+        prefix: Option<String>,
+        /// End each key with a NUL byte instead of a newline, unescaped.
+        #[arg(short = '0', long = "null", conflicts_with = "json")]
+        null: bool,
+    },
     /// Store VALUE under KEY only if KEY is absent (exit 1 if it was there).
     Add {
         key: String,
@@ -82,7 +93,11 @@ pub enum Outcome {
     /// `delete`: whether the key was there.
     Deleted(bool),
     Stats(Stats),
-    Keys(Vec<String>),
+    /// `keys`: the keys, and whether `-0` asked for NUL-terminated output.
+    Keys {
+        keys: Vec<String>,
+        null: bool,
+    },
     /// `add`: whether the value was stored (the key was absent).
     Added(bool),
     /// `touch`: whether the key was there.
@@ -127,9 +142,10 @@ impl Op {
                 Outcome::Done
             }
             Op::Stats => Outcome::Stats(cache.stats().await?),
-            Op::Keys { prefix } => {
-                Outcome::Keys(cache.keys(prefix.as_deref().unwrap_or("")).await?)
-            }
+            Op::Keys { prefix, null } => Outcome::Keys {
+                keys: cache.keys(prefix.as_deref().unwrap_or("")).await?,
+                null: *null,
+            },
             Op::Add { key, value, ttl } => {
                 let expiry = ttl.unwrap_or_default();
                 Outcome::Added(cache.add(key, &ValueArg::new(value), expiry).await?)
@@ -247,6 +263,62 @@ fn to_json(value: ciborium::Value) -> Json {
     }
 }
 
+/// How `keys` prints its list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeysFormat {
+    /// One escaped key per line (see [`escape_key`]).
+    Lines,
+    /// One JSON array of strings, then a newline.
+    Json,
+    /// Each key as it is, then a NUL byte.
+    Null,
+}
+
+impl KeysFormat {
+    /// The format `--json` and `-0` ask for (they cannot both be given).
+    pub fn new(json: bool, null: bool) -> KeysFormat {
+        match (json, null) {
+            (true, _) => KeysFormat::Json,
+            (false, true) => KeysFormat::Null,
+            (false, false) => KeysFormat::Lines,
+        }
+    }
+}
+
+/// `keys` as `format` prints them, each ended by its terminator.
+///
+/// Edge cases: no keys → "" for [`KeysFormat::Lines`] and [`KeysFormat::Null`], "[]\n" for
+/// [`KeysFormat::Json`].
+pub fn format_keys(keys: &[String], format: KeysFormat) -> String {
+    match format {
+        KeysFormat::Lines => keys
+            .iter()
+            .map(|k| format!("{}\n", escape_key(k)))
+            .collect(),
+        KeysFormat::Json => format!("{}\n", Json::from(keys)),
+        KeysFormat::Null => keys.iter().map(|k| format!("{k}\0")).collect(),
+    }
+}
+
+/// `key` on one line, readable back without ambiguity: a backslash prints as `\\`, a control
+/// character (and U+2028, U+2029) as its Rust escape (`\n`, `\r`, `\t`, `\0`, `\u{1b}`), every
+/// other character as it is.
+pub fn escape_key(key: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !key.contains(escaped) {
+        return key.into();
+    }
+    let mut out = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        if escaped(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Stats as a few human-readable lines.
 pub fn human_stats(s: &Stats) -> String {
     let lookups = s.hits + s.misses;
@@ -284,6 +356,45 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{value:.2} {} ({n} bytes)", UNITS[unit])
     }
+}
+
+/// An error on one line: its message, then each cause whose text the line does not already
+/// hold (a message that quotes its source, as a directory error quotes the OS error, is not
+/// followed by it again), joined with ": ". Text over several lines is folded onto one.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = fold_lines(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `text` on one line: its lines trimmed and joined with a space, except after an opening and
+/// before a closing bracket, so a pretty-printed list (`[\n    1,\n    2,\n]`, as wasmparser
+/// writes the bytes it expected) reads `[1, 2]`.
+fn fold_lines(text: &str) -> String {
+    if !text.contains('\n') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let closing = line.starts_with([']', ')', '}']);
+        if closing && out.ends_with(',') {
+            out.pop();
+        }
+        if !(out.is_empty() || closing || out.ends_with(['[', '(', '{'])) {
+            out.push(' ');
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// A clap message on one line: its first paragraph joined, without the "error: " prefix.
@@ -388,6 +499,58 @@ mod tests {
             one_line(message),
             "the following required arguments were not provided: <KEY> <VALUE>"
         );
+    }
+
+    #[test]
+    fn keys_print_one_per_line_escaped_or_as_json_or_nul_terminated() {
+        let keys: Vec<String> = [
+            "plain",
+            "a\nb",
+            "(empty)",
+            "back\\slash",
+            "t\tr\r\u{1b}\u{85}\u{2028}é",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            format_keys(&keys, KeysFormat::Lines),
+            "plain\na\\nb\n(empty)\nback\\\\slash\nt\\tr\\r\\u{1b}\\u{85}\\u{2028}é\n"
+        );
+        let json: Vec<String> =
+            serde_json::from_str(&format_keys(&keys, KeysFormat::Json)).unwrap();
+        assert_eq!(json, keys);
+        assert_eq!(format_keys(&keys[..2], KeysFormat::Null), "plain\0a\nb\0");
+        assert_eq!(format_keys(&[], KeysFormat::Lines), "");
+        assert_eq!(format_keys(&[], KeysFormat::Null), "");
+        assert_eq!(format_keys(&[], KeysFormat::Json), "[]\n");
+        assert!(matches!(
+            escape_key("user:1"),
+            std::borrow::Cow::Borrowed("user:1")
+        ));
+    }
+
+    #[test]
+    fn errors_print_on_one_line_without_a_cause_the_message_quotes() {
+        let os = std::io::Error::from_raw_os_error(20);
+        let quoting = anyhow::Error::new(os).context(format!(
+            "cannot use /x/cache: {}",
+            std::io::Error::from_raw_os_error(20)
+        ));
+        assert_eq!(
+            error_line(&quoting),
+            "cannot use /x/cache: Not a directory (os error 20)"
+        );
+        let chained = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(error_line(&chained), "outer: root cause");
+        let pretty = anyhow::anyhow!(
+            "bad magic number - expected=[\n    0x0,\n    0x61,\n] actual=[\n    0x6a,\n] (at offset 0x0)"
+        );
+        assert_eq!(
+            error_line(&pretty),
+            "bad magic number - expected=[0x0, 0x61] actual=[0x6a] (at offset 0x0)"
+        );
+        let backtrace = anyhow::anyhow!("trapped\nwasm backtrace:\n    0: f\n    1: g");
+        assert_eq!(error_line(&backtrace), "trapped wasm backtrace: 0: f 1: g");
     }
 
     #[test]

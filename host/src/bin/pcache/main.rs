@@ -37,7 +37,7 @@ struct Cli {
     /// Run this guest component (.wasm) instead of the embedded one.
     #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
-    /// Print structured output (stats) as JSON.
+    /// Print structured output (stats, keys) as JSON.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -121,15 +121,21 @@ fn main() -> ExitCode {
 /// Writes `text` and a newline to stdout. A reader that went away (`pcache keys | head`) is not
 /// an error: the output is simply no longer wanted.
 pub(crate) fn emit(text: impl std::fmt::Display) -> std::io::Result<()> {
+    write_out(format!("{text}\n").as_bytes())
+}
+
+/// Writes `bytes` to stdout as they are; a reader that went away is not an error (see [`emit`]).
+fn write_out(bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    match writeln!(std::io::stdout().lock(), "{text}") {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("pcache: {err:#}");
+    eprintln!("pcache: {}", command::error_line(err));
     ExitCode::from(2)
 }
 
@@ -218,12 +224,8 @@ fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitC
             ExitCode::SUCCESS
         }
         Outcome::Raw(Some(bytes)) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            match out.write_all(&bytes).and_then(|()| out.flush()) {
-                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err.into()),
-                _ => ExitCode::SUCCESS,
-            }
+            write_out(&bytes)?;
+            ExitCode::SUCCESS
         }
         Outcome::Value(None) | Outcome::Raw(None) => {
             eprintln!("not found: {}", op.key().unwrap_or_default());
@@ -242,10 +244,9 @@ fn print_one_shot(op: &Op, outcome: Outcome, json: bool) -> anyhow::Result<ExitC
             }
             ExitCode::SUCCESS
         }
-        Outcome::Keys(keys) => {
-            for key in keys {
-                emit(key)?;
-            }
+        Outcome::Keys { keys, null } => {
+            let format = command::KeysFormat::new(json, null);
+            write_out(command::format_keys(&keys, format).as_bytes())?;
             ExitCode::SUCCESS
         }
         Outcome::Added(true) | Outcome::Touched(true) => ExitCode::SUCCESS,

@@ -4,34 +4,28 @@ mod lines;
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use persistent_cache::PersistentCache;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use crate::command::{one_line, Op, Outcome};
+use crate::command::{error_line, format_keys, one_line, KeysFormat, Op, Outcome};
 use lines::{line_limit, BoundedLines, Line};
 
-/// The words the REPL understands as the first token.
-const COMMANDS: [&str; 15] = [
-    "get",
-    "set",
-    "delete",
-    "clear",
-    "stats",
-    "keys",
-    "add",
-    "touch",
-    "pop",
-    "incr",
-    "delete-prefix",
-    "expire",
-    "help",
-    "quit",
-    "exit",
-];
+/// The REPL's own words, besides the operations.
+const REPL_WORDS: [&str; 3] = ["help", "quit", "exit"];
+
+/// The words the REPL understands as the first token: the operations' names, from the same
+/// definitions as the subcommands, then [`REPL_WORDS`].
+fn commands() -> Vec<String> {
+    let ops = Op::augment_subcommands(clap::Command::new("repl"));
+    ops.get_subcommands()
+        .map(|op| op.get_name().to_owned())
+        .chain(REPL_WORDS.map(String::from))
+        .collect()
+}
 
 const HELP: &str = "\
 commands:
@@ -40,7 +34,11 @@ commands:
   delete KEY                       remove KEY: deleted / not found
   clear                            remove every entry
   stats                            counters as JSON
-  keys [PREFIX]                    keys starting with PREFIX, one per line
+  keys [PREFIX] [--json | -0]      keys starting with PREFIX, sorted: one per line, with
+                                   \\\\ \\n \\r \\t \\0 \\u{HEX} for backslashes and control
+                                   characters; --json: one JSON array; -0: each key as it
+                                   is, ended by a NUL byte, then a newline; none: nothing
+                                   on stdout, \"(no keys)\" on stderr
   add KEY VALUE [--ttl TTL]        store only if KEY is absent: added / exists
   touch KEY [--ttl TTL]            refresh KEY and give it a new expiry from now
   pop KEY                          print the value and remove it, or (nil)
@@ -59,13 +57,21 @@ A line longer than the size limit plus 8 KiB (at most 64 MiB) is skipped.";
 #[derive(Parser, Debug)]
 #[command(no_binary_name = true, disable_help_subcommand = true)]
 struct ReplLine {
+    /// Print `keys` as a JSON array (`stats` always prints as JSON).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     op: Op,
 }
 
 /// What one input line asks for.
 enum Step {
+    /// Print this and a newline on stdout.
     Print(String),
+    /// Print this and a newline on stderr: a remark that is not the command's output.
+    Note(String),
+    /// Print nothing (a blank line of input).
+    Nothing,
     Quit,
 }
 
@@ -78,7 +84,8 @@ pub async fn run(cache: &PersistentCache) -> anyhow::Result<()> {
     }
 }
 
-/// Commands from a pipe or file: no prompt, no banner, one output line per command.
+/// Commands from a pipe or file: no prompt, no banner, one output line per command (`keys`: a
+/// line per key, none when there are none).
 ///
 /// A line longer than [`line_limit`] is not kept in memory: it is read past and reported as
 /// skipped, as is a line that is not UTF-8; the lines after it run.
@@ -94,8 +101,9 @@ async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
             Line::NotUtf8 => Step::Print(format!("error: line {number}: not UTF-8; skipped")),
         };
         match step {
-            Step::Print(text) if text.is_empty() => {}
             Step::Print(text) => crate::emit(text)?,
+            Step::Note(text) => eprintln!("{text}"),
+            Step::Nothing => {}
             Step::Quit => break,
         }
     }
@@ -104,7 +112,9 @@ async fn piped(cache: &PersistentCache) -> anyhow::Result<()> {
 
 async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
     let mut editor: Editor<CommandCompleter, DefaultHistory> = Editor::new()?;
-    editor.set_helper(Some(CommandCompleter));
+    editor.set_helper(Some(CommandCompleter {
+        commands: commands(),
+    }));
     let history = dirs::data_dir().map(|d| d.join("persistent-cache").join("history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path); // none yet on the first run
@@ -127,8 +137,9 @@ async fn interactive(cache: &PersistentCache) -> anyhow::Result<()> {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 match step(cache, &line).await {
-                    Step::Print(text) if text.is_empty() => {}
                     Step::Print(text) => println!("{text}"),
+                    Step::Note(text) => eprintln!("{text}"),
+                    Step::Nothing => {}
                     Step::Quit => break,
                 }
             }
@@ -155,22 +166,33 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
         Err(err) => return Step::Print(format!("error: {err}")),
     };
     match words.first().map(String::as_str) {
-        None => Step::Print(String::new()),
+        None => Step::Nothing,
         Some("quit" | "exit") => Step::Quit,
         Some("help" | "?") => Step::Print(HELP.to_owned()),
         Some(_) => match ReplLine::try_parse_from(&words) {
             Err(err) => Step::Print(format!("error: {}", one_line(&err.to_string()))),
-            Ok(ReplLine { op }) => match op.execute(cache).await {
-                Ok(outcome) => Step::Print(render(outcome)),
-                Err(err) => Step::Print(format!("error: {err:#}")),
+            Ok(ReplLine { op, json }) => match op.execute(cache).await {
+                Ok(outcome) => render(outcome, json),
+                Err(err) => Step::Print(format!("error: {}", error_line(&err))),
             },
         },
     }
 }
 
-/// The REPL's one-line rendering of an outcome.
-fn render(outcome: Outcome) -> String {
-    match outcome {
+/// What the REPL prints for an outcome: one line, except for `keys`.
+fn render(outcome: Outcome, json: bool) -> Step {
+    let text = match outcome {
+        Outcome::Keys { keys, null } => {
+            let format = KeysFormat::new(json, null);
+            let mut text = format_keys(&keys, format);
+            if format == KeysFormat::Lines && text.is_empty() {
+                return Step::Note("(no keys)".to_owned());
+            }
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            return Step::Print(text);
+        }
         Outcome::Value(Some(value)) => value.to_string(),
         Outcome::Value(None) | Outcome::Raw(None) => "(nil)".to_owned(),
         Outcome::Raw(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -180,19 +202,20 @@ fn render(outcome: Outcome) -> String {
         Outcome::Stats(stats) => {
             serde_json::to_string(&stats).unwrap_or_else(|e| format!("error: {e}"))
         }
-        Outcome::Keys(keys) if keys.is_empty() => "(empty)".to_owned(),
-        Outcome::Keys(keys) => keys.join("\n"),
         Outcome::Added(true) => "added".to_owned(),
         Outcome::Added(false) => "exists".to_owned(),
         Outcome::Touched(true) => "OK".to_owned(),
         Outcome::Touched(false) => "not found".to_owned(),
         Outcome::Number(n) => n.to_string(),
-    }
+    };
+    Step::Print(text)
 }
 
 /// Completes command names in the first word.
 #[derive(Helper, Hinter, Highlighter, Validator)]
-struct CommandCompleter;
+struct CommandCompleter {
+    commands: Vec<String>,
+}
 
 impl Completer for CommandCompleter {
     type Candidate = Pair;
@@ -207,14 +230,40 @@ impl Completer for CommandCompleter {
         if before.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
-        let candidates = COMMANDS
+        let candidates = self
+            .commands
             .iter()
             .filter(|c| c.starts_with(before))
             .map(|c| Pair {
-                display: (*c).to_owned(),
+                display: c.clone(),
                 replacement: format!("{c} "),
             })
             .collect();
         Ok((0, candidates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commands_are_every_operation_and_help_names_each() {
+        let commands = commands();
+        for expected in [
+            "get",
+            "keys",
+            "delete-prefix",
+            "expire",
+            "help",
+            "quit",
+            "exit",
+        ] {
+            assert!(commands.iter().any(|c| c == expected), "{expected}");
+        }
+        for command in &commands {
+            let mut words = HELP.split(|c: char| !(c.is_alphanumeric() || c == '-'));
+            assert!(words.any(|w| w == command), "help does not name {command}");
+        }
     }
 }
