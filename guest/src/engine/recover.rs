@@ -1,0 +1,241 @@
+//! Recovery at open: claiming the directory, loading the index snapshot, replaying the log
+//! after it, and repairing torn or damaged tails.
+
+use super::log::Segment;
+use super::Engine;
+use crate::clock::Clock;
+use crate::error::{io_err, Error, Result};
+use crate::format::{
+    self, decode_record, DecodeError, RecordKind, HINT_FILE, META_FILE, TMP_SUFFIX,
+};
+use crate::index::Slot;
+use crate::storage::{Storage, StorageFile};
+
+impl<S: Storage, C: Clock> Engine<S, C> {
+    /// Brings a freshly built engine to the state its directory holds, with an active segment.
+    pub(super) fn recover(&mut self) -> Result<()> {
+        self.claim_directory()?;
+        self.open_segments()?;
+        let hint_bytes = self
+            .storage
+            .read_file(HINT_FILE)
+            .map_err(|e| io_err("read", HINT_FILE, e))?;
+        self.hint_len = hint_bytes.as_ref().map_or(0, |b| b.len() as u64);
+        let hint = hint_bytes.as_deref().and_then(format::decode_hint);
+        if hint.is_none() && hint_bytes.is_some() {
+            self.remove_hint()?;
+        }
+        // Segment ids only grow, even when recovery deletes the newest segments.
+        let first_free = self.segments.keys().next_back().map_or(1, |id| id + 1);
+        self.replay(hint)?;
+        match self.segments.keys().next_back() {
+            Some(&last) => self.active = last,
+            None => self.create_segment(first_free)?,
+        }
+        Ok(())
+    }
+
+    /// Checks the metadata file's format version, writing the file if it is missing or older.
+    fn claim_directory(&self) -> Result<()> {
+        let sync = self.options.sync_writes;
+        match self
+            .storage
+            .read_file(META_FILE)
+            .map_err(|e| io_err("read", META_FILE, e))?
+        {
+            Some(bytes) => match format::decode_meta(&bytes) {
+                // An older format is a subset of ours: claim the directory before writing
+                // records an older engine would take for damage.
+                Ok(version) if version < format::FORMAT_VERSION => self
+                    .storage
+                    .write_file_atomic(META_FILE, &format::encode_meta(), sync)
+                    .map_err(|e| io_err("upgrade", META_FILE, e)),
+                Ok(_) => Ok(()),
+                Err(format::MetaError::Corrupt(why)) => Err(Error::Corrupt(why)),
+                Err(format::MetaError::NewerVersion(v)) => Err(Error::IncompatibleFormat(format!(
+                    "the directory uses format version {v}; this engine reads up to {}",
+                    format::FORMAT_VERSION
+                ))),
+            },
+            None => self
+                .storage
+                .write_file_atomic(META_FILE, &format::encode_meta(), sync)
+                .map_err(|e| io_err("create", META_FILE, e)),
+        }
+    }
+
+    /// Opens every segment file and removes the engine's own half-written files.
+    fn open_segments(&mut self) -> Result<()> {
+        for name in self.storage.list().map_err(|e| io_err("list", ".", e))? {
+            // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
+            let own_tmp = name
+                .strip_suffix(TMP_SUFFIX)
+                .is_some_and(|stem| stem == HINT_FILE || stem == META_FILE);
+            if own_tmp {
+                self.storage
+                    .remove(&name)
+                    .map_err(|e| io_err("remove", &name, e))?;
+            } else if let Some(id) = format::parse_segment_file_name(&name) {
+                let file = self
+                    .storage
+                    .open(&name, false)
+                    .map_err(|e| io_err("open", &name, e))?;
+                let size = file.size().map_err(|e| io_err("stat", &name, e))?;
+                self.log_bytes += size;
+                self.segments.insert(id, Segment { file, size });
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the snapshot, replays the log after it, and repairs torn or damaged tails.
+    fn replay(&mut self, hint: Option<format::Hint>) -> Result<()> {
+        let now = self.clock.now_ms();
+        // The newest segment whose entries must all be forgotten (see the format docs).
+        let mut forget_through: Option<u32> = None;
+        let (start_segment, start_offset) = match hint {
+            Some(hint) => {
+                // The snapshot knows how long the log was: a log that is shorter now, or an
+                // entry whose record is gone, means lost data (a damaged or truncated file).
+                // Lost records may be tombstones or overwrites, so it is damage like any other.
+                let covered = self.segments.get(&hint.covered_segment);
+                if covered.is_none_or(|s| s.size < hint.covered_offset) {
+                    forget_through = Some(hint.covered_segment);
+                }
+                for e in hint.entries() {
+                    let fits = self.segments.get(&e.segment).is_some_and(|s| {
+                        u64::from(e.offset) + u64::from(e.len) <= s.size
+                            && e.segment <= hint.covered_segment
+                    });
+                    let slot = Slot {
+                        segment: e.segment,
+                        offset: e.offset,
+                        len: e.len,
+                        expires_at: e.expires_at,
+                    };
+                    // Expired entries are loaded too: a touch later in the log may extend them.
+                    // They are dropped once the replay is done.
+                    if fits {
+                        self.index.insert(e.key, slot);
+                    } else {
+                        forget_through = forget_through.max(Some(e.segment));
+                        self.snapshot_stale = true;
+                    }
+                }
+                if let Some(through) = forget_through {
+                    self.index.retain(|_, slot| slot.segment > through);
+                    self.snapshot_stale = true;
+                }
+                (hint.covered_segment, hint.covered_offset)
+            }
+            None => (0, 0),
+        };
+
+        let last = self.segments.keys().next_back().copied();
+        let ids: Vec<u32> = self
+            .segments
+            .range(start_segment..)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut cleared_at = None;
+        for id in ids {
+            let size = self.segments[&id].size;
+            let from = if id == start_segment {
+                start_offset.min(size)
+            } else {
+                0
+            };
+            if from < size {
+                self.snapshot_stale = true;
+            }
+            let data = self.read_segment(id, from)?;
+            let mut pos = 0;
+            let mut ends_sealed = false;
+            let mut damaged = false;
+            while pos < data.len() {
+                match decode_record(&data[pos..]) {
+                    Ok(rec) => {
+                        let offset = (from + pos as u64) as u32;
+                        ends_sealed = rec.kind == RecordKind::Seal;
+                        match rec.kind {
+                            RecordKind::Put => {
+                                let slot = Slot {
+                                    segment: id,
+                                    offset,
+                                    len: rec.len as u32,
+                                    expires_at: rec.expires_at,
+                                };
+                                self.index.insert(rec.key, slot);
+                            }
+                            RecordKind::Delete => {
+                                self.index.remove(rec.key);
+                            }
+                            RecordKind::Touch => {
+                                self.index.set_expires_at(rec.key, rec.expires_at);
+                            }
+                            RecordKind::DeletePrefix => {
+                                self.index.retain(|key, _| !key.starts_with(rec.key));
+                            }
+                            RecordKind::Clear => {
+                                self.index.clear();
+                                cleared_at = Some(id);
+                            }
+                            RecordKind::Seal => {}
+                        }
+                        pos += rec.len;
+                    }
+                    Err(e) => {
+                        let rest = &data[pos..];
+                        let torn = match e {
+                            DecodeError::Truncated { .. } => true,
+                            DecodeError::BadBody { len } => len == rest.len(),
+                            DecodeError::BadHeader => rest.iter().all(|b| *b == 0),
+                        };
+                        damaged = !(torn && Some(id) == last);
+                        if !damaged {
+                            // A torn write at the end of the log: it was never acknowledged.
+                            self.truncate_segment(id, from + pos as u64)?;
+                        }
+                        break;
+                    }
+                }
+            }
+            let cut_short = Some(id) != last && !ends_sealed;
+            if damaged || cut_short {
+                // Lost records may have been tombstones or overwrites of older entries: forget
+                // everything stored at or before this point rather than risk a stale value.
+                self.index.retain(|_, slot| slot.segment > id);
+                self.snapshot_stale = true;
+                forget_through = forget_through.max(Some(id));
+            }
+        }
+        if let Some(through) = forget_through {
+            // Make the forgetting durable: delete every segment at or before the damage. Cutting
+            // the damage away instead would let a later open replay the records before it and
+            // bring back values whose tombstones were lost. The damaged segment goes last, so a
+            // crash part-way leaves it to be found (and forgotten) again.
+            self.remove_hint()?;
+            let doomed: Vec<u32> = self.segments.range(..=through).map(|(id, _)| *id).collect();
+            for id in doomed {
+                self.delete_segment(id)?;
+            }
+        }
+        if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
+            self.index.retain(|_, slot| !slot.is_expired(now));
+            self.snapshot_stale = true;
+        }
+        if let Some(clear_segment) = cleared_at {
+            // The snapshot predates the clear: it must not outlive the segments it describes.
+            self.remove_hint()?;
+            let older: Vec<u32> = self
+                .segments
+                .range(..clear_segment)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in older {
+                self.delete_segment(id)?;
+            }
+        }
+        Ok(())
+    }
+}
