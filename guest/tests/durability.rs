@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{open_with, segment_paths, T0};
+use common::{open_with, segment_paths, Rng, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
 use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualClock};
@@ -231,24 +231,18 @@ const INCR_DEFAULT: i64 = 1000;
 
 /// A fixed pseudo-random workload over `keys` keys with values up to `max_len` bytes.
 fn workload(seed: u64, ops: usize, keys: usize, max_len: usize) -> Vec<Op> {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng(seed | 1);
     (0..ops)
         .map(|_| {
-            let key = next() as usize % keys;
-            match next() % 100 {
+            let key = rng.below(keys as u64) as usize;
+            match rng.below(100) {
                 0 => Op::Clear,
                 1..=3 => Op::Reopen,
                 4..=15 => Op::Delete(key),
                 16..=17 => Op::DeletePrefix(key % GROUPS),
-                18..=25 => Op::Incr(key, next() as i64 % 7 - 3),
+                18..=25 => Op::Incr(key, rng.next() as i64 % 7 - 3),
                 26..=33 => Op::Get(key),
-                _ => Op::Set(key, 1 + next() as usize % max_len),
+                _ => Op::Set(key, 1 + rng.below(max_len as u64) as usize),
             }
         })
         .collect()

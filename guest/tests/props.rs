@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::{bytes_on_disk, T0};
+use common::{bytes_on_disk, open_with, T0};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{counter, Clock, Engine, EngineOptions, Error, ManualClock};
+use persistent_cache_guest::{counter, Clock, Error, ManualClock};
 use proptest::prelude::*;
 use std::collections::HashMap;
-use std::path::Path;
 
 fn kind() -> impl Strategy<Value = RecordKind> {
     prop_oneof![
@@ -195,14 +193,6 @@ fn value_for(step: usize, len: u16) -> Vec<u8> {
     (0..len as usize).map(|i| (step * 31 + i) as u8).collect()
 }
 
-fn open(dir: &Path, clock: &ManualClock, limit: u64) -> Engine<StdStorage, ManualClock> {
-    let options = EngineOptions {
-        size_limit: limit,
-        sync_writes: false,
-    };
-    Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
-}
-
 /// When an entry written at `now` with `ttl_ms` expires (0 = never).
 fn expiry(now: u64, ttl_ms: Option<u32>) -> u64 {
     ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1))
@@ -226,7 +216,7 @@ proptest! {
     fn operations_match_the_model(ops in proptest::collection::vec(op(16, 600), 1..150)) {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at(T0);
-        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let mut engine = open_with(dir.path(), &clock, 1 << 30);
         let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = clock.now_ms();
@@ -305,13 +295,13 @@ proptest! {
                     } else {
                         drop(engine);
                     }
-                    engine = open(dir.path(), &clock, 1 << 30);
+                    engine = open_with(dir.path(), &clock, 1 << 30);
                 }
             }
         }
         // Finally every key, after a crash.
         drop(engine);
-        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let mut engine = open_with(dir.path(), &clock, 1 << 30);
         let now = clock.now_ms();
         for key in 0..16 {
             let expected = model.get(&key).filter(|(_, exp)| *exp == 0 || now < *exp).map(|(v, _)| v.clone());
@@ -327,7 +317,7 @@ proptest! {
         let limit = 32 * 1024;
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at(T0);
-        let mut engine = open(dir.path(), &clock, limit);
+        let mut engine = open_with(dir.path(), &clock, limit);
         // The latest value per key and its expiry (None: not known, after an incr that may
         // have found the key evicted); None once deleted or cleared.
         let mut latest: Latest = HashMap::new();
@@ -398,7 +388,7 @@ proptest! {
                     } else {
                         drop(engine);
                     }
-                    engine = open(dir.path(), &clock, limit);
+                    engine = open_with(dir.path(), &clock, limit);
                 }
             }
             let volume = engine.stats().volume;

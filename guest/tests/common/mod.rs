@@ -25,6 +25,16 @@ pub fn open_with(dir: &Path, clock: &ManualClock, size_limit: u64) -> TestEngine
     .unwrap()
 }
 
+/// Opens `dir` with a limit no test reaches (nothing is ever evicted).
+pub fn open(dir: &Path, clock: &ManualClock) -> TestEngine {
+    open_with(dir, clock, 1 << 30)
+}
+
+/// `e.get(key)`, panicking on an error.
+pub fn get(e: &mut TestEngine, key: &str) -> Option<Vec<u8>> {
+    e.get(key).unwrap()
+}
+
 /// Bytes of the engine's own files in `dir`, as the filesystem reports them.
 pub fn bytes_on_disk(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -47,4 +57,22 @@ pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
         .collect();
     segs.sort();
     segs
+}
+
+/// A small xorshift generator: deterministic, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A pseudo-random number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
