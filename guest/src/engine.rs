@@ -74,7 +74,8 @@ pub struct Engine<S: Storage, C: Clock> {
     active: u32,
     /// Sum of segment sizes.
     log_bytes: u64,
-    hint_len: u64,
+    /// Bytes of the snapshot file on disk (0 when there is none).
+    snapshot_len: u64,
     /// The index snapshot on disk no longer matches the index.
     snapshot_stale: bool,
     /// A failed write may have left bytes past the active segment's size.
@@ -105,7 +106,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             segments: BTreeMap::new(),
             active: 0,
             log_bytes: 0,
-            hint_len: 0,
+            snapshot_len: 0,
             snapshot_stale: false,
             tail_unclean: false,
             hits: 0,
@@ -420,7 +421,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         }
         self.index.clear();
         self.snapshot_stale = true;
-        self.remove_hint()?;
+        self.remove_snapshot()?;
         for id in old {
             self.delete_segment(id)?;
         }
@@ -479,7 +480,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
 
     /// Bytes the cache occupies on disk.
     fn volume(&self) -> u64 {
-        META_LEN as u64 + self.hint_len + self.log_bytes
+        META_LEN as u64 + self.snapshot_len + self.log_bytes
     }
 }
 

@@ -61,7 +61,7 @@ proptest! {
             Err(DecodeError::BadBody { len }) => prop_assert!(len <= bytes.len()),
             Err(DecodeError::BadHeader) => {}
         }
-        let _ = format::decode_hint(&bytes);
+        let _ = format::decode_snapshot(&bytes);
         let _ = format::decode_meta(&bytes);
     }
 
@@ -97,18 +97,18 @@ proptest! {
         at in any::<prop::sample::Index>(),
         xor in 1..=255u8,
     ) {
-        let bytes = format::encode_hint(covered.0, covered.1, entries.len(),
+        let bytes = format::encode_snapshot(covered.0, covered.1, entries.len(),
             entries.iter().map(|(k, s, o, l, e)| (k.as_str(), *s, *o, *l, *e)));
-        let hint = format::decode_hint(&bytes).unwrap();
-        prop_assert_eq!((hint.covered_segment, hint.covered_offset), covered);
-        prop_assert_eq!(hint.entries().count(), entries.len());
-        for (got, (k, s, o, l, e)) in hint.entries().zip(&entries) {
+        let snapshot = format::decode_snapshot(&bytes).unwrap();
+        prop_assert_eq!((snapshot.covered_segment, snapshot.covered_offset), covered);
+        prop_assert_eq!(snapshot.entries().count(), entries.len());
+        for (got, (k, s, o, l, e)) in snapshot.entries().zip(&entries) {
             prop_assert_eq!((got.key, got.segment, got.offset, got.len, got.expires_at), (&k[..], *s, *o, *l, *e));
         }
         let mut damaged = bytes.clone();
         damaged[at.index(bytes.len())] ^= xor;
-        prop_assert!(format::decode_hint(&damaged).is_none());
-        prop_assert!(format::decode_hint(&bytes[..at.index(bytes.len())]).is_none());
+        prop_assert!(format::decode_snapshot(&damaged).is_none());
+        prop_assert!(format::decode_snapshot(&bytes[..at.index(bytes.len())]).is_none());
     }
 }
 

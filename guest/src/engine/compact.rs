@@ -17,8 +17,8 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         if self.volume() <= limit {
             return Ok(());
         }
-        if self.hint_len > 0 {
-            self.remove_hint()?;
+        if self.snapshot_len > 0 {
+            self.remove_snapshot()?;
         }
         // Evict a tenth of the limit beyond what is needed, so that compaction runs once
         // per many sets rather than on every one.

@@ -6,7 +6,7 @@ use super::Engine;
 use crate::clock::Clock;
 use crate::error::{io_err, Error, Result};
 use crate::format::{
-    self, decode_record, DecodeError, RecordKind, HINT_FILE, META_FILE, TMP_SUFFIX,
+    self, decode_record, DecodeError, RecordKind, META_FILE, SNAPSHOT_FILE, TMP_SUFFIX,
 };
 use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
@@ -16,18 +16,18 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     pub(super) fn recover(&mut self) -> Result<()> {
         self.claim_directory()?;
         self.open_segments()?;
-        let hint_bytes = self
+        let snapshot_bytes = self
             .storage
-            .read_file(HINT_FILE)
-            .map_err(|e| io_err("read", HINT_FILE, e))?;
-        self.hint_len = hint_bytes.as_ref().map_or(0, |b| b.len() as u64);
-        let hint = hint_bytes.as_deref().and_then(format::decode_hint);
-        if hint.is_none() && hint_bytes.is_some() {
-            self.remove_hint()?;
+            .read_file(SNAPSHOT_FILE)
+            .map_err(|e| io_err("read", SNAPSHOT_FILE, e))?;
+        self.snapshot_len = snapshot_bytes.as_ref().map_or(0, |b| b.len() as u64);
+        let snapshot = snapshot_bytes.as_deref().and_then(format::decode_snapshot);
+        if snapshot.is_none() && snapshot_bytes.is_some() {
+            self.remove_snapshot()?;
         }
         // Segment ids only grow, even when recovery deletes the newest segments.
         let first_free = self.segments.keys().next_back().map_or(1, |id| id + 1);
-        self.replay(hint)?;
+        self.replay(snapshot)?;
         match self.segments.keys().next_back() {
             Some(&last) => self.active = last,
             None => self.create_segment(first_free)?,
@@ -70,7 +70,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
             let own_tmp = name
                 .strip_suffix(TMP_SUFFIX)
-                .is_some_and(|stem| stem == HINT_FILE || stem == META_FILE);
+                .is_some_and(|stem| stem == SNAPSHOT_FILE || stem == META_FILE);
             if own_tmp {
                 self.storage
                     .remove(&name)
@@ -89,23 +89,23 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     }
 
     /// Loads the snapshot, replays the log after it, and repairs torn or damaged tails.
-    fn replay(&mut self, hint: Option<format::Hint>) -> Result<()> {
+    fn replay(&mut self, snapshot: Option<format::Snapshot>) -> Result<()> {
         let now = self.clock.now_ms();
         // The newest segment whose entries must all be forgotten (see the format docs).
         let mut forget_through: Option<u32> = None;
-        let (start_segment, start_offset) = match hint {
-            Some(hint) => {
+        let (start_segment, start_offset) = match snapshot {
+            Some(snapshot) => {
                 // The snapshot knows how long the log was: a log that is shorter now, or an
                 // entry whose record is gone, means lost data (a damaged or truncated file).
                 // Lost records may be tombstones or overwrites, so it is damage like any other.
-                let covered = self.segments.get(&hint.covered_segment);
-                if covered.is_none_or(|s| s.size < hint.covered_offset) {
-                    forget_through = Some(hint.covered_segment);
+                let covered = self.segments.get(&snapshot.covered_segment);
+                if covered.is_none_or(|s| s.size < snapshot.covered_offset) {
+                    forget_through = Some(snapshot.covered_segment);
                 }
-                for e in hint.entries() {
+                for e in snapshot.entries() {
                     let fits = self.segments.get(&e.segment).is_some_and(|s| {
                         u64::from(e.offset) + u64::from(e.len) <= s.size
-                            && e.segment <= hint.covered_segment
+                            && e.segment <= snapshot.covered_segment
                     });
                     let slot = Slot {
                         segment: e.segment,
@@ -126,7 +126,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                     self.index.retain(|_, slot| slot.segment > through);
                     self.snapshot_stale = true;
                 }
-                (hint.covered_segment, hint.covered_offset)
+                (snapshot.covered_segment, snapshot.covered_offset)
             }
             None => (0, 0),
         };
@@ -214,7 +214,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             // the damage away instead would let a later open replay the records before it and
             // bring back values whose tombstones were lost. The damaged segment goes last, so a
             // crash part-way leaves it to be found (and forgotten) again.
-            self.remove_hint()?;
+            self.remove_snapshot()?;
             let doomed: Vec<u32> = self.segments.range(..=through).map(|(id, _)| *id).collect();
             for id in doomed {
                 self.delete_segment(id)?;
@@ -226,7 +226,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         }
         if let Some(clear_segment) = cleared_at {
             // The snapshot predates the clear: it must not outlive the segments it describes.
-            self.remove_hint()?;
+            self.remove_snapshot()?;
             let older: Vec<u32> = self
                 .segments
                 .range(..clear_segment)

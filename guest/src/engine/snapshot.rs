@@ -4,7 +4,7 @@
 use super::Engine;
 use crate::clock::Clock;
 use crate::error::{io_err, Result};
-use crate::format::{self, HINT_FILE};
+use crate::format::{self, SNAPSHOT_FILE};
 use crate::storage::Storage;
 
 impl<S: Storage, C: Clock> Engine<S, C> {
@@ -14,7 +14,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
             return Ok(());
         }
         let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
-        let bytes = format::encode_hint(
+        let bytes = format::encode_snapshot(
             self.active,
             covered_offset,
             self.index.len(),
@@ -22,25 +22,25 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 .iter()
                 .map(|(k, s)| (k, s.segment, s.offset, s.len, s.expires_at)),
         );
-        let volume_with_hint = self.volume() - self.hint_len + bytes.len() as u64;
-        if volume_with_hint > self.options.size_limit {
-            self.remove_hint()?;
+        let volume_with_snapshot = self.volume() - self.snapshot_len + bytes.len() as u64;
+        if volume_with_snapshot > self.options.size_limit {
+            self.remove_snapshot()?;
         } else {
             self.storage
-                .write_file_atomic(HINT_FILE, &bytes, self.options.sync_writes)
-                .map_err(|e| io_err("write", HINT_FILE, e))?;
-            self.hint_len = bytes.len() as u64;
+                .write_file_atomic(SNAPSHOT_FILE, &bytes, self.options.sync_writes)
+                .map_err(|e| io_err("write", SNAPSHOT_FILE, e))?;
+            self.snapshot_len = bytes.len() as u64;
         }
         self.snapshot_stale = false;
         Ok(())
     }
 
     /// Removes the snapshot file (a missing one is fine) and marks the index as unsaved.
-    pub(super) fn remove_hint(&mut self) -> Result<()> {
+    pub(super) fn remove_snapshot(&mut self) -> Result<()> {
         self.storage
-            .remove(HINT_FILE)
-            .map_err(|e| io_err("remove", HINT_FILE, e))?;
-        self.hint_len = 0;
+            .remove(SNAPSHOT_FILE)
+            .map_err(|e| io_err("remove", SNAPSHOT_FILE, e))?;
+        self.snapshot_len = 0;
         self.snapshot_stale = true;
         Ok(())
     }

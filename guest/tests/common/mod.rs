@@ -42,7 +42,7 @@ pub fn bytes_on_disk(dir: &Path) -> u64 {
         .map(|e| e.unwrap())
         .filter(|e| {
             let name = e.file_name().into_string().unwrap();
-            name.ends_with(".seg") || name == format::HINT_FILE || name == format::META_FILE
+            name.ends_with(".seg") || name == format::SNAPSHOT_FILE || name == format::META_FILE
         })
         .map(|e| e.metadata().unwrap().len())
         .sum()

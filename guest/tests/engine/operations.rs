@@ -36,7 +36,7 @@ fn set_get_overwrite_delete_and_persist_across_reopen() {
     for entry in fs::read_dir(dir.path()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            name.ends_with(".seg") || name == format::HINT_FILE || name == format::META_FILE,
+            name.ends_with(".seg") || name == format::SNAPSHOT_FILE || name == format::META_FILE,
             "unexpected {name}"
         );
     }

@@ -30,7 +30,7 @@ fn clear_removes_everything_and_survives_a_crash_before_deleting_old_segments() 
     for (path, bytes) in &saved {
         fs::write(path, bytes).unwrap();
     }
-    fs::remove_file(dir.path().join(format::HINT_FILE)).ok();
+    fs::remove_file(dir.path().join(format::SNAPSHOT_FILE)).ok();
     let mut e = open(dir.path(), &clock);
     assert_eq!(get(&mut e, "a"), None);
     assert_eq!(get(&mut e, "b"), None);
@@ -137,11 +137,11 @@ fn a_damaged_snapshot_falls_back_to_replaying_the_log() {
             .unwrap();
     }
     e.close().unwrap();
-    let hint = dir.path().join(format::HINT_FILE);
-    let mut bytes = fs::read(&hint).unwrap();
+    let snapshot = dir.path().join(format::SNAPSHOT_FILE);
+    let mut bytes = fs::read(&snapshot).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
-    fs::write(&hint, &bytes).unwrap();
+    fs::write(&snapshot, &bytes).unwrap();
     let mut e = open(dir.path(), &clock);
     for i in 0..100 {
         assert_eq!(
