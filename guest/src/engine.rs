@@ -15,18 +15,15 @@ mod log;
 mod recover;
 mod snapshot;
 
-use crate::clock::Clock;
 use crate::counter;
 use crate::error::{Error, Result};
 use crate::format::{RecordKind, MAX_KEY_LEN, META_LEN, RECORD_HEADER_LEN};
 use crate::index::{LruIndex, Slot};
 use crate::storage::Storage;
+use crate::time::TimeSource;
 use listing::KeyListing;
 use log::Segment;
 use std::collections::BTreeMap;
-
-/// The default size limit: 500 MiB.
-pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
 
 /// Most memory the hot value cache uses (a quarter of the size limit when that is smaller).
 pub const HOT_CACHE_MAX: u64 = 32 << 20;
@@ -34,7 +31,7 @@ pub const HOT_CACHE_MAX: u64 = 32 << 20;
 /// How an engine is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Maximum bytes the cache may occupy on disk.
+    /// Maximum bytes the cache may occupy on disk (default 500 MiB).
     pub size_limit: u64,
     /// Sync every write to stable storage before acknowledging it.
     pub sync_writes: bool,
@@ -43,19 +40,24 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            size_limit: DEFAULT_SIZE_LIMIT,
+            size_limit: 500 << 20,
             sync_writes: false,
         }
     }
 }
 
-/// The engine's counters.
+/// What `Engine::stats` reports: the cache's size now, and counters since open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct EngineStats {
+    /// Live entries (expired ones not yet noticed are still counted).
     pub entries: u64,
+    /// Bytes the cache's files occupy on disk.
     pub volume: u64,
+    /// The size limit the engine was opened with.
     pub size_limit: u64,
+    /// `get` calls that returned a value, since open.
     pub hits: u64,
+    /// `get` calls that returned nothing, since open.
     pub misses: u64,
     /// Entries removed because their TTL had passed, since open.
     pub expired: u64,
@@ -64,9 +66,9 @@ pub struct Stats {
 }
 
 /// An open cache over one directory.
-pub struct Engine<S: Storage, C: Clock> {
+pub struct Engine<S: Storage, T: TimeSource> {
     storage: S,
-    clock: C,
+    time: T,
     options: EngineOptions,
     segment_max: u64,
     index: LruIndex,
@@ -88,7 +90,7 @@ pub struct Engine<S: Storage, C: Clock> {
     listing: Option<KeyListing>,
 }
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Opens the cache in `storage`, creating it if empty, and recovers it.
     ///
     /// Edge cases: a torn record at the end of the log is truncated away; damaged data
@@ -96,10 +98,10 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// ignored and the log replayed. A directory from a newer format fails with
     /// `IncompatibleFormat`, a damaged metadata file with `Corrupt`, and an unreadable or
     /// unwritable directory with `Io`. Unknown files are left alone.
-    pub fn open(storage: S, clock: C, options: EngineOptions) -> Result<Self> {
+    pub fn open(storage: S, time: T, options: EngineOptions) -> Result<Self> {
         let mut engine = Self {
             storage,
-            clock,
+            time,
             options,
             segment_max: (options.size_limit / 8).clamp(4096, 64 << 20),
             index: LruIndex::default(),
@@ -161,7 +163,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// counted as expired).
     fn live_slot(&mut self, key: &str) -> Option<Slot> {
         let slot = self.index.get(key)?;
-        if slot.expires_at != 0 && slot.is_expired(self.clock.now_ms()) {
+        if slot.expires_at != 0 && slot.is_expired(self.time.now_ms()) {
             self.index.remove(key);
             self.snapshot_stale = true;
             self.expired += 1;
@@ -206,7 +208,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     fn expires_at(&self, ttl_ms: Option<u64>) -> u64 {
         match ttl_ms {
             None => 0,
-            Some(ms) => self.clock.now_ms().saturating_add(ms).max(1),
+            Some(ms) => self.time.now_ms().saturating_add(ms).max(1),
         }
     }
 
@@ -374,7 +376,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
                 prefix.len()
             )));
         }
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         let live = self
             .index
             .iter()
@@ -393,7 +395,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// Removes every expired entry now and returns how many there were; touches no file (their
     /// records are reclaimed by compaction, and replay skips expired records).
     pub fn expire(&mut self) -> u64 {
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         if !self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
             return 0;
         }
@@ -448,9 +450,9 @@ impl<S: Storage, C: Clock> Engine<S, C> {
         }
     }
 
-    /// The engine's counters; touches no file.
-    pub fn stats(&self) -> Stats {
-        Stats {
+    /// The cache's size and counters; touches no file.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
             entries: self.index.len() as u64,
             volume: self.volume(),
             size_limit: self.options.size_limit,

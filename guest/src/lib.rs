@@ -3,7 +3,6 @@
 //! The engine is a plain Rust library (tested natively); [`component`] exports it as a
 //! WebAssembly component through the `pcache:cache` WIT interface.
 
-pub mod clock;
 pub mod counter;
 pub mod engine;
 pub mod error;
@@ -11,10 +10,17 @@ pub mod format;
 pub mod index;
 pub mod lru_table;
 pub mod storage;
+pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineOptions, Stats, DEFAULT_SIZE_LIMIT};
+pub use engine::{Engine, EngineOptions, EngineStats};
 pub use error::{Error, Result};
+pub use time::{ManualTime, TimeSource, WallClock};
+
+/// Old names that `component.rs` still uses, until it is updated (temporary).
+#[cfg(target_arch = "wasm32")]
+mod clock {
+    pub use crate::time::WallClock as SystemClock;
+}

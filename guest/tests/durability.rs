@@ -6,7 +6,7 @@ mod common;
 use common::{open_with, segment_paths, Rng, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
-use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualClock};
+use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualTime};
 use std::cell::Cell;
 use std::fs;
 use std::io;
@@ -18,7 +18,7 @@ use std::rc::Rc;
 #[test]
 fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let limit = 32 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);
     let value = vec![3u8; 900];
@@ -68,7 +68,7 @@ fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
 #[test]
 fn damage_in_the_last_segment_is_forgotten_for_good() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut e = open_with(dir.path(), &clock, 1 << 30);
     e.set("k", b"old value", None).unwrap();
     e.set("other", b"kept? no: stored before the damage", None)
@@ -192,11 +192,11 @@ impl Storage for CrashStorage {
 
 fn open_crashing(
     dir: &Path,
-    clock: &ManualClock,
+    clock: &ManualTime,
     size_limit: u64,
     budget: u64,
 ) -> (
-    persistent_cache_guest::Result<Engine<CrashStorage, ManualClock>>,
+    persistent_cache_guest::Result<Engine<CrashStorage, ManualTime>>,
     Rc<Cell<u64>>,
 ) {
     let budget = Rc::new(Cell::new(budget));
@@ -264,7 +264,7 @@ type Allowed = Vec<Vec<Option<Vec<u8>>>>;
 /// Runs `ops` until the crash; returns what each key may read as afterwards.
 fn run_until_crash(
     dir: &Path,
-    clock: &ManualClock,
+    clock: &ManualTime,
     limit: u64,
     budget: u64,
     ops: &[Op],
@@ -371,7 +371,7 @@ fn in_flight(acked: &[Option<Vec<u8>>], pending: Option<(usize, Option<Vec<u8>>)
 /// Crashes the same workload at every one of its mutating file operations in turn (and, at
 /// each, once more during the recovery that follows); every acknowledged write must survive.
 fn crash_at_every_operation(limit: u64, keys: usize, max_len: usize, evicting: bool) -> u64 {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let ops = workload(0x5EED ^ limit, 400, keys, max_len);
     let mut crash_points = 0;
     for budget in 0.. {
@@ -425,7 +425,7 @@ fn eviction_never_resurrects_or_corrupts_whatever_operation_a_crash_interrupts()
 fn a_workload_without_crash_points_matches_its_model() {
     // The harness itself: with an unlimited budget nothing crashes and the model is exact.
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let ops = workload(7, 400, 12, 600);
     let (allowed, crashed) =
         run_until_crash(dir.path(), &clock, 16 * 1024, u64::MAX, &ops, 12, false);

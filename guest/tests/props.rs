@@ -8,7 +8,7 @@ mod common;
 
 use common::{bytes_on_disk, open_with, T0};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::{counter, Clock, Error, ManualClock};
+use persistent_cache_guest::{counter, Error, ManualTime, TimeSource};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -215,7 +215,7 @@ proptest! {
     #[test]
     fn operations_match_the_model(ops in proptest::collection::vec(op(16, 600), 1..150)) {
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::at(T0);
+        let clock = ManualTime::at(T0);
         let mut engine = open_with(dir.path(), &clock, 1 << 30);
         let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
@@ -316,7 +316,7 @@ proptest! {
     fn eviction_keeps_the_size_invariant_and_never_a_wrong_value(ops in proptest::collection::vec(op(40, 3_000), 1..150)) {
         let limit = 32 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::at(T0);
+        let clock = ManualTime::at(T0);
         let mut engine = open_with(dir.path(), &clock, limit);
         // The latest value per key and its expiry (None: not known, after an incr that may
         // have found the key evicted); None once deleted or cleared.

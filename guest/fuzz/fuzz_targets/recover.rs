@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{Engine, EngineOptions, ManualTime};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         sync_writes: false,
     };
     let storage = StdStorage::new(dir.path()).unwrap();
-    let Ok(mut engine) = Engine::open(storage, ManualClock::at(1_700_000_000_000), options) else {
+    let Ok(mut engine) = Engine::open(storage, ManualTime::at(1_700_000_000_000), options) else {
         return;
     };
     for key in engine.keys("", None, 1000) {

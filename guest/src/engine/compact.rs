@@ -2,15 +2,15 @@
 //! segment until the volume fits.
 
 use super::Engine;
-use crate::clock::Clock;
 use crate::error::Result;
 use crate::format::{decode_record, encode_record, RecordKind};
 use crate::storage::Storage;
+use crate::time::TimeSource;
 
 /// Live records are copied forward in writes of about this many bytes.
 const COMPACTION_BATCH: usize = 1 << 20;
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Evicts least recently used entries and compacts until the volume fits the limit.
     pub(super) fn enforce_limit(&mut self) -> Result<()> {
         let limit = self.options.size_limit;

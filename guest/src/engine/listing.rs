@@ -2,8 +2,8 @@
 //! from a sorted list kept between calls.
 
 use super::Engine;
-use crate::clock::Clock;
 use crate::storage::Storage;
+use crate::time::TimeSource;
 use std::collections::BinaryHeap;
 
 /// The sorted keys of a `keys` listing past its first page, so that each later page is a
@@ -16,11 +16,11 @@ pub(super) struct KeyListing {
     keys: Vec<Box<str>>,
 }
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// The page of `keys` after the cursor `after`, from the kept listing (built now if it
     /// cannot serve this cursor).
     pub(super) fn next_page(&mut self, prefix: &str, after: &str, limit: usize) -> Vec<String> {
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         let reusable = self
             .listing
             .as_ref()
@@ -69,7 +69,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
     /// The first page of `keys` (the `limit` smallest live keys with `prefix`), by scanning the
     /// whole index.
     pub(super) fn scan_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         // The `limit` smallest matching keys, kept in a max-heap.
         let mut page: BinaryHeap<&str> = BinaryHeap::with_capacity(limit.min(1 << 16) + 1);
         for (key, slot) in self.index.iter() {

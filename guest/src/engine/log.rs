@@ -2,11 +2,11 @@
 //! deleting and syncing segment files, and reading one record back.
 
 use super::Engine;
-use crate::clock::Clock;
 use crate::error::{io_err, Error, Result};
 use crate::format::{self, decode_record, encode_record, RecordKind, RECORD_HEADER_LEN};
 use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
+use crate::time::TimeSource;
 
 /// One segment file of the log and its size (the end of its last whole record).
 pub(super) struct Segment<F> {
@@ -14,7 +14,7 @@ pub(super) struct Segment<F> {
     pub(super) size: u64,
 }
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Appends one record to the active segment; returns where it starts.
     pub(super) fn append_record(
         &mut self,

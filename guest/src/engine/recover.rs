@@ -3,15 +3,15 @@
 
 use super::log::Segment;
 use super::Engine;
-use crate::clock::Clock;
 use crate::error::{io_err, Error, Result};
 use crate::format::{
     self, decode_record, DecodeError, RecordKind, META_FILE, SNAPSHOT_FILE, TMP_SUFFIX,
 };
 use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
+use crate::time::TimeSource;
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Brings a freshly built engine to the state its directory holds, with an active segment.
     pub(super) fn recover(&mut self) -> Result<()> {
         self.claim_directory()?;
@@ -90,7 +90,7 @@ impl<S: Storage, C: Clock> Engine<S, C> {
 
     /// Loads the snapshot, replays the log after it, and repairs torn or damaged tails.
     fn replay(&mut self, snapshot: Option<format::Snapshot>) -> Result<()> {
-        let now = self.clock.now_ms();
+        let now = self.time.now_ms();
         // The newest segment whose entries must all be forgotten (see the format docs).
         let mut forget_through: Option<u32> = None;
         let (start_segment, start_offset) = match snapshot {

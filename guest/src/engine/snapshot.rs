@@ -2,12 +2,12 @@
 //! wrong.
 
 use super::Engine;
-use crate::clock::Clock;
 use crate::error::{io_err, Result};
 use crate::format::{self, SNAPSHOT_FILE};
 use crate::storage::Storage;
+use crate::time::TimeSource;
 
-impl<S: Storage, C: Clock> Engine<S, C> {
+impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes the index snapshot if it is stale, or removes it if it would not fit the limit.
     pub(super) fn write_snapshot(&mut self) -> Result<()> {
         if !self.snapshot_stale {

@@ -3,17 +3,17 @@
 
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{Engine, EngineOptions, ManualTime};
 use std::path::{Path, PathBuf};
 
 /// A fixed start time for manual clocks.
 pub const T0: u64 = 1_700_000_000_000;
 
 /// An engine on real files in `dir` with a manual clock.
-pub type TestEngine = Engine<StdStorage, ManualClock>;
+pub type TestEngine = Engine<StdStorage, ManualTime>;
 
 /// Opens `dir` with `size_limit` (no sync), panicking on failure.
-pub fn open_with(dir: &Path, clock: &ManualClock, size_limit: u64) -> TestEngine {
+pub fn open_with(dir: &Path, clock: &ManualTime, size_limit: u64) -> TestEngine {
     Engine::open(
         StdStorage::new(dir).unwrap(),
         clock.clone(),
@@ -26,7 +26,7 @@ pub fn open_with(dir: &Path, clock: &ManualClock, size_limit: u64) -> TestEngine
 }
 
 /// Opens `dir` with a limit no test reaches (nothing is ever evicted).
-pub fn open(dir: &Path, clock: &ManualClock) -> TestEngine {
+pub fn open(dir: &Path, clock: &ManualTime) -> TestEngine {
     open_with(dir, clock, 1 << 30)
 }
 

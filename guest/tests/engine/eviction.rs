@@ -1,13 +1,13 @@
 //! The size limit: LRU eviction, compaction, and the volume kept under the limit.
 
 use crate::common::{bytes_on_disk, get, open_with, segment_paths, Rng, T0};
-use persistent_cache_guest::ManualClock;
+use persistent_cache_guest::ManualTime;
 use std::collections::HashMap;
 
 #[test]
 fn lru_evicts_least_recently_used_not_least_recently_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let limit = 100 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);
     let value = vec![7u8; 1000];
@@ -35,7 +35,7 @@ fn lru_evicts_least_recently_used_not_least_recently_stored() {
 #[test]
 fn recency_survives_a_clean_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let limit = 100 * 1024;
     let value = vec![1u8; 1000];
     let mut e = open_with(dir.path(), &clock, limit);
@@ -58,7 +58,7 @@ fn recency_survives_a_clean_reopen() {
 #[test]
 fn volume_stays_under_the_limit_and_matches_the_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let limit = 256 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);
     let mut written = 0u64;
@@ -96,7 +96,7 @@ fn volume_stays_under_the_limit_and_matches_the_disk() {
 
 #[test]
 fn a_touched_expiry_survives_compaction_and_crashes() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     // A small limit so the segment holding "kept" is compacted many times over.
     let limit = 256 * 1024;
@@ -126,7 +126,7 @@ fn a_touched_expiry_survives_compaction_and_crashes() {
 
 #[test]
 fn delete_prefix_keeps_evicted_entries_from_coming_back_after_a_crash() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let limit = 64 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);
@@ -147,7 +147,7 @@ fn delete_prefix_keeps_evicted_entries_from_coming_back_after_a_crash() {
 
 #[test]
 fn expired_entries_go_before_live_ones_are_evicted() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let limit = 100 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);
@@ -175,7 +175,7 @@ fn expired_entries_go_before_live_ones_are_evicted() {
 
 #[test]
 fn random_operations_under_eviction_never_return_a_wrong_value() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let limit = 48 * 1024;
     let mut e = open_with(dir.path(), &clock, limit);

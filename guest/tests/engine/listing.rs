@@ -1,11 +1,11 @@
 //! Paging through keys by prefix.
 
 use crate::common::{open, T0};
-use persistent_cache_guest::ManualClock;
+use persistent_cache_guest::ManualTime;
 
 #[test]
 fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     for i in (0..250).rev() {
@@ -35,7 +35,7 @@ fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
 
 #[test]
 fn paging_through_keys_while_they_change_lists_each_surviving_key_once() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     for i in 0..1000 {

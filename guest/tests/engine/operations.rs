@@ -1,13 +1,13 @@
 //! Every public operation's behaviour and edge cases, and that its effect persists.
 
 use crate::common::{get, open, open_with, T0};
-use persistent_cache_guest::{format, Error, ManualClock};
+use persistent_cache_guest::{format, Error, ManualTime};
 use std::fs;
 
 #[test]
 fn set_get_overwrite_delete_and_persist_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut e = open(dir.path(), &clock);
     assert_eq!(get(&mut e, "missing"), None);
     e.set("user:123", b"John", None).unwrap();
@@ -45,7 +45,7 @@ fn set_get_overwrite_delete_and_persist_across_reopen() {
 #[test]
 fn ttl_expires_entries_and_stays_expired_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut e = open(dir.path(), &clock);
     e.set("short", b"1", Some(1_000)).unwrap();
     e.set("long", b"2", Some(60_000)).unwrap();
@@ -72,7 +72,7 @@ fn ttl_expires_entries_and_stays_expired_after_reopen() {
 #[test]
 fn keys_and_values_out_of_bounds_are_rejected_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut e = open_with(dir.path(), &clock, 64 * 1024);
     e.set("k", b"v", None).unwrap();
     let before = e.stats();
@@ -96,7 +96,7 @@ fn keys_and_values_out_of_bounds_are_rejected_and_change_nothing() {
 
 #[test]
 fn add_touch_pop_and_incr_behave_and_persist() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     assert!(e.add("k", b"first", None).unwrap());
@@ -146,7 +146,7 @@ fn add_touch_pop_and_incr_behave_and_persist() {
 
 #[test]
 fn incr_refuses_non_counters_and_overflow_and_changes_nothing() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     e.set("text", &[0x61, b'a'], None).unwrap();
@@ -180,7 +180,7 @@ fn incr_refuses_non_counters_and_overflow_and_changes_nothing() {
 
 #[test]
 fn delete_prefix_and_expire_count_and_persist() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     for i in 0..10 {
@@ -211,7 +211,7 @@ fn delete_prefix_and_expire_count_and_persist() {
 
 #[test]
 fn contains_answers_from_the_index_without_a_hit_or_a_use() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open_with(dir.path(), &clock, 100 * 1024);
     let value = vec![1u8; 1000];

@@ -3,14 +3,14 @@
 use crate::common::{get, open, open_with, segment_paths, Rng, T0};
 use persistent_cache_guest::format::{self, RecordKind};
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Clock, Engine, EngineOptions, Error, ManualClock};
+use persistent_cache_guest::{Engine, EngineOptions, Error, ManualTime, TimeSource};
 use std::collections::HashMap;
 use std::fs;
 
 #[test]
 fn clear_removes_everything_and_survives_a_crash_before_deleting_old_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut e = open(dir.path(), &clock);
     e.set("a", b"1", None).unwrap();
     e.set("b", b"2", None).unwrap();
@@ -43,7 +43,7 @@ fn clear_removes_everything_and_survives_a_crash_before_deleting_old_segments() 
 
 #[test]
 fn a_torn_last_record_is_dropped_and_earlier_writes_survive() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let mut full = Vec::new();
     format::encode_record(&mut full, RecordKind::Put, "torn", &[5u8; 500], 0);
     for cut in [1, 10, 23, 24, 100, full.len() - 1] {
@@ -79,7 +79,7 @@ fn a_torn_last_record_is_dropped_and_earlier_writes_survive() {
 
 #[test]
 fn damage_never_yields_a_wrong_or_resurrected_value() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     // Small segments: 64 KiB limit → 8 KiB segments.
     let limit = 64 * 1024;
@@ -129,7 +129,7 @@ fn damage_never_yields_a_wrong_or_resurrected_value() {
 
 #[test]
 fn a_damaged_snapshot_falls_back_to_replaying_the_log() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     for i in 0..100 {
@@ -153,7 +153,7 @@ fn a_damaged_snapshot_falls_back_to_replaying_the_log() {
 
 #[test]
 fn a_snapshot_plus_an_unclosed_tail_recovers_everything() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open_with(dir.path(), &clock, 64 * 1024);
     for i in 0..20 {
@@ -180,7 +180,7 @@ fn a_snapshot_plus_an_unclosed_tail_recovers_everything() {
 
 #[test]
 fn newer_formats_and_damaged_metadata_are_refused_and_unknown_files_kept() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
     open(dir.path(), &clock).close().unwrap();
@@ -230,7 +230,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 #[test]
 fn a_version_1_directory_is_read_and_upgraded() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(dir.path(), &clock);
     e.set("k", b"from v1", None).unwrap();
@@ -248,7 +248,7 @@ fn a_version_1_directory_is_read_and_upgraded() {
 
 #[test]
 fn random_operations_match_a_model_across_reopens() {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let dir = tempfile::tempdir().unwrap();
     // Large limit: nothing is evicted, so the model is exact.
     let mut e = open(dir.path(), &clock);
