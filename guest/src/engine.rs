@@ -35,6 +35,12 @@ pub struct EngineOptions {
     pub size_limit: u64,
     /// Sync every write to stable storage before acknowledging it.
     pub sync_writes: bool,
+    /// Open without writing anything, ever (default false). Recovery happens in memory only:
+    /// a torn tail is ignored, not cut; damaged segments, a bad snapshot and leftover temporary
+    /// files stay on disk; no segment is created and nothing is compacted or evicted, even
+    /// past the size limit. Reads work (their recency and expiry changes are kept in memory);
+    /// every operation that may write returns `ReadOnly`; `flush` and `close` write nothing.
+    pub read_only: bool,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +48,7 @@ impl Default for EngineOptions {
         Self {
             size_limit: 500 << 20,
             sync_writes: false,
+            read_only: false,
         }
     }
 }
@@ -97,7 +104,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// elsewhere makes every entry stored at or before it a miss; a damaged index snapshot is
     /// ignored and the log replayed. A directory from a newer format fails with
     /// `IncompatibleFormat`, a damaged metadata file with `Corrupt`, and an unreadable or
-    /// unwritable directory with `Io`. Unknown files are left alone.
+    /// unwritable directory with `Io`. Unknown files are left alone. With `read_only` nothing is
+    /// written (see [`EngineOptions::read_only`]) and an empty directory is an empty cache.
     pub fn open(storage: S, time: T, options: EngineOptions) -> Result<Self> {
         let mut engine = Self {
             storage,
@@ -121,8 +129,19 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .index
             .set_hot_budget((options.size_limit / 4).min(HOT_CACHE_MAX) as usize);
         engine.recover()?;
-        engine.enforce_limit()?;
+        if !options.read_only {
+            engine.enforce_limit()?;
+        }
         Ok(engine)
+    }
+
+    /// `ReadOnly` if the engine was opened read-only: the first check of every operation that
+    /// may write, and of every file write (a last guard).
+    fn writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
     }
 
     /// The value stored under `key`.
@@ -197,8 +216,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// and leaves the previous value in place; if the record was written but the eviction or
     /// compaction after it fails, the new value stays and the `Io` error is still returned.
     /// When the volume passes the size limit, least recently used entries are evicted before
-    /// this returns.
+    /// this returns. Read-only: `ReadOnly`.
     pub fn set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<()> {
+        self.writable()?;
         check_key(key)?;
         let expires_at = self.expires_at(ttl_ms);
         self.put(key, value, expires_at)
@@ -249,8 +269,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Edge cases: a miss returns `Ok(false)` but still writes a tombstone (eviction drops
     /// entries from the index without one, and their records may still be in the log, where a
     /// crash's replay would find them again); an invalid key is `InvalidKey`; a failed write
-    /// is `Io` and the entry stays.
+    /// is `Io` and the entry stays. Read-only: `ReadOnly`.
     pub fn delete(&mut self, key: &str) -> Result<bool> {
+        self.writable()?;
         check_key(key)?;
         let live = self.live_slot(key).is_some();
         self.write_tombstone(key)?;
@@ -276,7 +297,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Edge cases: an expired entry counts as absent (and is replaced); the check and the write
     /// are one engine call, so no other operation can come between them. Errors as for `set`;
     /// an invalid key or a too large value is an error even when the key is present.
+    /// Read-only: `ReadOnly`, present or not.
     pub fn add(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<bool> {
+        self.writable()?;
         check_key(key)?;
         if self.live_slot(key).is_some() {
             self.check_fits(key, value)?;
@@ -291,8 +314,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     ///
     /// Edge cases: a miss or an expired entry returns `Ok(false)` and writes nothing; an
     /// unchanged expiry writes nothing; `Some(0)` expires the entry at once. An invalid key is
-    /// `InvalidKey`; a failed write is `Io` and the old expiry stays.
+    /// `InvalidKey`; a failed write is `Io` and the old expiry stays. Read-only: `ReadOnly`,
+    /// even for a miss.
     pub fn touch(&mut self, key: &str, ttl_ms: Option<u64>) -> Result<bool> {
+        self.writable()?;
         check_key(key)?;
         let Some(slot) = self.live_slot(key) else {
             return Ok(false);
@@ -312,8 +337,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     ///
     /// Edge cases: a miss, an expired entry or a damaged record returns `Ok(None)` (a tombstone
     /// is written anyway, as for `delete`). An invalid key is `InvalidKey`; a failed read or
-    /// write is `Io` and the entry stays. Does not count as a hit or a miss.
+    /// write is `Io` and the entry stays. Does not count as a hit or a miss. Read-only:
+    /// `ReadOnly`.
     pub fn pop(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.writable()?;
         check_key(key)?;
         let value = match self.live_slot(key) {
             Some(slot) => self.live_value(key, slot)?,
@@ -329,7 +356,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     ///
     /// Edge cases: a value that is not a CBOR integer is `NotACounter`; a result outside the
     /// `i64` range is `CounterOverflow`; in both cases nothing changes. A damaged record counts
-    /// as absent. Errors otherwise as for `set`.
+    /// as absent. Errors otherwise as for `set` (read-only: `ReadOnly`).
     pub fn incr(
         &mut self,
         key: &str,
@@ -337,6 +364,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         default: i64,
         ttl_ms: Option<u64>,
     ) -> Result<i64> {
+        self.writable()?;
         check_key(key)?;
         let current = match self.live_slot(key) {
             Some(slot) => self
@@ -368,8 +396,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Edge cases: `""` removes everything (as `clear`); no match returns 0 (a delete-prefix
     /// record is written anyway, so evicted entries cannot come back after a crash); a prefix
     /// longer than 4096 bytes is `InvalidKey`; a failed write is `Io` and nothing changes.
-    /// Scans the index once.
+    /// Scans the index once. Read-only: `ReadOnly`.
     pub fn delete_prefix(&mut self, prefix: &str) -> Result<u64> {
+        self.writable()?;
         if prefix.len() > MAX_KEY_LEN {
             return Err(Error::InvalidKey(format!(
                 "the prefix is {} bytes long; at most {MAX_KEY_LEN} are allowed",
@@ -393,7 +422,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     }
 
     /// Removes every expired entry now and returns how many there were; touches no file (their
-    /// records are reclaimed by compaction, and replay skips expired records).
+    /// records are reclaimed by compaction, and replay skips expired records), so it works
+    /// read-only too.
     pub fn expire(&mut self) -> u64 {
         let now = self.time.now_ms();
         if !self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
@@ -411,7 +441,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     ///
     /// Edge cases: a crash part-way is finished at the next open (a clear record starts the
     /// new segment, older segments are then deleted); a failed write is `Io` and nothing changes.
+    /// Read-only: `ReadOnly`.
     pub fn clear(&mut self) -> Result<()> {
+        self.writable()?;
         let old: Vec<u32> = self.segments.keys().copied().collect();
         let new = self.active + 1;
         self.create_segment(new)?;
@@ -466,7 +498,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes the index snapshot (when it fits under the size limit) and syncs if configured.
     ///
     /// Edge cases: a failed snapshot write is `Io`; the data is intact either way (the next
-    /// open replays the log instead).
+    /// open replays the log instead). Read-only: writes nothing and succeeds.
     pub fn close(mut self) -> Result<()> {
         self.flush()
     }
@@ -474,8 +506,12 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes the index snapshot if it is stale, so the next open replays little or nothing.
     ///
     /// Edge cases: if the snapshot would push the volume past the size limit, it is removed
-    /// instead (the next open replays the log); a failed write is `Io`.
+    /// instead (the next open replays the log); a failed write is `Io`. Read-only: writes
+    /// nothing and succeeds.
     pub fn flush(&mut self) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
+        }
         self.sync_active()?;
         self.write_snapshot()
     }

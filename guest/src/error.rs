@@ -23,6 +23,8 @@ pub enum Error {
     NotACounter(String),
     /// `incr` would take the counter past the `i64` range; the counter is unchanged.
     CounterOverflow(String),
+    /// The cache was opened read-only and the operation may write; nothing changed.
+    ReadOnly,
 }
 
 impl fmt::Display for Error {
@@ -40,6 +42,7 @@ impl fmt::Display for Error {
             Error::AlreadyOpen => write!(f, "the cache is already open"),
             Error::NotACounter(msg) => write!(f, "not a counter: {msg}"),
             Error::CounterOverflow(msg) => write!(f, "counter overflow: {msg}"),
+            Error::ReadOnly => write!(f, "the cache was opened read-only"),
         }
     }
 }

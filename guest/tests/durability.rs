@@ -170,6 +170,12 @@ impl Storage for CrashStorage {
             budget: Rc::clone(&self.budget),
         })
     }
+    fn open_read_only(&self, name: &str) -> io::Result<CrashFile> {
+        Ok(CrashFile {
+            inner: self.inner.open_read_only(name)?,
+            budget: Rc::clone(&self.budget),
+        })
+    }
     fn list(&self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
@@ -206,7 +212,7 @@ fn open_crashing(
     };
     let options = EngineOptions {
         size_limit,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     (Engine::open(storage, clock.clone(), options), budget)
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 fn open(dir: &std::path::Path, clock: &ManualTime) -> Engine<StdStorage, ManualTime> {
     let options = EngineOptions {
         size_limit: 1 << 30,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
 }

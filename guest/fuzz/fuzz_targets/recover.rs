@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let options = EngineOptions {
         size_limit: 1 << 20,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     let storage = StdStorage::new(dir.path()).unwrap();
     let Ok(mut engine) = Engine::open(storage, ManualTime::at(1_700_000_000_000), options) else {

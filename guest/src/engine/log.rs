@@ -40,6 +40,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Writes `bytes` at the end of segment `id`; on failure, cuts any partial write away.
     fn write_at_end(&mut self, id: u32, bytes: &[u8]) -> Result<u64> {
+        self.writable()?;
         let name = || format::segment_file_name(id);
         let Some(segment) = self.segments.get_mut(&id) else {
             return Err(Error::Io(format!("segment {} is missing", name())));
@@ -78,6 +79,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Creates an empty segment file `id` and makes it the active one.
     pub(super) fn create_segment(&mut self, id: u32) -> Result<()> {
+        self.writable()?;
         let name = format::segment_file_name(id);
         let file = self
             .storage
@@ -103,6 +105,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Cuts segment `id` to `len` bytes (a torn write at the end of the log).
     pub(super) fn truncate_segment(&mut self, id: u32, len: u64) -> Result<()> {
+        self.writable()?;
         if let Some(segment) = self.segments.get_mut(&id) {
             segment
                 .file
@@ -116,6 +119,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Deletes segment file `id`; a missing file is not an error.
     pub(super) fn delete_segment(&mut self, id: u32) -> Result<()> {
+        self.writable()?;
         let name = format::segment_file_name(id);
         self.storage
             .remove(&name)

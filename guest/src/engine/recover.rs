@@ -1,5 +1,5 @@
 //! Recovery at open: claiming the directory, loading the index snapshot, replaying the log
-//! after it, and repairing torn or damaged tails.
+//! after it, and repairing torn or damaged tails (only in memory when read-only).
 
 use super::log::Segment;
 use super::Engine;
@@ -11,9 +11,20 @@ use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
 
+/// What loading the snapshot and replaying the log found that open must make durable.
+#[derive(Default)]
+struct Repairs {
+    /// The newest segment whose entries must all be forgotten (see the format docs).
+    forget_through: Option<u32>,
+    /// The newest segment that starts with a clear record.
+    cleared_at: Option<u32>,
+}
+
 impl<S: Storage, T: TimeSource> Engine<S, T> {
-    /// Brings a freshly built engine to the state its directory holds, with an active segment.
+    /// Brings a freshly built engine to the state its directory holds, with an active segment
+    /// (none when read-only and the directory has no segment).
     pub(super) fn recover(&mut self) -> Result<()> {
+        let read_only = self.options.read_only;
         self.claim_directory()?;
         self.open_segments()?;
         let snapshot_bytes = self
@@ -22,64 +33,84 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .map_err(|e| io_err("read", SNAPSHOT_FILE, e))?;
         self.snapshot_len = snapshot_bytes.as_ref().map_or(0, |b| b.len() as u64);
         let snapshot = snapshot_bytes.as_deref().and_then(format::decode_snapshot);
-        if snapshot.is_none() && snapshot_bytes.is_some() {
+        if snapshot.is_none() && snapshot_bytes.is_some() && !read_only {
             self.remove_snapshot()?;
         }
         // Segment ids only grow, even when recovery deletes the newest segments.
         let first_free = self.segments.keys().next_back().map_or(1, |id| id + 1);
-        self.replay(snapshot)?;
+        let mut repairs = Repairs::default();
+        let start = match snapshot {
+            Some(snapshot) => self.load_snapshot(&snapshot, &mut repairs),
+            None => (0, 0),
+        };
+        self.replay(start, &mut repairs)?;
+        let now = self.time.now_ms();
+        if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
+            self.index.retain(|_, slot| !slot.is_expired(now));
+            self.snapshot_stale = true;
+        }
+        if !read_only {
+            self.repair(repairs)?;
+        }
         match self.segments.keys().next_back() {
             Some(&last) => self.active = last,
+            None if read_only => {}
             None => self.create_segment(first_free)?,
         }
         Ok(())
     }
 
-    /// Checks the metadata file's format version, writing the file if it is missing or older.
+    /// Checks the metadata file's format version, writing the file if it is missing or older
+    /// (read-only: writing nothing; a missing file is an empty cache, an older one is read).
     fn claim_directory(&self) -> Result<()> {
-        let sync = self.options.sync_writes;
-        match self
+        let (read_only, sync) = (self.options.read_only, self.options.sync_writes);
+        let meta = self
             .storage
             .read_file(META_FILE)
-            .map_err(|e| io_err("read", META_FILE, e))?
-        {
-            Some(bytes) => match format::decode_meta(&bytes) {
-                // An older format is a subset of ours: claim the directory before writing
-                // records an older engine would take for damage.
-                Ok(version) if version < format::FORMAT_VERSION => self
-                    .storage
-                    .write_file_atomic(META_FILE, &format::encode_meta(), sync)
-                    .map_err(|e| io_err("upgrade", META_FILE, e)),
-                Ok(_) => Ok(()),
-                Err(format::MetaError::Corrupt(why)) => Err(Error::Corrupt(why)),
-                Err(format::MetaError::NewerVersion(v)) => Err(Error::IncompatibleFormat(format!(
-                    "the directory uses format version {v}; this engine reads up to {}",
-                    format::FORMAT_VERSION
-                ))),
-            },
+            .map_err(|e| io_err("read", META_FILE, e))?;
+        match meta.as_deref().map(format::decode_meta) {
+            None if read_only => Ok(()),
             None => self
                 .storage
                 .write_file_atomic(META_FILE, &format::encode_meta(), sync)
                 .map_err(|e| io_err("create", META_FILE, e)),
+            // An older format is a subset of ours: claim the directory before writing
+            // records an older engine would take for damage.
+            Some(Ok(version)) if version < format::FORMAT_VERSION && !read_only => self
+                .storage
+                .write_file_atomic(META_FILE, &format::encode_meta(), sync)
+                .map_err(|e| io_err("upgrade", META_FILE, e)),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(format::MetaError::Corrupt(why))) => Err(Error::Corrupt(why)),
+            Some(Err(format::MetaError::NewerVersion(v))) => {
+                Err(Error::IncompatibleFormat(format!(
+                    "the directory uses format version {v}; this engine reads up to {}",
+                    format::FORMAT_VERSION
+                )))
+            }
         }
     }
 
-    /// Opens every segment file and removes the engine's own half-written files.
+    /// Opens every segment file and removes the engine's own half-written files (read-only:
+    /// opens the segments for reading and leaves those files alone).
     fn open_segments(&mut self) -> Result<()> {
+        let read_only = self.options.read_only;
         for name in self.storage.list().map_err(|e| io_err("list", ".", e))? {
             // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
             let own_tmp = name
                 .strip_suffix(TMP_SUFFIX)
                 .is_some_and(|stem| stem == SNAPSHOT_FILE || stem == META_FILE);
-            if own_tmp {
+            if own_tmp && !read_only {
                 self.storage
                     .remove(&name)
                     .map_err(|e| io_err("remove", &name, e))?;
             } else if let Some(id) = format::parse_segment_file_name(&name) {
-                let file = self
-                    .storage
-                    .open(&name, false)
-                    .map_err(|e| io_err("open", &name, e))?;
+                let file = if read_only {
+                    self.storage.open_read_only(&name)
+                } else {
+                    self.storage.open(&name, false)
+                };
+                let file = file.map_err(|e| io_err("open", &name, e))?;
                 let size = file.size().map_err(|e| io_err("stat", &name, e))?;
                 self.log_bytes += size;
                 self.segments.insert(id, Segment { file, size });
@@ -88,56 +119,53 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
-    /// Loads the snapshot, replays the log after it, and repairs torn or damaged tails.
-    fn replay(&mut self, snapshot: Option<format::Snapshot>) -> Result<()> {
-        let now = self.time.now_ms();
-        // The newest segment whose entries must all be forgotten (see the format docs).
-        let mut forget_through: Option<u32> = None;
-        let (start_segment, start_offset) = match snapshot {
-            Some(snapshot) => {
-                // The snapshot knows how long the log was: a log that is shorter now, or an
-                // entry whose record is gone, means lost data (a damaged or truncated file).
-                // Lost records may be tombstones or overwrites, so it is damage like any other.
-                let covered = self.segments.get(&snapshot.covered_segment);
-                if covered.is_none_or(|s| s.size < snapshot.covered_offset) {
-                    forget_through = Some(snapshot.covered_segment);
-                }
-                for e in snapshot.entries() {
-                    let fits = self.segments.get(&e.segment).is_some_and(|s| {
-                        u64::from(e.offset) + u64::from(e.len) <= s.size
-                            && e.segment <= snapshot.covered_segment
-                    });
-                    let slot = Slot {
-                        segment: e.segment,
-                        offset: e.offset,
-                        len: e.len,
-                        expires_at: e.expires_at,
-                    };
-                    // Expired entries are loaded too: a touch later in the log may extend them.
-                    // They are dropped once the replay is done.
-                    if fits {
-                        self.index.insert(e.key, slot);
-                    } else {
-                        forget_through = forget_through.max(Some(e.segment));
-                        self.snapshot_stale = true;
-                    }
-                }
-                if let Some(through) = forget_through {
-                    self.index.retain(|_, slot| slot.segment > through);
-                    self.snapshot_stale = true;
-                }
-                (snapshot.covered_segment, snapshot.covered_offset)
+    /// Loads the snapshot's entries into the index and returns the log position replay starts
+    /// at; entries whose records are gone mark damage in `repairs`.
+    fn load_snapshot(&mut self, snapshot: &format::Snapshot, repairs: &mut Repairs) -> (u32, u64) {
+        // The snapshot knows how long the log was: a log that is shorter now, or an entry
+        // whose record is gone, means lost data (a damaged or truncated file). Lost records
+        // may be tombstones or overwrites, so it is damage like any other.
+        let covered = self.segments.get(&snapshot.covered_segment);
+        if covered.is_none_or(|s| s.size < snapshot.covered_offset) {
+            repairs.forget_through = Some(snapshot.covered_segment);
+        }
+        for e in snapshot.entries() {
+            let fits = self.segments.get(&e.segment).is_some_and(|s| {
+                u64::from(e.offset) + u64::from(e.len) <= s.size
+                    && e.segment <= snapshot.covered_segment
+            });
+            let slot = Slot {
+                segment: e.segment,
+                offset: e.offset,
+                len: e.len,
+                expires_at: e.expires_at,
+            };
+            // Expired entries are loaded too: a touch later in the log may extend them.
+            // They are dropped once the replay is done.
+            if fits {
+                self.index.insert(e.key, slot);
+            } else {
+                repairs.forget_through = repairs.forget_through.max(Some(e.segment));
+                self.snapshot_stale = true;
             }
-            None => (0, 0),
-        };
+        }
+        if let Some(through) = repairs.forget_through {
+            self.index.retain(|_, slot| slot.segment > through);
+            self.snapshot_stale = true;
+        }
+        (snapshot.covered_segment, snapshot.covered_offset)
+    }
 
+    /// Replays the log from `start` (segment, offset) into the index, cutting a torn tail away
+    /// (read-only: ignoring it) and noting damage and clears in `repairs`.
+    fn replay(&mut self, start: (u32, u64), repairs: &mut Repairs) -> Result<()> {
+        let (start_segment, start_offset) = start;
         let last = self.segments.keys().next_back().copied();
         let ids: Vec<u32> = self
             .segments
             .range(start_segment..)
             .map(|(id, _)| *id)
             .collect();
-        let mut cleared_at = None;
         for id in ids {
             let size = self.segments[&id].size;
             let from = if id == start_segment {
@@ -178,7 +206,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                             }
                             RecordKind::Clear => {
                                 self.index.clear();
-                                cleared_at = Some(id);
+                                repairs.cleared_at = Some(id);
                             }
                             RecordKind::Seal => {}
                         }
@@ -192,7 +220,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                             DecodeError::BadHeader => rest.iter().all(|b| *b == 0),
                         };
                         damaged = !(torn && Some(id) == last);
-                        if !damaged {
+                        if !damaged && !self.options.read_only {
                             // A torn write at the end of the log: it was never acknowledged.
                             self.truncate_segment(id, from + pos as u64)?;
                         }
@@ -206,10 +234,16 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 // everything stored at or before this point rather than risk a stale value.
                 self.index.retain(|_, slot| slot.segment > id);
                 self.snapshot_stale = true;
-                forget_through = forget_through.max(Some(id));
+                repairs.forget_through = repairs.forget_through.max(Some(id));
             }
         }
-        if let Some(through) = forget_through {
+        Ok(())
+    }
+
+    /// Makes what replay found durable: deletes the segments whose entries were forgotten and
+    /// those before the newest clear (never called read-only).
+    fn repair(&mut self, repairs: Repairs) -> Result<()> {
+        if let Some(through) = repairs.forget_through {
             // Make the forgetting durable: delete every segment at or before the damage. Cutting
             // the damage away instead would let a later open replay the records before it and
             // bring back values whose tombstones were lost. The damaged segment goes last, so a
@@ -220,11 +254,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.delete_segment(id)?;
             }
         }
-        if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
-            self.index.retain(|_, slot| !slot.is_expired(now));
-            self.snapshot_stale = true;
-        }
-        if let Some(clear_segment) = cleared_at {
+        if let Some(clear_segment) = repairs.cleared_at {
             // The snapshot predates the clear: it must not outlive the segments it describes.
             self.remove_snapshot()?;
             let older: Vec<u32> = self

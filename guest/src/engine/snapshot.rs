@@ -13,6 +13,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if !self.snapshot_stale {
             return Ok(());
         }
+        self.writable()?;
         let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
         let bytes = format::encode_snapshot(
             self.active,
@@ -37,6 +38,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Removes the snapshot file (a missing one is fine) and marks the index as unsaved.
     pub(super) fn remove_snapshot(&mut self) -> Result<()> {
+        self.writable()?;
         self.storage
             .remove(SNAPSHOT_FILE)
             .map_err(|e| io_err("remove", SNAPSHOT_FILE, e))?;

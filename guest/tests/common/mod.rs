@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use persistent_cache_guest::format;
-use persistent_cache_guest::storage::StdStorage;
+use persistent_cache_guest::storage::{StdStorage, Storage};
 use persistent_cache_guest::{Engine, EngineOptions, ManualTime};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ pub fn open_with(dir: &Path, clock: &ManualTime, size_limit: u64) -> TestEngine 
         clock.clone(),
         EngineOptions {
             size_limit,
-            sync_writes: false,
+            ..EngineOptions::default()
         },
     )
     .unwrap()
@@ -31,7 +31,7 @@ pub fn open(dir: &Path, clock: &ManualTime) -> TestEngine {
 }
 
 /// `e.get(key)`, panicking on an error.
-pub fn get(e: &mut TestEngine, key: &str) -> Option<Vec<u8>> {
+pub fn get<S: Storage>(e: &mut Engine<S, ManualTime>, key: &str) -> Option<Vec<u8>> {
     e.get(key).unwrap()
 }
 

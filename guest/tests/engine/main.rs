@@ -6,4 +6,5 @@ mod common;
 mod eviction;
 mod listing;
 mod operations;
+mod read_only;
 mod recovery;
