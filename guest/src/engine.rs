@@ -151,10 +151,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// is `InvalidKey`; a failed read is `Io`.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let value = match self.live_slot(key) {
-            Some(slot) => self.live_value(key, slot)?,
-            None => None,
-        };
+        let value = self.current_value(key)?;
         match value {
             Some(value) => {
                 self.index.touch(key);
@@ -189,6 +186,14 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return None;
         }
         Some(slot)
+    }
+
+    /// The value `key` holds now: `live_slot`, then `live_value`.
+    fn current_value(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.live_slot(key) {
+            Some(slot) => self.live_value(key, slot),
+            None => Ok(None),
+        }
     }
 
     /// The value of the live entry in `slot`, from the hot cache or the disk (then cached);
@@ -342,10 +347,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     pub fn pop(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         self.writable()?;
         check_key(key)?;
-        let value = match self.live_slot(key) {
-            Some(slot) => self.live_value(key, slot)?,
-            None => None,
-        };
+        let value = self.current_value(key)?;
         self.write_tombstone(key)?;
         Ok(value)
     }

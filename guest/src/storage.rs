@@ -219,6 +219,21 @@ mod wasi {
         }
     }
 
+    impl WasiStorage {
+        /// Opens `name` inside the directory with these flags.
+        fn open_file(
+            &self,
+            name: &str,
+            open_flags: OpenFlags,
+            access: DescriptorFlags,
+        ) -> io::Result<WasiFile> {
+            self.dir
+                .open_at(PathFlags::empty(), name, open_flags, access)
+                .map(WasiFile)
+                .map_err(io_error)
+        }
+    }
+
     /// A file opened through `wasi:filesystem`.
     pub struct WasiFile(Descriptor);
 
@@ -266,26 +281,14 @@ mod wasi {
             } else {
                 OpenFlags::empty()
             };
-            self.dir
-                .open_at(
-                    PathFlags::empty(),
-                    name,
-                    open_flags,
-                    DescriptorFlags::READ | DescriptorFlags::WRITE,
-                )
-                .map(WasiFile)
-                .map_err(io_error)
+            self.open_file(
+                name,
+                open_flags,
+                DescriptorFlags::READ | DescriptorFlags::WRITE,
+            )
         }
         fn open_read_only(&self, name: &str) -> io::Result<WasiFile> {
-            self.dir
-                .open_at(
-                    PathFlags::empty(),
-                    name,
-                    OpenFlags::empty(),
-                    DescriptorFlags::READ,
-                )
-                .map(WasiFile)
-                .map_err(io_error)
+            self.open_file(name, OpenFlags::empty(), DescriptorFlags::READ)
         }
         fn list(&self) -> io::Result<Vec<String>> {
             let stream = self.dir.read_directory().map_err(io_error)?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{open_with, segment_paths, Rng, T0};
+use common::{fresh, open_with, segment_paths, Rng, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
 use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualTime};
@@ -17,10 +17,8 @@ use std::rc::Rc;
 /// index wrote no tombstone, so after a crash the log replay brought the deleted value back.
 #[test]
 fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
     let limit = 32 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     let value = vec![3u8; 900];
     for i in 0..10 {
         e.set(&format!("old{i}"), &value, None).unwrap();
@@ -67,9 +65,7 @@ fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
 /// cut (else an older value whose tombstone was damaged comes back).
 #[test]
 fn damage_in_the_last_segment_is_forgotten_for_good() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
-    let mut e = open_with(dir.path(), &clock, 1 << 30);
+    let (dir, clock, mut e) = fresh(1 << 30);
     e.set("k", b"old value", None).unwrap();
     e.set("other", b"kept? no: stored before the damage", None)
         .unwrap();

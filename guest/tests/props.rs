@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{bytes_on_disk, open_with, T0};
+use common::{bytes_on_disk, fresh, reopen, NO_LIMIT};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::{counter, Error, ManualTime, TimeSource};
+use persistent_cache_guest::{counter, Error, TimeSource};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -214,9 +214,7 @@ proptest! {
     /// and expiry, read against the fake clock, across clean and crashing reopens.
     #[test]
     fn operations_match_the_model(ops in proptest::collection::vec(op(16, 600), 1..150)) {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualTime::at(T0);
-        let mut engine = open_with(dir.path(), &clock, 1 << 30);
+        let (dir, clock, mut engine) = fresh(NO_LIMIT);
         let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = clock.now_ms();
@@ -289,19 +287,11 @@ proptest! {
                     model.retain(|_, (_, exp)| *exp == 0 || now < *exp);
                 }
                 Op::Advance { ms } => clock.advance(u64::from(ms)),
-                Op::Reopen { clean } => {
-                    if clean {
-                        engine.close().unwrap();
-                    } else {
-                        drop(engine);
-                    }
-                    engine = open_with(dir.path(), &clock, 1 << 30);
-                }
+                Op::Reopen { clean } => engine = reopen(engine, clean, dir.path(), &clock, NO_LIMIT),
             }
         }
         // Finally every key, after a crash.
-        drop(engine);
-        let mut engine = open_with(dir.path(), &clock, 1 << 30);
+        let mut engine = reopen(engine, false, dir.path(), &clock, NO_LIMIT);
         let now = clock.now_ms();
         for key in 0..16 {
             let expected = model.get(&key).filter(|(_, exp)| *exp == 0 || now < *exp).map(|(v, _)| v.clone());
@@ -315,9 +305,7 @@ proptest! {
     #[test]
     fn eviction_keeps_the_size_invariant_and_never_a_wrong_value(ops in proptest::collection::vec(op(40, 3_000), 1..150)) {
         let limit = 32 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualTime::at(T0);
-        let mut engine = open_with(dir.path(), &clock, limit);
+        let (dir, clock, mut engine) = fresh(limit);
         // The latest value per key and its expiry (None: not known, after an incr that may
         // have found the key evicted); None once deleted or cleared.
         let mut latest: Latest = HashMap::new();
@@ -382,14 +370,7 @@ proptest! {
                     latest.clear();
                 }
                 Op::Advance { ms } => clock.advance(u64::from(ms)),
-                Op::Reopen { clean } => {
-                    if clean {
-                        engine.close().unwrap();
-                    } else {
-                        drop(engine);
-                    }
-                    engine = open_with(dir.path(), &clock, limit);
-                }
+                Op::Reopen { clean } => engine = reopen(engine, clean, dir.path(), &clock, limit),
             }
             let volume = engine.stats().volume;
             prop_assert!(volume <= limit, "step {}: volume {} > {}", step, volume, limit);

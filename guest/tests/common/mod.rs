@@ -25,9 +25,36 @@ pub fn open_with(dir: &Path, clock: &ManualTime, size_limit: u64) -> TestEngine 
     .unwrap()
 }
 
+/// A size limit no test reaches: nothing is ever evicted.
+pub const NO_LIMIT: u64 = 1 << 30;
+
 /// Opens `dir` with a limit no test reaches (nothing is ever evicted).
 pub fn open(dir: &Path, clock: &ManualTime) -> TestEngine {
-    open_with(dir, clock, 1 << 30)
+    open_with(dir, clock, NO_LIMIT)
+}
+
+/// A new empty directory, a manual clock at `T0`, and an engine on them with `size_limit`.
+pub fn fresh(size_limit: u64) -> (tempfile::TempDir, ManualTime, TestEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualTime::at(T0);
+    let engine = open_with(dir.path(), &clock, size_limit);
+    (dir, clock, engine)
+}
+
+/// Closes `e` cleanly (`clean`) or drops it without closing (a crash), then opens `dir` again.
+pub fn reopen(
+    e: TestEngine,
+    clean: bool,
+    dir: &Path,
+    clock: &ManualTime,
+    size_limit: u64,
+) -> TestEngine {
+    if clean {
+        e.close().unwrap();
+    } else {
+        drop(e);
+    }
+    open_with(dir, clock, size_limit)
 }
 
 /// `e.get(key)`, panicking on an error.

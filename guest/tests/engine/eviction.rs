@@ -1,15 +1,12 @@
 //! The size limit: LRU eviction, compaction, and the volume kept under the limit.
 
-use crate::common::{bytes_on_disk, get, open_with, segment_paths, Rng, T0};
-use persistent_cache_guest::ManualTime;
+use crate::common::{bytes_on_disk, fresh, get, open_with, reopen, segment_paths, Rng};
 use std::collections::HashMap;
 
 #[test]
 fn lru_evicts_least_recently_used_not_least_recently_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
     let limit = 100 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (_dir, _clock, mut e) = fresh(limit);
     let value = vec![7u8; 1000];
     for i in 0..50 {
         e.set(&format!("k{i}"), &value, None).unwrap();
@@ -34,11 +31,9 @@ fn lru_evicts_least_recently_used_not_least_recently_stored() {
 
 #[test]
 fn recency_survives_a_clean_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
     let limit = 100 * 1024;
     let value = vec![1u8; 1000];
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     for i in 0..60 {
         e.set(&format!("k{i}"), &value, None).unwrap();
     }
@@ -57,10 +52,8 @@ fn recency_survives_a_clean_reopen() {
 
 #[test]
 fn volume_stays_under_the_limit_and_matches_the_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
     let limit = 256 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     let mut written = 0u64;
     let mut i = 0u64;
     while written < 5 * limit {
@@ -96,11 +89,9 @@ fn volume_stays_under_the_limit_and_matches_the_disk() {
 
 #[test]
 fn a_touched_expiry_survives_compaction_and_crashes() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
     // A small limit so the segment holding "kept" is compacted many times over.
     let limit = 256 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     e.set("kept", b"value", Some(1_000)).unwrap();
     assert!(e.touch("kept", None).unwrap());
     let filler = vec![1u8; 2000];
@@ -126,10 +117,8 @@ fn a_touched_expiry_survives_compaction_and_crashes() {
 
 #[test]
 fn delete_prefix_keeps_evicted_entries_from_coming_back_after_a_crash() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
     let limit = 64 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     let value = vec![3u8; 1000];
     let mut i = 0;
     // Fill until eviction starts: old "doomed:" records may still be in the log.
@@ -147,10 +136,8 @@ fn delete_prefix_keeps_evicted_entries_from_coming_back_after_a_crash() {
 
 #[test]
 fn expired_entries_go_before_live_ones_are_evicted() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
     let limit = 100 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (_dir, clock, mut e) = fresh(limit);
     let value = vec![5u8; 1000];
     // Least recently used, but live.
     for i in 0..30 {
@@ -175,10 +162,8 @@ fn expired_entries_go_before_live_ones_are_evicted() {
 
 #[test]
 fn random_operations_under_eviction_never_return_a_wrong_value() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
     let limit = 48 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     // The latest value written for each key; None after a delete.
     let mut model: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
@@ -203,10 +188,7 @@ fn random_operations_under_eviction_never_return_a_wrong_value() {
                 e.delete(&key).unwrap();
                 model.insert(key, None);
             }
-            _ if rng.below(20) == 0 => {
-                drop(e);
-                e = open_with(dir.path(), &clock, limit);
-            }
+            _ if rng.below(20) == 0 => e = reopen(e, false, dir.path(), &clock, limit),
             _ => {}
         }
         let volume = e.stats().volume;

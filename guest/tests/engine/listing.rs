@@ -1,13 +1,10 @@
 //! Paging through keys by prefix.
 
-use crate::common::{open, T0};
-use persistent_cache_guest::ManualTime;
+use crate::common::{fresh, NO_LIMIT};
 
 #[test]
 fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open(dir.path(), &clock);
+    let (_dir, clock, mut e) = fresh(NO_LIMIT);
     for i in (0..250).rev() {
         e.set(&format!("user:{i:03}"), b"u", None).unwrap();
     }
@@ -35,9 +32,7 @@ fn keys_are_listed_by_prefix_in_pages_without_expired_ones() {
 
 #[test]
 fn paging_through_keys_while_they_change_lists_each_surviving_key_once() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open(dir.path(), &clock);
+    let (_dir, _clock, mut e) = fresh(NO_LIMIT);
     for i in 0..1000 {
         e.set(&format!("k:{i:04}"), b"v", None).unwrap();
     }

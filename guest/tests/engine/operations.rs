@@ -1,14 +1,12 @@
 //! Every public operation's behaviour and edge cases, and that its effect persists.
 
-use crate::common::{get, open, open_with, T0};
-use persistent_cache_guest::{format, Error, ManualTime};
+use crate::common::{fresh, get, open, NO_LIMIT};
+use persistent_cache_guest::{format, Error};
 use std::fs;
 
 #[test]
 fn set_get_overwrite_delete_and_persist_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
-    let mut e = open(dir.path(), &clock);
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
     assert_eq!(get(&mut e, "missing"), None);
     e.set("user:123", b"John", None).unwrap();
     e.set("user:456", b"Jane", None).unwrap();
@@ -44,9 +42,7 @@ fn set_get_overwrite_delete_and_persist_across_reopen() {
 
 #[test]
 fn ttl_expires_entries_and_stays_expired_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
-    let mut e = open(dir.path(), &clock);
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
     e.set("short", b"1", Some(1_000)).unwrap();
     e.set("long", b"2", Some(60_000)).unwrap();
     e.set("forever", b"3", None).unwrap();
@@ -71,9 +67,7 @@ fn ttl_expires_entries_and_stays_expired_after_reopen() {
 
 #[test]
 fn keys_and_values_out_of_bounds_are_rejected_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
-    let mut e = open_with(dir.path(), &clock, 64 * 1024);
+    let (_dir, _clock, mut e) = fresh(64 * 1024);
     e.set("k", b"v", None).unwrap();
     let before = e.stats();
     assert!(matches!(e.set("", b"v", None), Err(Error::InvalidKey(_))));
@@ -96,9 +90,7 @@ fn keys_and_values_out_of_bounds_are_rejected_and_change_nothing() {
 
 #[test]
 fn add_touch_pop_and_incr_behave_and_persist() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open(dir.path(), &clock);
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
     assert!(e.add("k", b"first", None).unwrap());
     assert!(!e.add("k", b"second", None).unwrap());
     assert_eq!(get(&mut e, "k").as_deref(), Some(&b"first"[..]));
@@ -146,9 +138,7 @@ fn add_touch_pop_and_incr_behave_and_persist() {
 
 #[test]
 fn incr_refuses_non_counters_and_overflow_and_changes_nothing() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open(dir.path(), &clock);
+    let (_dir, clock, mut e) = fresh(NO_LIMIT);
     e.set("text", &[0x61, b'a'], None).unwrap();
     assert!(matches!(
         e.incr("text", 1, 0, None),
@@ -180,9 +170,7 @@ fn incr_refuses_non_counters_and_overflow_and_changes_nothing() {
 
 #[test]
 fn delete_prefix_and_expire_count_and_persist() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open(dir.path(), &clock);
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
     for i in 0..10 {
         e.set(&format!("user:{i}"), b"u", None).unwrap();
         e.set(&format!("file:{i}"), b"f", Some(100)).unwrap();
@@ -211,9 +199,7 @@ fn delete_prefix_and_expire_count_and_persist() {
 
 #[test]
 fn contains_answers_from_the_index_without_a_hit_or_a_use() {
-    let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut e = open_with(dir.path(), &clock, 100 * 1024);
+    let (_dir, clock, mut e) = fresh(100 * 1024);
     let value = vec![1u8; 1000];
     e.set("first", &value, None).unwrap();
     e.set("short", b"v", Some(10)).unwrap();

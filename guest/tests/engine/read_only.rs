@@ -3,7 +3,7 @@
 //! non-root writer), a storage that records every call able to write, and the bytes, sizes,
 //! modification times and modes of every file compared before and after.
 
-use crate::common::{get, open, open_with, segment_paths, T0};
+use crate::common::{fresh, get, open, open_with, segment_paths, NO_LIMIT, T0};
 use persistent_cache_guest::format::{self, RecordKind};
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
 use persistent_cache_guest::{Engine, EngineOptions, Error, ManualTime};
@@ -268,11 +268,9 @@ fn a_read_only_open_reads_everything_and_changes_nothing_on_disk() {
 
 #[test]
 fn damage_is_forgotten_in_memory_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
     // A 64 KiB limit makes 8 KiB segments: the fillers push "after" into a later segment.
     let limit = 64 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     e.set("k", b"old value", None).unwrap();
     e.set("before", b"stored before the damage", None).unwrap();
     e.delete("k").unwrap();
@@ -335,9 +333,7 @@ fn a_read_only_open_of_an_empty_directory_is_an_empty_cache_and_writes_nothing()
 
 #[test]
 fn a_read_only_open_refuses_what_a_writing_open_refuses_and_reads_old_formats() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualTime::at(T0);
-    let mut e = open(dir.path(), &clock);
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
     e.set("k", b"v", None).unwrap();
     e.close().unwrap();
     let meta = dir.path().join(format::META_FILE);
