@@ -18,9 +18,3 @@ mod component;
 pub use engine::{Engine, EngineOptions, EngineStats};
 pub use error::{Error, Result};
 pub use time::{ManualTime, TimeSource, WallClock};
-
-/// Old names that `component.rs` still uses, until it is updated (temporary).
-#[cfg(target_arch = "wasm32")]
-mod clock {
-    pub use crate::time::WallClock as SystemClock;
-}
