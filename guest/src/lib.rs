@@ -1,7 +1,7 @@
 //! PersistentCache's storage engine: a size-limited LRU cache with TTL over one directory.
 //!
-//! The engine is a plain Rust library (tested natively); [`component`] exports it as a
-//! WebAssembly component through the `pcache:cache` WIT interface.
+//! The engine is a plain Rust library (tested natively); `component` (wasm32 only) exports it
+//! as a WebAssembly component through the `pcache:cache` WIT interface.
 
 pub mod counter;
 pub mod engine;
