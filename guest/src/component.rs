@@ -3,10 +3,10 @@
 #[cfg(feature = "fault-injection")]
 mod fault;
 
-use crate::clock::SystemClock;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
 use crate::storage::WasiStorage;
+use crate::time::WallClock;
 use std::cell::RefCell;
 
 wit_bindgen::generate!({
@@ -17,7 +17,7 @@ wit_bindgen::generate!({
 use exports::pcache::cache::cache::Guest;
 use pcache::cache::types as wit;
 
-type WasiEngine = Engine<WasiStorage, SystemClock>;
+type WasiEngine = Engine<WasiStorage, WallClock>;
 
 thread_local! {
     /// The one open cache of this instance.
@@ -44,6 +44,7 @@ fn to_wit(e: Error) -> wit::Error {
         Error::AlreadyOpen => wit::Error::AlreadyOpen,
         Error::NotACounter(msg) => wit::Error::NotACounter(msg),
         Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
+        Error::ReadOnly => wit::Error::Io(e.to_string()),
     }
 }
 
@@ -59,10 +60,11 @@ impl Guest for Component {
                 .map_err(|e| wit::Error::Io(e.to_string()))?;
             let engine = Engine::open(
                 storage,
-                SystemClock,
+                WallClock,
                 EngineOptions {
                     size_limit: options.size_limit,
                     sync_writes: options.sync_writes,
+                    read_only: false,
                 },
             )
             .map_err(to_wit)?;
