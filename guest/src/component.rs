@@ -3,10 +3,10 @@
 #[cfg(feature = "fault-injection")]
 mod fault;
 
-use crate::clock::SystemClock;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
 use crate::storage::WasiStorage;
+use crate::time::WallClock;
 use std::cell::RefCell;
 
 wit_bindgen::generate!({
@@ -17,7 +17,7 @@ wit_bindgen::generate!({
 use exports::pcache::cache::cache::{Cache, Guest, GuestCache};
 use pcache::cache::types as wit;
 
-type WasiEngine = Engine<WasiStorage, SystemClock>;
+type WasiEngine = Engine<WasiStorage, WallClock>;
 
 /// One open cache: the `cache` resource's representation.
 struct CacheResource {
@@ -57,16 +57,28 @@ fn to_wit(e: Error) -> wit::Error {
         Error::ValueTooLarge { size, limit } => {
             wit::Error::ValueTooLarge(wit::ValueTooLarge { size, limit })
         }
-        Error::Io(msg) => wit::Error::Io(wit::IoError {
-            kind: wit::IoKind::Other,
-            message: msg,
+        Error::Io { kind, message } => wit::Error::Io(wit::IoError {
+            kind: io_kind(kind),
+            message,
         }),
         Error::Corrupt(msg) => wit::Error::Corrupt(msg),
         Error::IncompatibleFormat(msg) => wit::Error::IncompatibleFormat(msg),
         Error::NotACounter(msg) => wit::Error::NotACounter(msg),
         Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
-        // TODO(read-only) once the engine has it.
-        Error::NotOpen | Error::AlreadyOpen => wit::Error::Corrupt(e.to_string()),
+        Error::ReadOnly => wit::Error::ReadOnly,
+    }
+}
+
+/// The WIT `io-kind` of an `std::io::ErrorKind` (what `WasiStorage` made of a WASI error code).
+fn io_kind(kind: std::io::ErrorKind) -> wit::IoKind {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::NotFound => wit::IoKind::NotFound,
+        ErrorKind::PermissionDenied => wit::IoKind::PermissionDenied,
+        ErrorKind::AlreadyExists => wit::IoKind::AlreadyExists,
+        ErrorKind::StorageFull => wit::IoKind::StorageFull,
+        ErrorKind::FileTooLarge => wit::IoKind::FileTooLarge,
+        _ => wit::IoKind::Other,
     }
 }
 
@@ -80,16 +92,17 @@ impl GuestCache for CacheResource {
     fn open(options: wit::OpenOptions) -> Result<Cache, wit::Error> {
         let storage = WasiStorage::preopened(&options.directory).map_err(|e| {
             wit::Error::Io(wit::IoError {
-                kind: wit::IoKind::NotFound,
+                kind: io_kind(e.kind()),
                 message: e.to_string(),
             })
         })?;
         let engine = Engine::open(
             storage,
-            SystemClock,
+            WallClock,
             EngineOptions {
                 size_limit: options.size_limit,
                 sync_writes: options.sync_writes,
+                read_only: options.read_only,
             },
         )
         .map_err(to_wit)?;

@@ -9,20 +9,22 @@ pub enum Error {
     InvalidKey(String),
     /// The entry would occupy `size` bytes on disk, more than the size limit `limit`.
     ValueTooLarge { size: u64, limit: u64 },
-    /// A filesystem call failed; the message names the operation and the file.
-    Io(String),
+    /// A filesystem call failed: what kind of failure, and a message naming the operation and
+    /// the file.
+    Io {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
     /// The directory holds bytes the engine cannot trust.
     Corrupt(String),
     /// The directory was written by a newer format version.
     IncompatibleFormat(String),
-    /// The cache is not open (never opened, or closed).
-    NotOpen,
-    /// The cache is already open in this instance.
-    AlreadyOpen,
     /// `incr` found a value that is not an integer counter.
     NotACounter(String),
     /// `incr` would take the counter past the `i64` range; the counter is unchanged.
     CounterOverflow(String),
+    /// The cache was opened read-only and the operation may write; nothing changed.
+    ReadOnly,
 }
 
 impl fmt::Display for Error {
@@ -33,22 +35,24 @@ impl fmt::Display for Error {
                 f,
                 "value too large: the entry needs {size} bytes but the size limit is {limit} bytes"
             ),
-            Error::Io(msg) => write!(f, "I/O error: {msg}"),
+            Error::Io { message, .. } => write!(f, "I/O error: {message}"),
             Error::Corrupt(msg) => write!(f, "corrupt cache data: {msg}"),
             Error::IncompatibleFormat(msg) => write!(f, "incompatible cache format: {msg}"),
-            Error::NotOpen => write!(f, "the cache is not open"),
-            Error::AlreadyOpen => write!(f, "the cache is already open"),
             Error::NotACounter(msg) => write!(f, "not a counter: {msg}"),
             Error::CounterOverflow(msg) => write!(f, "counter overflow: {msg}"),
+            Error::ReadOnly => write!(f, "the cache was opened read-only"),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// Wraps an I/O error with what was being done to which file.
+/// Wraps an I/O error with what was being done to which file, keeping its kind.
 pub(crate) fn io_err(what: &str, file: &str, e: std::io::Error) -> Error {
-    Error::Io(format!("{what} {file}: {e}"))
+    Error::Io {
+        kind: e.kind(),
+        message: format!("{what} {file}: {e}"),
+    }
 }
 
 /// The engine's result type.

@@ -5,7 +5,7 @@
 //! ```text
 //! pcache.meta           16 bytes: magic "PCACHE\0\0", format version (u32 LE), crc32 of both (u32 LE)
 //! 0000000001.seg, ...   record log segments, append-only, replayed in ascending id order
-//! index.hint            index snapshot written at close: where every live record is, in LRU order
+//! index.hint            the index snapshot, written at close: where every live record is, in LRU order
 //! index.hint.tmp        a snapshot being written; removed at open (as is pcache.meta.tmp)
 //! ```
 //!
@@ -52,6 +52,9 @@
 //!
 //! ## Index snapshot (`index.hint`)
 //!
+//! The code calls this file the snapshot everywhere ([`SNAPSHOT_FILE`]); its name on disk and
+//! its magic keep the older word "hint" so that existing caches still open.
+//!
 //! ```text
 //! 0   8   magic "PCHINT\0\0"
 //! 8   4   format version
@@ -74,8 +77,8 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Name of the metadata file.
 pub const META_FILE: &str = "pcache.meta";
-/// Name of the index snapshot.
-pub const HINT_FILE: &str = "index.hint";
+/// Name of the index snapshot file (named "hint" on disk since format version 1).
+pub const SNAPSHOT_FILE: &str = "index.hint";
 /// Suffix of files being written before an atomic rename.
 pub const TMP_SUFFIX: &str = ".tmp";
 /// Bytes in a record header.
@@ -86,9 +89,9 @@ pub const MAX_KEY_LEN: usize = 4096;
 pub const META_LEN: usize = 16;
 
 const META_MAGIC: &[u8; 8] = b"PCACHE\0\0";
-const HINT_MAGIC: &[u8; 8] = b"PCHINT\0\0";
-const HINT_HEADER_LEN: usize = 32;
-const HINT_ENTRY_FIXED_LEN: usize = 22;
+const SNAPSHOT_MAGIC: &[u8; 8] = b"PCHINT\0\0";
+const SNAPSHOT_HEADER_LEN: usize = 32;
+const SNAPSHOT_ENTRY_FIXED_LEN: usize = 22;
 
 /// What a record says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +296,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<u32, MetaError> {
 
 /// One entry of the index snapshot, borrowing its key from the snapshot bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HintEntry<'a> {
+pub struct SnapshotEntry<'a> {
     pub key: &'a str,
     pub segment: u32,
     pub offset: u32,
@@ -304,7 +307,7 @@ pub struct HintEntry<'a> {
 /// A validated index snapshot; its entries are decoded as they are iterated, so loading a
 /// million-entry snapshot never holds a second copy of the index.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Hint<'a> {
+pub struct Snapshot<'a> {
     /// Segment id up to which the snapshot is complete.
     pub covered_segment: u32,
     /// Offset in `covered_segment` up to which the snapshot is complete.
@@ -314,26 +317,26 @@ pub struct Hint<'a> {
     body: &'a [u8],
 }
 
-impl<'a> Hint<'a> {
+impl<'a> Snapshot<'a> {
     /// The entries, least recently used first.
-    pub fn entries(&self) -> impl Iterator<Item = HintEntry<'a>> + 'a {
+    pub fn entries(&self) -> impl Iterator<Item = SnapshotEntry<'a>> + 'a {
         let body = self.body;
-        let mut pos = HINT_HEADER_LEN;
+        let mut pos = SNAPSHOT_HEADER_LEN;
         (0..self.count).map_while(move |_| {
-            let (entry, next) = hint_entry_at(body, pos)?;
+            let (entry, next) = snapshot_entry_at(body, pos)?;
             pos = next;
             Some(entry)
         })
     }
 }
 
-fn hint_entry_at(body: &[u8], pos: usize) -> Option<(HintEntry<'_>, usize)> {
-    let fixed = body.get(pos..pos + HINT_ENTRY_FIXED_LEN)?;
+fn snapshot_entry_at(body: &[u8], pos: usize) -> Option<(SnapshotEntry<'_>, usize)> {
+    let fixed = body.get(pos..pos + SNAPSHOT_ENTRY_FIXED_LEN)?;
     let key_len = u16::from_le_bytes([fixed[20], fixed[21]]) as usize;
-    let end = pos + HINT_ENTRY_FIXED_LEN + key_len;
-    let key = std::str::from_utf8(body.get(pos + HINT_ENTRY_FIXED_LEN..end)?).ok()?;
+    let end = pos + SNAPSHOT_ENTRY_FIXED_LEN + key_len;
+    let key = std::str::from_utf8(body.get(pos + SNAPSHOT_ENTRY_FIXED_LEN..end)?).ok()?;
     Some((
-        HintEntry {
+        SnapshotEntry {
             key,
             segment: u32_at(fixed, 0),
             offset: u32_at(fixed, 4),
@@ -345,14 +348,14 @@ fn hint_entry_at(body: &[u8], pos: usize) -> Option<(HintEntry<'_>, usize)> {
 }
 
 /// Encodes an index snapshot from entries given least recently used first.
-pub fn encode_hint<'a>(
+pub fn encode_snapshot<'a>(
     covered_segment: u32,
     covered_offset: u64,
     count: usize,
     entries: impl Iterator<Item = (&'a str, u32, u32, u32, u64)>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HINT_HEADER_LEN + count * 40 + 4);
-    out.extend_from_slice(HINT_MAGIC);
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + count * 40 + 4);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&covered_segment.to_le_bytes());
     out.extend_from_slice(&covered_offset.to_le_bytes());
@@ -371,8 +374,8 @@ pub fn encode_hint<'a>(
 }
 
 /// Validates an index snapshot; `None` if it is damaged in any way (the log is then replayed).
-pub fn decode_hint(bytes: &[u8]) -> Option<Hint<'_>> {
-    if bytes.len() < HINT_HEADER_LEN + 4 || &bytes[..8] != HINT_MAGIC {
+pub fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot<'_>> {
+    if bytes.len() < SNAPSHOT_HEADER_LEN + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
         return None;
     }
     let body = &bytes[..bytes.len() - 4];
@@ -385,11 +388,11 @@ pub fn decode_hint(bytes: &[u8]) -> Option<Hint<'_>> {
     }
     let count = usize::try_from(u64_at(body, 24)).ok()?;
     // Walk every entry once so a structurally bad snapshot is refused before use.
-    let mut pos = HINT_HEADER_LEN;
+    let mut pos = SNAPSHOT_HEADER_LEN;
     for _ in 0..count {
-        pos = hint_entry_at(body, pos)?.1;
+        pos = snapshot_entry_at(body, pos)?.1;
     }
-    (pos == body.len()).then_some(Hint {
+    (pos == body.len()).then_some(Snapshot {
         covered_segment: u32_at(body, 12),
         covered_offset: u64_at(body, 16),
         count,
@@ -503,21 +506,21 @@ mod tests {
     }
 
     #[test]
-    fn hint_round_trips_and_rejects_damage() {
+    fn snapshot_round_trips_and_rejects_damage() {
         let entries = [("a", 1u32, 0u32, 30u32, 0u64), ("bb", 2, 64, 31, 99)];
-        let bytes = encode_hint(2, 95, entries.len(), entries.iter().copied());
-        let hint = decode_hint(&bytes).unwrap();
-        assert_eq!(hint.covered_segment, 2);
-        assert_eq!(hint.covered_offset, 95);
-        let entries: Vec<HintEntry<'_>> = hint.entries().collect();
+        let bytes = encode_snapshot(2, 95, entries.len(), entries.iter().copied());
+        let snapshot = decode_snapshot(&bytes).unwrap();
+        assert_eq!(snapshot.covered_segment, 2);
+        assert_eq!(snapshot.covered_offset, 95);
+        let entries: Vec<SnapshotEntry<'_>> = snapshot.entries().collect();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].key, "bb");
         assert_eq!(entries[1].expires_at, 99);
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
-            assert_eq!(decode_hint(&damaged), None, "byte {i}");
-            assert_eq!(decode_hint(&bytes[..i]), None);
+            assert_eq!(decode_snapshot(&damaged), None, "byte {i}");
+            assert_eq!(decode_snapshot(&bytes[..i]), None);
         }
     }
 }

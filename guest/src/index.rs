@@ -6,11 +6,10 @@
 //! too, so the hot cache can never hold a value the index no longer has.
 
 use crate::lru_table::LruTable;
-use hashlink::LinkedHashMap;
 use std::collections::BTreeMap;
 
 /// Where a live record is and when it expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
     pub segment: u32,
     pub offset: u32,
@@ -30,11 +29,13 @@ impl Slot {
 /// Live keys in LRU order (front = least recently used) with per-segment live byte counts.
 #[derive(Default)]
 pub struct LruIndex {
-    map: LruTable,
+    map: LruTable<Slot>,
     live_by_segment: BTreeMap<u32, u64>,
     live_bytes: u64,
-    /// Values of recently used entries, least recently used first.
-    hot: LinkedHashMap<Box<str>, Box<[u8]>>,
+    /// Values of recently used entries, least recently used first: the same table type as
+    /// `map`, kept apart because membership differs (only small values, dropped to fit the
+    /// hot budget while their entries stay live).
+    hot: LruTable<Box<[u8]>>,
     hot_bytes: usize,
     hot_budget: usize,
 }
@@ -58,8 +59,9 @@ impl LruIndex {
         if cost > self.hot_budget / 8 || !self.map.contains_key(key) {
             return;
         }
-        self.drop_hot(key);
-        self.hot.insert(key.into(), value.into());
+        if let Some(old) = self.hot.insert(key, value.into()) {
+            self.hot_bytes -= key.len() + old.len();
+        }
         self.hot_bytes += cost;
         self.shrink_hot();
     }

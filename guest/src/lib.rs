@@ -1,9 +1,8 @@
 //! PersistentCache's storage engine: a size-limited LRU cache with TTL over one directory.
 //!
-//! The engine is a plain Rust library (tested natively); [`component`] exports it as a
-//! WebAssembly component through the `pcache:cache` WIT interface.
+//! The engine is a plain Rust library (tested natively); `component` (wasm32 only) exports it
+//! as a WebAssembly component through the `pcache:cache` WIT interface.
 
-pub mod clock;
 pub mod counter;
 pub mod engine;
 pub mod error;
@@ -11,10 +10,11 @@ pub mod format;
 pub mod index;
 pub mod lru_table;
 pub mod storage;
+pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineOptions, Stats, DEFAULT_SIZE_LIMIT};
+pub use engine::{Engine, EngineOptions, EngineStats};
 pub use error::{Error, Result};
+pub use time::{ManualTime, TimeSource, WallClock};

@@ -1,13 +1,14 @@
-//! `LruTable`: a compact map from key to [`Slot`] in least-recently-used order.
+//! `LruTable`: a compact map from string key to value in least-recently-used order.
 //!
-//! Built for a million entries: entries live in a slab of fixed-size chunks (with a free list)
-//! and link to each other by `u32` index, keys live back to back in fixed-size arena chunks,
-//! and the hash table holds only `u32` entry numbers. Chunks matter in wasm, whose memory never
-//! shrinks: a doubling `Vec` would leave every outgrown copy of itself behind. That is about 40 bytes per entry plus the key and the
-//! table's ~5 bytes per bucket, where a linked hash map of boxed keys spends two heap
-//! allocations and about twice the bytes.
+//! It serves both LRU structures of the index: key → [`Slot`](crate::index::Slot) for every
+//! live entry, and key → value bytes for the hot value cache. Built for a million entries:
+//! entries live in a slab of fixed-size chunks (with a free list) and link to each other by
+//! `u32` index, keys live back to back in fixed-size arena chunks, and the hash table holds
+//! only `u32` entry numbers. Chunks matter in wasm, whose memory never shrinks: a doubling
+//! `Vec` would leave every outgrown copy of itself behind. With `Slot` values that is about 40
+//! bytes per entry plus the key and the table's ~5 bytes per bucket, where a linked hash map
+//! of boxed keys spends two more heap allocations and about twice the bytes.
 
-use crate::index::Slot;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
@@ -17,8 +18,8 @@ const ENTRY_CHUNK: usize = 4096;
 /// Bytes per key arena chunk; keys (at most 4096 bytes) never straddle two chunks.
 const KEY_CHUNK: usize = 64 * 1024;
 
-struct Entry {
-    slot: Slot,
+struct Entry<V> {
+    value: V,
     key_start: u32,
     key_len: u16,
     prev: u32,
@@ -26,11 +27,26 @@ struct Entry {
     next: u32,
 }
 
-/// Keys mapped to slots, in least-recently-used order (front = least recently used).
-pub struct LruTable {
+impl<V: Default> Default for Entry<V> {
+    fn default() -> Self {
+        Self {
+            value: V::default(),
+            key_start: 0,
+            key_len: 0,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+}
+
+/// Keys mapped to values, in least-recently-used order (front = least recently used).
+///
+/// A removed entry's value is dropped at once (`V::default()` takes its place until the entry
+/// is reused), so values that own memory, like the hot cache's bytes, free it on removal.
+pub struct LruTable<V> {
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    entries: Slab,
+    entries: Slab<V>,
     keys: KeyArena,
     /// Arena bytes of removed keys, reclaimed when they outweigh the live ones.
     dead_key_bytes: usize,
@@ -40,7 +56,7 @@ pub struct LruTable {
     len: usize,
 }
 
-impl Default for LruTable {
+impl<V> Default for LruTable<V> {
     fn default() -> Self {
         Self {
             table: HashTable::new(),
@@ -56,35 +72,47 @@ impl Default for LruTable {
     }
 }
 
-/// Entries in chunks of `ENTRY_CHUNK`, addressed by a `u32` number.
-#[derive(Default)]
-struct Slab {
-    chunks: Vec<Vec<Entry>>,
+/// Entries in chunks of `ENTRY_CHUNK`, addressed by a `u32` number. A chunk is a fixed-size
+/// array, so indexing into it needs no bounds check (lookups index the slab several times).
+struct Slab<V> {
+    chunks: Vec<Box<[Entry<V>; ENTRY_CHUNK]>>,
     len: usize,
 }
 
-impl Slab {
-    fn push(&mut self, entry: Entry) -> u32 {
-        if self.len.is_multiple_of(ENTRY_CHUNK) {
-            self.chunks.push(Vec::with_capacity(ENTRY_CHUNK));
+impl<V> Default for Slab<V> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
         }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(entry);
-        }
-        self.len += 1;
-        (self.len - 1) as u32
     }
 }
 
-impl std::ops::Index<usize> for Slab {
-    type Output = Entry;
-    fn index(&self, i: usize) -> &Entry {
+impl<V: Default> Slab<V> {
+    fn push(&mut self, entry: Entry<V>) -> u32 {
+        if self.len.is_multiple_of(ENTRY_CHUNK) {
+            let chunk: Box<[Entry<V>]> = (0..ENTRY_CHUNK).map(|_| Entry::default()).collect();
+            match chunk.try_into() {
+                Ok(chunk) => self.chunks.push(chunk),
+                Err(_) => unreachable!("the chunk holds ENTRY_CHUNK entries"),
+            }
+        }
+        let i = self.len;
+        self[i] = entry;
+        self.len += 1;
+        i as u32
+    }
+}
+
+impl<V> std::ops::Index<usize> for Slab<V> {
+    type Output = Entry<V>;
+    fn index(&self, i: usize) -> &Entry<V> {
         &self.chunks[i / ENTRY_CHUNK][i % ENTRY_CHUNK]
     }
 }
 
-impl std::ops::IndexMut<usize> for Slab {
-    fn index_mut(&mut self, i: usize) -> &mut Entry {
+impl<V> std::ops::IndexMut<usize> for Slab<V> {
+    fn index_mut(&mut self, i: usize) -> &mut Entry<V> {
         &mut self.chunks[i / ENTRY_CHUNK][i % ENTRY_CHUNK]
     }
 }
@@ -120,12 +148,18 @@ impl KeyArena {
     }
 }
 
-fn key_of<'a>(keys: &'a KeyArena, e: &Entry) -> &'a str {
+fn key_of<'a, V>(keys: &'a KeyArena, e: &Entry<V>) -> &'a str {
     // Only `&str` keys are ever copied in, so the bytes are UTF-8.
     std::str::from_utf8(keys.get(e.key_start, e.key_len)).unwrap_or_default()
 }
 
-impl LruTable {
+/// True if entry `e` holds `key`: compares bytes, without `key_of`'s UTF-8 check (lookups
+/// compare on every probe, and this is their hot path).
+fn holds<V>(keys: &KeyArena, e: &Entry<V>, key: &str) -> bool {
+    keys.get(e.key_start, e.key_len) == key.as_bytes()
+}
+
+impl<V: Default> LruTable<V> {
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.len
@@ -140,19 +174,19 @@ impl LruTable {
         let hash = self.hasher.hash_one(key);
         let (entries, keys) = (&self.entries, &self.keys);
         self.table
-            .find(hash, |&i| key_of(keys, &entries[i as usize]) == key)
+            .find(hash, |&i| holds(keys, &entries[i as usize], key))
             .copied()
     }
 
-    /// The slot of `key`, without changing the order; `None` on a miss.
-    pub fn get(&self, key: &str) -> Option<&Slot> {
-        self.find(key).map(|i| &self.entries[i as usize].slot)
+    /// The value of `key`, without changing the order; `None` on a miss.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.find(key).map(|i| &self.entries[i as usize].value)
     }
 
-    /// The slot of `key` for changing in place, without changing the order.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Slot> {
+    /// The value of `key` for changing in place, without changing the order.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         let i = self.find(key)?;
-        Some(&mut self.entries[i as usize].slot)
+        Some(&mut self.entries[i as usize].value)
     }
 
     /// True when `key` is present.
@@ -160,25 +194,27 @@ impl LruTable {
         self.find(key).is_some()
     }
 
-    /// Moves `key` to the most recently used end; no-op on a miss.
-    pub fn to_back(&mut self, key: &str) {
-        if let Some(i) = self.find(key) {
+    /// Moves `key` to the most recently used end and returns its value; `None` on a miss.
+    pub fn to_back(&mut self, key: &str) -> Option<&V> {
+        let i = self.find(key)?;
+        if i != self.tail {
             self.unlink(i);
             self.push_back(i);
         }
+        Some(&self.entries[i as usize].value)
     }
 
-    /// Stores `slot` under `key` as the most recently used entry; returns the replaced slot.
-    pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
+    /// Stores `value` under `key` as the most recently used entry; returns the replaced value.
+    pub fn insert(&mut self, key: &str, value: V) -> Option<V> {
         if let Some(i) = self.find(key) {
-            let old = std::mem::replace(&mut self.entries[i as usize].slot, slot);
+            let old = std::mem::replace(&mut self.entries[i as usize].value, value);
             self.unlink(i);
             self.push_back(i);
             return Some(old);
         }
         let key_start = self.keys.push(key.as_bytes());
         let entry = Entry {
-            slot,
+            value,
             key_start,
             key_len: key.len() as u16,
             prev: NIL,
@@ -202,38 +238,38 @@ impl LruTable {
         None
     }
 
-    /// Removes `key`; `None` on a miss.
-    pub fn remove(&mut self, key: &str) -> Option<Slot> {
+    /// Removes `key` and returns its value; `None` on a miss.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
         let hash = self.hasher.hash_one(key);
         let (entries, keys) = (&self.entries, &self.keys);
         let found = self
             .table
-            .find_entry(hash, |&i| key_of(keys, &entries[i as usize]) == key)
+            .find_entry(hash, |&i| holds(keys, &entries[i as usize], key))
             .ok()?;
         let (i, _) = found.remove();
         Some(self.release(i))
     }
 
     /// Removes and returns the least recently used entry.
-    pub fn pop_front(&mut self) -> Option<(Box<str>, Slot)> {
+    pub fn pop_front(&mut self) -> Option<(Box<str>, V)> {
         if self.head == NIL {
             return None;
         }
         let key: Box<str> = key_of(&self.keys, &self.entries[self.head as usize]).into();
-        let slot = self.remove(&key)?;
-        Some((key, slot))
+        let value = self.remove(&key)?;
+        Some((key, value))
     }
 
     /// The least recently used entry.
-    pub fn front(&self) -> Option<(&str, &Slot)> {
+    pub fn front(&self) -> Option<(&str, &V)> {
         (self.head != NIL).then(|| {
             let e = &self.entries[self.head as usize];
-            (key_of(&self.keys, e), &e.slot)
+            (key_of(&self.keys, e), &e.value)
         })
     }
 
     /// Keeps only the entries for which `keep` is true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
         let doomed: Vec<Box<str>> = self
             .iter()
             .filter(|(k, s)| !keep(k, s))
@@ -253,7 +289,7 @@ impl LruTable {
     }
 
     /// Entries from least to most recently used.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Slot)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         let mut at = self.head;
         std::iter::from_fn(move || {
             if at == NIL {
@@ -261,12 +297,12 @@ impl LruTable {
             }
             let e = &self.entries[at as usize];
             at = e.next;
-            Some((key_of(&self.keys, e), &e.slot))
+            Some((key_of(&self.keys, e), &e.value))
         })
     }
 
-    /// The slots, in LRU order.
-    pub fn values(&self) -> impl Iterator<Item = &Slot> {
+    /// The values, least recently used first.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, s)| s)
     }
 
@@ -299,11 +335,12 @@ impl LruTable {
         }
     }
 
-    /// Unlinks entry `i` (already out of the hash table) and puts it on the free list.
-    fn release(&mut self, i: u32) -> Slot {
+    /// Unlinks entry `i` (already out of the hash table), puts it on the free list and returns
+    /// its value.
+    fn release(&mut self, i: u32) -> V {
         self.unlink(i);
         let e = &mut self.entries[i as usize];
-        let slot = e.slot;
+        let value = std::mem::take(&mut e.value);
         self.dead_key_bytes += e.key_len as usize;
         e.key_len = 0;
         e.next = self.free;
@@ -312,7 +349,7 @@ impl LruTable {
         if self.dead_key_bytes > KEY_CHUNK && self.dead_key_bytes > self.keys.len / 2 {
             self.compact_keys();
         }
-        slot
+        value
     }
 
     /// Rewrites the key arena without the keys of removed entries.
@@ -334,6 +371,7 @@ impl LruTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Slot;
     use std::collections::VecDeque;
 
     fn slot(n: u32) -> Slot {
@@ -398,5 +436,21 @@ mod tests {
         assert!(table.iter().all(|(k, _)| k.ends_with('p')));
         table.clear();
         assert!(table.is_empty() && table.front().is_none());
+    }
+
+    #[test]
+    fn removed_values_are_dropped_at_once() {
+        let value = std::rc::Rc::new(7u8);
+        let mut table: LruTable<std::rc::Rc<u8>> = LruTable::default();
+        for k in ["a", "b", "c", "d"] {
+            table.insert(k, value.clone());
+        }
+        table.remove("a");
+        table.pop_front();
+        table.insert("c", std::rc::Rc::new(0));
+        table.retain(|k, _| k != "d");
+        assert_eq!(std::rc::Rc::strong_count(&value), 1, "every copy dropped");
+        assert_eq!(table.to_back("c").map(|v| **v), Some(0));
+        assert_eq!(table.to_back("missing"), None);
     }
 }

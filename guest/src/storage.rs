@@ -24,6 +24,9 @@ pub trait Storage {
     type File: StorageFile;
     /// Opens `name` for reading and writing; creates it (empty) when `create` is true.
     fn open(&self, name: &str, create: bool) -> io::Result<Self::File>;
+    /// Opens an existing `name` for reading only (writes through the file then fail); works
+    /// on files and directories without write permission.
+    fn open_read_only(&self, name: &str) -> io::Result<Self::File>;
     /// Names of the regular files in the directory.
     fn list(&self) -> io::Result<Vec<String>>;
     /// Removes `name`; a missing file is not an error.
@@ -35,7 +38,7 @@ pub trait Storage {
 
     /// Reads a whole small file; `None` if it does not exist.
     fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        let file = match self.open(name, false) {
+        let file = match self.open_read_only(name) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -120,6 +123,9 @@ mod native {
                 .truncate(false)
                 .open(self.dir.join(name))
                 .map(StdFile)
+        }
+        fn open_read_only(&self, name: &str) -> io::Result<StdFile> {
+            File::open(self.dir.join(name)).map(StdFile)
         }
         fn list(&self) -> io::Result<Vec<String>> {
             let mut names = Vec::new();
@@ -213,6 +219,21 @@ mod wasi {
         }
     }
 
+    impl WasiStorage {
+        /// Opens `name` inside the directory with these flags.
+        fn open_file(
+            &self,
+            name: &str,
+            open_flags: OpenFlags,
+            access: DescriptorFlags,
+        ) -> io::Result<WasiFile> {
+            self.dir
+                .open_at(PathFlags::empty(), name, open_flags, access)
+                .map(WasiFile)
+                .map_err(io_error)
+        }
+    }
+
     /// A file opened through `wasi:filesystem`.
     pub struct WasiFile(Descriptor);
 
@@ -260,15 +281,14 @@ mod wasi {
             } else {
                 OpenFlags::empty()
             };
-            self.dir
-                .open_at(
-                    PathFlags::empty(),
-                    name,
-                    open_flags,
-                    DescriptorFlags::READ | DescriptorFlags::WRITE,
-                )
-                .map(WasiFile)
-                .map_err(io_error)
+            self.open_file(
+                name,
+                open_flags,
+                DescriptorFlags::READ | DescriptorFlags::WRITE,
+            )
+        }
+        fn open_read_only(&self, name: &str) -> io::Result<WasiFile> {
+            self.open_file(name, OpenFlags::empty(), DescriptorFlags::READ)
         }
         fn list(&self) -> io::Result<Vec<String>> {
             let stream = self.dir.read_directory().map_err(io_error)?;

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{open_with, segment_paths, T0};
+use common::{fresh, open_with, segment_paths, Rng, T0};
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::{StdFile, StdStorage, Storage, StorageFile};
-use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualClock};
+use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualTime};
 use std::cell::Cell;
 use std::fs;
 use std::io;
@@ -17,10 +17,8 @@ use std::rc::Rc;
 /// index wrote no tombstone, so after a crash the log replay brought the deleted value back.
 #[test]
 fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
     let limit = 32 * 1024;
-    let mut e = open_with(dir.path(), &clock, limit);
+    let (dir, clock, mut e) = fresh(limit);
     let value = vec![3u8; 900];
     for i in 0..10 {
         e.set(&format!("old{i}"), &value, None).unwrap();
@@ -67,9 +65,7 @@ fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
 /// cut (else an older value whose tombstone was damaged comes back).
 #[test]
 fn damage_in_the_last_segment_is_forgotten_for_good() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
-    let mut e = open_with(dir.path(), &clock, 1 << 30);
+    let (dir, clock, mut e) = fresh(1 << 30);
     e.set("k", b"old value", None).unwrap();
     e.set("other", b"kept? no: stored before the damage", None)
         .unwrap();
@@ -170,6 +166,12 @@ impl Storage for CrashStorage {
             budget: Rc::clone(&self.budget),
         })
     }
+    fn open_read_only(&self, name: &str) -> io::Result<CrashFile> {
+        Ok(CrashFile {
+            inner: self.inner.open_read_only(name)?,
+            budget: Rc::clone(&self.budget),
+        })
+    }
     fn list(&self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
@@ -192,11 +194,11 @@ impl Storage for CrashStorage {
 
 fn open_crashing(
     dir: &Path,
-    clock: &ManualClock,
+    clock: &ManualTime,
     size_limit: u64,
     budget: u64,
 ) -> (
-    persistent_cache_guest::Result<Engine<CrashStorage, ManualClock>>,
+    persistent_cache_guest::Result<Engine<CrashStorage, ManualTime>>,
     Rc<Cell<u64>>,
 ) {
     let budget = Rc::new(Cell::new(budget));
@@ -206,7 +208,7 @@ fn open_crashing(
     };
     let options = EngineOptions {
         size_limit,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     (Engine::open(storage, clock.clone(), options), budget)
 }
@@ -231,24 +233,18 @@ const INCR_DEFAULT: i64 = 1000;
 
 /// A fixed pseudo-random workload over `keys` keys with values up to `max_len` bytes.
 fn workload(seed: u64, ops: usize, keys: usize, max_len: usize) -> Vec<Op> {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng(seed | 1);
     (0..ops)
         .map(|_| {
-            let key = next() as usize % keys;
-            match next() % 100 {
+            let key = rng.below(keys as u64) as usize;
+            match rng.below(100) {
                 0 => Op::Clear,
                 1..=3 => Op::Reopen,
                 4..=15 => Op::Delete(key),
                 16..=17 => Op::DeletePrefix(key % GROUPS),
-                18..=25 => Op::Incr(key, next() as i64 % 7 - 3),
+                18..=25 => Op::Incr(key, rng.next() as i64 % 7 - 3),
                 26..=33 => Op::Get(key),
-                _ => Op::Set(key, 1 + next() as usize % max_len),
+                _ => Op::Set(key, 1 + rng.below(max_len as u64) as usize),
             }
         })
         .collect()
@@ -270,7 +266,7 @@ type Allowed = Vec<Vec<Option<Vec<u8>>>>;
 /// Runs `ops` until the crash; returns what each key may read as afterwards.
 fn run_until_crash(
     dir: &Path,
-    clock: &ManualClock,
+    clock: &ManualTime,
     limit: u64,
     budget: u64,
     ops: &[Op],
@@ -377,7 +373,7 @@ fn in_flight(acked: &[Option<Vec<u8>>], pending: Option<(usize, Option<Vec<u8>>)
 /// Crashes the same workload at every one of its mutating file operations in turn (and, at
 /// each, once more during the recovery that follows); every acknowledged write must survive.
 fn crash_at_every_operation(limit: u64, keys: usize, max_len: usize, evicting: bool) -> u64 {
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let ops = workload(0x5EED ^ limit, 400, keys, max_len);
     let mut crash_points = 0;
     for budget in 0.. {
@@ -431,7 +427,7 @@ fn eviction_never_resurrects_or_corrupts_whatever_operation_a_crash_interrupts()
 fn a_workload_without_crash_points_matches_its_model() {
     // The harness itself: with an unlimited budget nothing crashes and the model is exact.
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(T0);
+    let clock = ManualTime::at(T0);
     let ops = workload(7, 400, 12, 600);
     let (allowed, crashed) =
         run_until_crash(dir.path(), &clock, 16 * 1024, u64::MAX, &ops, 12, false);

@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::{bytes_on_disk, T0};
+use common::{bytes_on_disk, fresh, reopen, NO_LIMIT};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{counter, Clock, Engine, EngineOptions, Error, ManualClock};
+use persistent_cache_guest::{counter, Error, TimeSource};
 use proptest::prelude::*;
 use std::collections::HashMap;
-use std::path::Path;
 
 fn kind() -> impl Strategy<Value = RecordKind> {
     prop_oneof![
@@ -63,7 +61,7 @@ proptest! {
             Err(DecodeError::BadBody { len }) => prop_assert!(len <= bytes.len()),
             Err(DecodeError::BadHeader) => {}
         }
-        let _ = format::decode_hint(&bytes);
+        let _ = format::decode_snapshot(&bytes);
         let _ = format::decode_meta(&bytes);
     }
 
@@ -99,18 +97,18 @@ proptest! {
         at in any::<prop::sample::Index>(),
         xor in 1..=255u8,
     ) {
-        let bytes = format::encode_hint(covered.0, covered.1, entries.len(),
+        let bytes = format::encode_snapshot(covered.0, covered.1, entries.len(),
             entries.iter().map(|(k, s, o, l, e)| (k.as_str(), *s, *o, *l, *e)));
-        let hint = format::decode_hint(&bytes).unwrap();
-        prop_assert_eq!((hint.covered_segment, hint.covered_offset), covered);
-        prop_assert_eq!(hint.entries().count(), entries.len());
-        for (got, (k, s, o, l, e)) in hint.entries().zip(&entries) {
+        let snapshot = format::decode_snapshot(&bytes).unwrap();
+        prop_assert_eq!((snapshot.covered_segment, snapshot.covered_offset), covered);
+        prop_assert_eq!(snapshot.entries().count(), entries.len());
+        for (got, (k, s, o, l, e)) in snapshot.entries().zip(&entries) {
             prop_assert_eq!((got.key, got.segment, got.offset, got.len, got.expires_at), (&k[..], *s, *o, *l, *e));
         }
         let mut damaged = bytes.clone();
         damaged[at.index(bytes.len())] ^= xor;
-        prop_assert!(format::decode_hint(&damaged).is_none());
-        prop_assert!(format::decode_hint(&bytes[..at.index(bytes.len())]).is_none());
+        prop_assert!(format::decode_snapshot(&damaged).is_none());
+        prop_assert!(format::decode_snapshot(&bytes[..at.index(bytes.len())]).is_none());
     }
 }
 
@@ -195,14 +193,6 @@ fn value_for(step: usize, len: u16) -> Vec<u8> {
     (0..len as usize).map(|i| (step * 31 + i) as u8).collect()
 }
 
-fn open(dir: &Path, clock: &ManualClock, limit: u64) -> Engine<StdStorage, ManualClock> {
-    let options = EngineOptions {
-        size_limit: limit,
-        sync_writes: false,
-    };
-    Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
-}
-
 /// When an entry written at `now` with `ttl_ms` expires (0 = never).
 fn expiry(now: u64, ttl_ms: Option<u32>) -> u64 {
     ttl_ms.map_or(0, |ms| (now + u64::from(ms)).max(1))
@@ -224,9 +214,7 @@ proptest! {
     /// and expiry, read against the fake clock, across clean and crashing reopens.
     #[test]
     fn operations_match_the_model(ops in proptest::collection::vec(op(16, 600), 1..150)) {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::at(T0);
-        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let (dir, clock, mut engine) = fresh(NO_LIMIT);
         let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = clock.now_ms();
@@ -299,19 +287,11 @@ proptest! {
                     model.retain(|_, (_, exp)| *exp == 0 || now < *exp);
                 }
                 Op::Advance { ms } => clock.advance(u64::from(ms)),
-                Op::Reopen { clean } => {
-                    if clean {
-                        engine.close().unwrap();
-                    } else {
-                        drop(engine);
-                    }
-                    engine = open(dir.path(), &clock, 1 << 30);
-                }
+                Op::Reopen { clean } => engine = reopen(engine, clean, dir.path(), &clock, NO_LIMIT),
             }
         }
         // Finally every key, after a crash.
-        drop(engine);
-        let mut engine = open(dir.path(), &clock, 1 << 30);
+        let mut engine = reopen(engine, false, dir.path(), &clock, NO_LIMIT);
         let now = clock.now_ms();
         for key in 0..16 {
             let expected = model.get(&key).filter(|(_, exp)| *exp == 0 || now < *exp).map(|(v, _)| v.clone());
@@ -325,9 +305,7 @@ proptest! {
     #[test]
     fn eviction_keeps_the_size_invariant_and_never_a_wrong_value(ops in proptest::collection::vec(op(40, 3_000), 1..150)) {
         let limit = 32 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::at(T0);
-        let mut engine = open(dir.path(), &clock, limit);
+        let (dir, clock, mut engine) = fresh(limit);
         // The latest value per key and its expiry (None: not known, after an incr that may
         // have found the key evicted); None once deleted or cleared.
         let mut latest: Latest = HashMap::new();
@@ -392,14 +370,7 @@ proptest! {
                     latest.clear();
                 }
                 Op::Advance { ms } => clock.advance(u64::from(ms)),
-                Op::Reopen { clean } => {
-                    if clean {
-                        engine.close().unwrap();
-                    } else {
-                        drop(engine);
-                    }
-                    engine = open(dir.path(), &clock, limit);
-                }
+                Op::Reopen { clean } => engine = reopen(engine, clean, dir.path(), &clock, limit),
             }
             let volume = engine.stats().volume;
             prop_assert!(volume <= limit, "step {}: volume {} > {}", step, volume, limit);

@@ -20,7 +20,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use persistent_cache_guest::format::{parse_segment_file_name, HINT_FILE, META_FILE, TMP_SUFFIX};
+use persistent_cache_guest::format::{
+    parse_segment_file_name, META_FILE, SNAPSHOT_FILE, TMP_SUFFIX,
+};
 
 use crate::error::{Error, Result};
 
@@ -228,7 +230,7 @@ pub(crate) fn existing_data_directory(directory: &Path) -> Result<PathBuf> {
 /// True for the names of files the engine owns (what the flat layout kept in `<dir>`).
 fn is_engine_file(name: &str) -> bool {
     let base = name.strip_suffix(TMP_SUFFIX).unwrap_or(name);
-    base == META_FILE || base == HINT_FILE || parse_segment_file_name(base).is_some()
+    base == META_FILE || base == SNAPSHOT_FILE || parse_segment_file_name(base).is_some()
 }
 
 /// The engine's data directory `<directory>/data`, created if missing, with any engine files

@@ -199,7 +199,17 @@ async fn touch_sets_and_clears_the_ttl_and_survives_a_restart() {
         cache.get::<String>("session").await.unwrap().as_deref(),
         Some("alice")
     );
-    assert!(cache.touch("session", Duration::ZERO).await.unwrap());
+    // One TTL rule: a zero TTL is refused (and changes nothing), not "expire at once".
+    assert!(matches!(
+        cache.touch("session", Duration::ZERO).await,
+        Err(Error::InvalidTtl(_))
+    ));
+    assert!(cache.get::<String>("session").await.unwrap().is_some());
+    assert!(cache
+        .touch("session", Duration::from_millis(1))
+        .await
+        .unwrap());
+    clock.advance(Duration::from_millis(1));
     assert_eq!(cache.get::<String>("session").await.unwrap(), None);
 }
 

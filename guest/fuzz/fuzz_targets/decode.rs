@@ -11,12 +11,12 @@ fuzz_target!(|data: &[u8]| {
         format::encode_record(&mut again, rec.kind, rec.key, rec.value, rec.expires_at);
         assert_eq!(&again[..], &data[..rec.len]);
     }
-    if let Some(hint) = format::decode_hint(data) {
-        let again = format::encode_hint(
-            hint.covered_segment,
-            hint.covered_offset,
-            hint.count,
-            hint.entries()
+    if let Some(snapshot) = format::decode_snapshot(data) {
+        let again = format::encode_snapshot(
+            snapshot.covered_segment,
+            snapshot.covered_offset,
+            snapshot.count,
+            snapshot.entries()
                 .map(|e| (e.key, e.segment, e.offset, e.len, e.expires_at)),
         );
         assert_eq!(again, data);

@@ -5,20 +5,20 @@
 
 use libfuzzer_sys::fuzz_target;
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Clock, Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{TimeSource, Engine, EngineOptions, ManualTime};
 use std::collections::HashMap;
 
-fn open(dir: &std::path::Path, clock: &ManualClock) -> Engine<StdStorage, ManualClock> {
+fn open(dir: &std::path::Path, clock: &ManualTime) -> Engine<StdStorage, ManualTime> {
     let options = EngineOptions {
         size_limit: 1 << 30,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     Engine::open(StdStorage::new(dir).unwrap(), clock.clone(), options).unwrap()
 }
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(1_700_000_000_000);
+    let clock = ManualTime::at(1_700_000_000_000);
     let mut engine = open(dir.path(), &clock);
     let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
     for (step, op) in data.chunks_exact(3).enumerate().take(500) {

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use persistent_cache_guest::format;
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Engine, EngineOptions, ManualClock};
+use persistent_cache_guest::{Engine, EngineOptions, ManualTime};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
@@ -14,18 +14,18 @@ fuzz_target!(|data: &[u8]| {
     let (cut, rest) = data.split_first().unwrap_or((&0, &[]));
     let first = (*cut as usize * rest.len()) / 256;
     let (seg1, tail) = rest.split_at(first);
-    let (seg2, hint) = tail.split_at(tail.len() / 2);
+    let (seg2, snapshot) = tail.split_at(tail.len() / 2);
     std::fs::write(dir.path().join(format::segment_file_name(1)), seg1).unwrap();
     std::fs::write(dir.path().join(format::segment_file_name(2)), seg2).unwrap();
-    if hint.first().is_some_and(|b| b % 2 == 0) {
-        std::fs::write(dir.path().join(format::HINT_FILE), &hint[1..]).unwrap();
+    if snapshot.first().is_some_and(|b| b % 2 == 0) {
+        std::fs::write(dir.path().join(format::SNAPSHOT_FILE), &snapshot[1..]).unwrap();
     }
     let options = EngineOptions {
         size_limit: 1 << 20,
-        sync_writes: false,
+        ..EngineOptions::default()
     };
     let storage = StdStorage::new(dir.path()).unwrap();
-    let Ok(mut engine) = Engine::open(storage, ManualClock::at(1_700_000_000_000), options) else {
+    let Ok(mut engine) = Engine::open(storage, ManualTime::at(1_700_000_000_000), options) else {
         return;
     };
     for key in engine.keys("", None, 1000) {

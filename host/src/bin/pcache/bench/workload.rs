@@ -2,14 +2,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use persistent_cache::{CacheOptions, Expiry, PersistentCache};
 use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Engine, EngineOptions, SystemClock};
+use persistent_cache_guest::{Engine, EngineOptions, WallClock};
 use serde::{Deserialize, Serialize};
 
 use super::{Measurement, Workload};
@@ -46,7 +48,7 @@ pub struct RunArgs {
 /// The cache under test, behind one async interface.
 enum Subject {
     Wasm(PersistentCache),
-    Native(Box<Mutex<Engine<StdStorage, SystemClock>>>),
+    Native(Box<Mutex<Engine<StdStorage, WallClock>>>),
 }
 
 impl Subject {
@@ -62,10 +64,10 @@ impl Subject {
             ),
             Target::Native => Subject::Native(Box::new(Mutex::new(Engine::open(
                 StdStorage::new(dir)?,
-                SystemClock,
+                WallClock,
                 EngineOptions {
                     size_limit,
-                    sync_writes: false,
+                    ..EngineOptions::default()
                 },
             )?))),
         })
@@ -74,7 +76,7 @@ impl Subject {
     async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
             Subject::Wasm(cache) => cache.set_raw(key, value, Expiry::Never).await?,
-            Subject::Native(engine) => lock(engine).set(key, value, None)?,
+            Subject::Native(engine) => engine.lock().set(key, value, None)?,
         }
         Ok(())
     }
@@ -82,38 +84,31 @@ impl Subject {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(match self {
             Subject::Wasm(cache) => cache.get_raw(key).await?,
-            Subject::Native(engine) => lock(engine).get(key)?,
+            Subject::Native(engine) => engine.lock().get(key)?,
         })
     }
 
     async fn incr(&self, key: &str) -> anyhow::Result<i64> {
         Ok(match self {
             Subject::Wasm(cache) => cache.incr(key, 1, 0).await?,
-            Subject::Native(engine) => lock(engine).incr(key, 1, 0, None)?,
+            Subject::Native(engine) => engine.lock().incr(key, 1, 0, None)?,
         })
     }
 
     async fn volume(&self) -> anyhow::Result<u64> {
         Ok(match self {
             Subject::Wasm(cache) => cache.stats().await?.volume,
-            Subject::Native(engine) => lock(engine).stats().volume,
+            Subject::Native(engine) => engine.lock().stats().volume,
         })
     }
 
     async fn close(self) -> anyhow::Result<()> {
         match self {
             Subject::Wasm(cache) => cache.close().await?,
-            Subject::Native(engine) => engine
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .close()?,
+            Subject::Native(engine) => engine.into_inner().close()?,
         }
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A small deterministic generator (splitmix64): no dependency, same sequence every run.

@@ -2,8 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time for TTLs.
-pub trait Clock {
+/// Where the engine reads the time that TTLs are measured against.
+pub trait TimeSource {
     /// Milliseconds since the UNIX epoch.
     fn now_ms(&self) -> u64;
 }
@@ -11,9 +11,9 @@ pub trait Clock {
 /// The system's wall clock; inside the component this is `wasi:clocks/wall-clock`, which the
 /// host may replace (tests drive TTLs with a manual clock that way).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
+pub struct WallClock;
 
-impl Clock for SystemClock {
+impl TimeSource for WallClock {
     fn now_ms(&self) -> u64 {
         // A clock before 1970 reads as the epoch: entries then simply expire late, never early.
         SystemTime::now()
@@ -23,22 +23,22 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to (native tests).
+/// Time that moves only when told to (native tests); clones share one reading.
 #[derive(Clone, Debug, Default)]
-pub struct ManualClock(std::rc::Rc<std::cell::Cell<u64>>);
+pub struct ManualTime(std::rc::Rc<std::cell::Cell<u64>>);
 
-impl ManualClock {
-    /// A clock reading `now_ms`.
+impl ManualTime {
+    /// Time standing at `now_ms`.
     pub fn at(now_ms: u64) -> Self {
         Self(std::rc::Rc::new(std::cell::Cell::new(now_ms)))
     }
-    /// Moves the clock forward by `ms`.
+    /// Moves the time forward by `ms` (for every clone).
     pub fn advance(&self, ms: u64) {
         self.0.set(self.0.get() + ms);
     }
 }
 
-impl Clock for ManualClock {
+impl TimeSource for ManualTime {
     fn now_ms(&self) -> u64 {
         self.0.get()
     }

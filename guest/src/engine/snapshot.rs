@@ -1,0 +1,49 @@
+//! The index snapshot file: writing it when stale, and removing it before anything makes it
+//! wrong.
+
+use super::Engine;
+use crate::error::{io_err, Result};
+use crate::format::{self, SNAPSHOT_FILE};
+use crate::storage::Storage;
+use crate::time::TimeSource;
+
+impl<S: Storage, T: TimeSource> Engine<S, T> {
+    /// Writes the index snapshot if it is stale, or removes it if it would not fit the limit.
+    pub(super) fn write_snapshot(&mut self) -> Result<()> {
+        if !self.snapshot_stale {
+            return Ok(());
+        }
+        self.writable()?;
+        let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
+        let bytes = format::encode_snapshot(
+            self.active,
+            covered_offset,
+            self.index.len(),
+            self.index
+                .iter()
+                .map(|(k, s)| (k, s.segment, s.offset, s.len, s.expires_at)),
+        );
+        let volume_with_snapshot = self.volume() - self.snapshot_len + bytes.len() as u64;
+        if volume_with_snapshot > self.options.size_limit {
+            self.remove_snapshot()?;
+        } else {
+            self.storage
+                .write_file_atomic(SNAPSHOT_FILE, &bytes, self.options.sync_writes)
+                .map_err(|e| io_err("write", SNAPSHOT_FILE, e))?;
+            self.snapshot_len = bytes.len() as u64;
+        }
+        self.snapshot_stale = false;
+        Ok(())
+    }
+
+    /// Removes the snapshot file (a missing one is fine) and marks the index as unsaved.
+    pub(super) fn remove_snapshot(&mut self) -> Result<()> {
+        self.writable()?;
+        self.storage
+            .remove(SNAPSHOT_FILE)
+            .map_err(|e| io_err("remove", SNAPSHOT_FILE, e))?;
+        self.snapshot_len = 0;
+        self.snapshot_stale = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Native tests of the engine on real directories (std::fs storage, manual clock), by topic.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod eviction;
+mod listing;
+mod operations;
+mod read_only;
+mod recovery;
