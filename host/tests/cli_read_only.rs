@@ -1,0 +1,155 @@
+//! `pcache` on a cache it may not write: `--read-only`, and reads that fall back to it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{pcache_on, stderr, stdout};
+
+fn home() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Every file under `dir` with its bytes and modification time.
+fn files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let mut found = BTreeMap::new();
+    for entry in walk(dir) {
+        let meta = std::fs::metadata(&entry).unwrap();
+        found.insert(
+            entry.clone(),
+            (std::fs::read(&entry).unwrap(), meta.modified().unwrap()),
+        );
+    }
+    found
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Sets the mode of `dir`, everything under it, and what it holds: `dirs` for directories,
+/// `files` for files.
+fn chmod_all(dir: &Path, dirs: u32, files: u32) {
+    std::fs::set_permissions(dir, PermissionsExt::from_mode(dirs)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            chmod_all(&path, dirs, files);
+        } else {
+            std::fs::set_permissions(&path, PermissionsExt::from_mode(files)).unwrap();
+        }
+    }
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn read_only_reads_everything_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let run = |args: &[&str]| pcache_on(home(), d, &cache, args).output().unwrap();
+    for (key, value) in [("user:1", "\"Ann\""), ("user:2", "\"Bob\""), ("n", "5")] {
+        assert_eq!(code(&run(&["set", key, value])), Some(0));
+    }
+    let before = files(&cache);
+
+    let out = run(&["--read-only", "get", "user:1"]);
+    assert_eq!(
+        (code(&out), stdout(&out)),
+        (Some(0), "\"Ann\"\n".to_owned()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&run(&["--read-only", "keys", "user:"])),
+        "user:1\nuser:2\n"
+    );
+    let stats = stdout(&run(&["--read-only", "--json", "stats"]));
+    assert!(stats.contains("\"entries\":3"), "{stats}");
+    for write in [
+        &["--read-only", "set", "user:1", "x"][..],
+        &["--read-only", "delete", "user:1"],
+        &["--read-only", "incr", "n"],
+        &["--read-only", "clear"],
+    ] {
+        let out = run(write);
+        assert_eq!(code(&out), Some(2), "{write:?}");
+        assert!(
+            stderr(&out).contains("read-only"),
+            "{write:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    assert_eq!(
+        files(&cache),
+        before,
+        "a read-only pcache wrote to the directory"
+    );
+    assert_eq!(stdout(&run(&["get", "n"])), "5\n");
+}
+
+#[test]
+fn a_cache_the_user_cannot_write_can_still_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let out = pcache_on(home(), d, &cache, &["set", "greeting", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    // Readable by everyone, writable by no one; root ignores modes, so as root the readers run
+    // as nobody (65534), for whom the files are not theirs to write either.
+    std::fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
+    chmod_all(&cache, 0o555, 0o444);
+    let before = files(&cache);
+    let as_reader = |args: &[&str]| {
+        let mut cmd = pcache_on(home(), d, &cache, args);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    let write = as_reader(&["set", "greeting", "bye"]);
+    if write.status.success() {
+        chmod_all(&cache, 0o755, 0o644);
+        println!("skipped: pcache could write to a directory of mode 0555");
+        return;
+    }
+    assert_eq!(code(&write), Some(2));
+    assert!(
+        stderr(&write).contains("ermission denied"),
+        "{}",
+        stderr(&write)
+    );
+
+    // Reads fall back to a read-only open by themselves.
+    let out = as_reader(&["get", "greeting"]);
+    assert_eq!(
+        (code(&out), stdout(&out)),
+        (Some(0), "\"hello\"\n".to_owned()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&as_reader(&["keys"])), "greeting\n");
+    assert_eq!(code(&as_reader(&["stats"])), Some(0));
+    assert_eq!(files(&cache), before);
+    chmod_all(&cache, 0o755, 0o644);
+}
