@@ -11,7 +11,7 @@ removed afterwards unless --keep is given. Timing uses time.perf_counter and
 excludes setup (value generation, key/op precomputation, prefill), except for
 the `memory` workload, whose timed section *is* the prefill. Every cache
 operation goes through diskcache_wrapper.PersistentCache inside asyncio.run,
-as users call it. See README.md for the list of workloads.
+as users call it. See docs/performance.md for the list of workloads.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 //! and random operation sequences checked against a simple in-memory model with a fake clock.
 //!
 //! `PROPTEST_CASES=N` runs more cases. The coverage-guided fuzz targets for the same
-//! properties are in `guest/fuzz` (see the README).
+//! properties are in `guest/fuzz` (see docs/durability.md).
 
 mod common;
 
