@@ -55,42 +55,53 @@ mod tests {
 
     #[test]
     fn guest_errors_map_to_matching_variants() {
-        assert!(matches!(
-            Error::from(GuestError::InvalidKey("empty".into())),
-            Error::InvalidKey(m) if m == "empty"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::ValueTooLarge(ValueTooLarge {
-                size: 9,
-                limit: 4
-            })),
-            Error::ValueTooLarge { size: 9, limit: 4 }
-        ));
-        assert!(matches!(
-            Error::from(GuestError::Io(IoError { kind: IoKind::StorageFull, message: "disk full".into() })),
-            Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull && e.to_string() == "disk full"
-        ));
-        assert!(matches!(Error::from(GuestError::ReadOnly), Error::ReadOnly));
-        assert!(matches!(
-            Error::from(GuestError::InvalidTtl("zero".into())),
-            Error::InvalidTtl(m) if m == "zero"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::Corrupt("bad crc".into())),
-            Error::Corrupt(m) if m == "bad crc"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::IncompatibleFormat("v9".into())),
-            Error::IncompatibleFormat(m) if m == "v9"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::NotACounter("text".into())),
-            Error::NotACounter(m) if m == "text"
-        ));
-        assert!(matches!(
-            Error::from(GuestError::CounterOverflow("max".into())),
-            Error::CounterOverflow(m) if m == "max"
-        ));
+        let io = IoError {
+            kind: IoKind::StorageFull,
+            message: "disk full".into(),
+        };
+        // Each guest error becomes the host variant of the same name, with its details.
+        let cases = [
+            (
+                GuestError::InvalidKey("empty".into()),
+                "InvalidKey(\"empty\")",
+            ),
+            (
+                GuestError::InvalidTtl("zero".into()),
+                "InvalidTtl(\"zero\")",
+            ),
+            (
+                GuestError::Corrupt("bad crc".into()),
+                "Corrupt(\"bad crc\")",
+            ),
+            (
+                GuestError::IncompatibleFormat("v9".into()),
+                "IncompatibleFormat(\"v9\")",
+            ),
+            (
+                GuestError::NotACounter("text".into()),
+                "NotACounter(\"text\")",
+            ),
+            (
+                GuestError::CounterOverflow("max".into()),
+                "CounterOverflow(\"max\")",
+            ),
+            (GuestError::ReadOnly, "ReadOnly"),
+            (
+                GuestError::ValueTooLarge(ValueTooLarge { size: 9, limit: 4 }),
+                "ValueTooLarge { size: 9, limit: 4 }",
+            ),
+        ];
+        for (guest, expected) in cases {
+            assert_eq!(format!("{:?}", Error::from(guest)), expected);
+        }
+        // An I/O error keeps its kind.
+        match Error::from(GuestError::Io(io)) {
+            Error::Io(err) => {
+                assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+                assert_eq!(err.to_string(), "disk full");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //!
 //! [`PersistentCache`]: crate::PersistentCache
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -48,7 +47,7 @@ use crate::{GetOrSetError, PersistentCache};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BlockingCache {
     pub(crate) inner: Arc<SharedCache>,
 }
@@ -234,14 +233,5 @@ impl BlockingCache {
         PersistentCache {
             inner: Arc::clone(&self.inner),
         }
-    }
-}
-
-impl fmt::Debug for BlockingCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockingCache")
-            .field("directory", &self.inner.directory)
-            .field("options", &self.inner.options)
-            .finish()
     }
 }

@@ -1,6 +1,5 @@
 //! `PersistentCache`: the async, cloneable handle to one cache directory, backed by a sandboxed guest.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ use crate::shared::{off_runtime, SharedCache};
 /// raw bytes ([`set_raw`](Self::set_raw), [`get_raw`](Self::get_raw)). Every operation that
 /// takes a TTL takes an [`Expiry`] (or a `Duration`): the cache's default, never, or after a
 /// duration — the same rule everywhere.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PersistentCache {
     pub(crate) inner: Arc<SharedCache>,
 }
@@ -327,14 +326,5 @@ impl PersistentCache {
         crate::BlockingCache {
             inner: Arc::clone(&self.inner),
         }
-    }
-}
-
-impl fmt::Debug for PersistentCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PersistentCache")
-            .field("directory", &self.inner.directory)
-            .field("options", &self.inner.options)
-            .finish()
     }
 }

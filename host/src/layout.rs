@@ -79,14 +79,7 @@ pub(crate) fn create_cache_directory(directory: &Path, modes: Modes) -> Result<P
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
         Err(err) => return Err(error(err)),
     }
-    let canonical = fs::canonicalize(directory).map_err(directory_error(directory))?;
-    if !canonical.is_dir() {
-        return Err(directory_error(directory)(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            "not a directory",
-        )));
-    }
-    Ok(canonical)
+    existing_cache_directory(directory)
 }
 
 /// Creates the directory `path` with exactly `mode` (not masked by the umask).

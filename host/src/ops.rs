@@ -48,6 +48,11 @@ pub struct Stats {
     pub plugin_budget: u64,
 }
 
+/// The `T` that found bytes encode; `None` stays `None` (a miss).
+fn decode_found<T: DeserializeOwned>(found: Option<Vec<u8>>) -> Result<Option<T>> {
+    found.map(|bytes| decode(&bytes)).transpose()
+}
+
 impl SharedCache {
     pub(crate) fn set_value<T: Serialize + ?Sized>(
         &self,
@@ -60,9 +65,7 @@ impl SharedCache {
     }
 
     pub(crate) fn get_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.call(|guest| guest.get(key))?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        decode_found(self.call(|guest| guest.get(key))?)
     }
 
     pub(crate) fn add_value<T: Serialize + ?Sized>(
@@ -76,9 +79,7 @@ impl SharedCache {
     }
 
     pub(crate) fn pop_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.call(|guest| guest.pop(key))?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        decode_found(self.call(|guest| guest.pop(key))?)
     }
 
     /// Every live key starting with `prefix`, a page of [`KEYS_PAGE`] per guest call.

@@ -154,6 +154,15 @@ impl SharedCache {
     }
 }
 
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCache")
+            .field("directory", &self.directory)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for SharedCache {
     fn drop(&mut self) {
         if let Err(err) = self.shutdown() {

@@ -305,15 +305,21 @@ mod tests {
         receiver.borrow().clone()
     }
 
-    #[test]
-    fn the_first_caller_leads_and_later_callers_wait() {
-        let flights = Flights::default();
+    /// The first caller of `k` (who leads) and a second one (who waits).
+    fn leader_and_waiter(flights: &Flights) -> (Flight<'_>, watch::Receiver<Published>) {
         let Role::Leader(flight) = flights.join("k") else {
             panic!("the first caller must lead");
         };
         let Role::Waiter(waiter) = flights.join("k") else {
             panic!("a second caller must wait");
         };
+        (flight, waiter)
+    }
+
+    #[test]
+    fn the_first_caller_leads_and_later_callers_wait() {
+        let flights = Flights::default();
+        let (flight, waiter) = leader_and_waiter(&flights);
         assert!(matches!(flights.join("other"), Role::Leader(_)));
         flight.publish(Outcome::Value(vec![1, 2]));
         assert!(matches!(outcome(&waiter).as_deref(), Some(Outcome::Value(b)) if b == &[1, 2]));
@@ -323,12 +329,7 @@ mod tests {
     #[test]
     fn a_dropped_leader_closes_the_channel_and_frees_the_key() {
         let flights = Flights::default();
-        let Role::Leader(flight) = flights.join("k") else {
-            panic!("the first caller must lead");
-        };
-        let Role::Waiter(waiter) = flights.join("k") else {
-            panic!("a second caller must wait");
-        };
+        let (flight, waiter) = leader_and_waiter(&flights);
         drop(flight);
         assert!(
             waiter.has_changed().is_err(),

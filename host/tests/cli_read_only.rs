@@ -14,30 +14,18 @@ fn home() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// Every file under `dir` with its bytes and modification time.
-fn files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
-    let mut found = BTreeMap::new();
-    for entry in walk(dir) {
-        let meta = std::fs::metadata(&entry).unwrap();
-        found.insert(
-            entry.clone(),
-            (std::fs::read(&entry).unwrap(), meta.modified().unwrap()),
-        );
-    }
-    found
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
+/// The cache's files (`.lock`, and `data/`'s) with their bytes and modification times.
+fn files(cache: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let data = std::fs::read_dir(cache.join("data")).unwrap();
+    let paths = data.map(|entry| entry.unwrap().path());
+    std::iter::once(cache.join(".lock"))
+        .chain(paths)
+        .map(|path| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, (bytes, modified))
+        })
+        .collect()
 }
 
 /// Sets the mode of `dir`, everything under it, and what it holds: `dirs` for directories,
