@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child, open, open_with_clock};
+use common::{child, open, open_with_clock, open_with_default_ttl};
 
 /// Bytes of the cache's own files on disk (segments, snapshot, metadata, in `data/`).
 fn bytes_on_disk(dir: &Path) -> u64 {
@@ -218,13 +218,7 @@ async fn ttl_expires_with_a_controlled_clock() {
 
     // The default TTL (CACHE_CONTENT_TTL) applies to plain set().
     let dir = tempfile::tempdir().unwrap();
-    let cache = PersistentCache::open(
-        CacheOptions::new(dir.path())
-            .clock(clock.clone())
-            .default_ttl(Some(Duration::from_secs(300))),
-    )
-    .await
-    .unwrap();
+    let cache = open_with_default_ttl(dir.path(), &clock, Duration::from_secs(300)).await;
     cache.set("temp_data", "value").await.unwrap();
     clock.advance(Duration::from_secs(299));
     assert!(cache.get::<String>("temp_data").await.unwrap().is_some());

@@ -13,7 +13,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-use common::{open, open_with_clock};
+use common::{open, open_with_clock, open_with_default_ttl};
 
 /// Every test must finish well within this; a hang (a waiter never woken) fails instead.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -309,13 +309,7 @@ async fn an_explicit_ttl_expires_and_the_next_call_recomputes() {
 async fn no_ttl_means_the_default_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
-    let cache = PersistentCache::open(
-        CacheOptions::new(dir.path())
-            .clock(clock.clone())
-            .default_ttl(Some(Duration::from_secs(300))),
-    )
-    .await
-    .unwrap();
+    let cache = open_with_default_ttl(dir.path(), &clock, Duration::from_secs(300)).await;
     let computed = AtomicUsize::new(0);
     let next = || async { u32::try_from(computed.fetch_add(1, Ordering::SeqCst) + 1).unwrap() };
     assert_eq!(

@@ -22,6 +22,18 @@ pub async fn open_with_clock(dir: &Path, clock: &Arc<ManualClock>) -> Persistent
     PersistentCache::open(options).await.unwrap()
 }
 
+/// The cache in `dir`, reading the time from `clock`, whose default TTL is `ttl`.
+pub async fn open_with_default_ttl(
+    dir: &Path,
+    clock: &Arc<ManualClock>,
+    ttl: std::time::Duration,
+) -> PersistentCache {
+    let options = CacheOptions::new(dir)
+        .clock(clock.clone())
+        .default_ttl(Some(ttl));
+    PersistentCache::open(options).await.unwrap()
+}
+
 /// `cache-child`: the cache in another process (see `src/bin/cache-child.rs` for its commands).
 pub fn child() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cache-child"))
