@@ -60,7 +60,8 @@ mod tests {
             message: "disk full".into(),
         };
         // Each guest error becomes the host variant of the same name, with its details.
-        let with_message: [(fn(String) -> GuestError, &str); 6] = [
+        type Make = fn(String) -> GuestError;
+        let with_message: [(Make, &str); 6] = [
             (GuestError::InvalidKey, "InvalidKey"),
             (GuestError::InvalidTtl, "InvalidTtl"),
             (GuestError::Corrupt, "Corrupt"),

@@ -8,11 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{pcache_on, stderr, stdout};
-
-fn home() -> &'static Path {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-}
+use common::{home, pcache_on, stderr, stdout};
 
 /// The cache's files (`.lock`, and `data/`'s) with their bytes and modification times.
 fn files(cache: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {

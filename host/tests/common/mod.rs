@@ -54,3 +54,28 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     text(&out.stderr)
 }
+
+/// `pcache --dir DIR/cache ARGS...` in `DIR` with a clean environment (see [`pcache_in`]); every
+/// test shares one home under the test target directory, so the component is compiled once.
+pub fn pcache(dir: &Path, args: &[&str]) -> Command {
+    pcache_in(home(), dir, args)
+}
+
+/// The home every test's `pcache` shares.
+pub fn home() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    pcache(dir, args).output().unwrap()
+}
+
+/// [`run`] in `dir` on the cache directory `cache`.
+pub fn run_on(dir: &Path, cache: &Path, args: &[&str]) -> Output {
+    pcache_on(home(), dir, cache, args).output().unwrap()
+}
+
+/// The piped REPL fed `input`.
+pub fn repl(dir: &Path, input: &str) -> Output {
+    output_with_input(&mut pcache(dir, &["repl"]), input.as_bytes())
+}
