@@ -41,26 +41,9 @@ pub fn value(seed: u64, seq: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A deterministic xorshift generator.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed` (any value).
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1)
-    }
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The workload's generator: deterministic for a seed (`Rng::with_seed`), so a child process
+/// and the test that checks it draw the same sequence.
+pub use fastrand::Rng;
 
 /// One write operation of the workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,15 +63,15 @@ pub enum Op {
 impl Op {
     /// The next operation: mostly sets (overwrites), some TTL sets, deletes and rare clears.
     pub fn random(rng: &mut Rng, max_len: usize) -> Op {
-        let key = rng.below(KEYS as u64) as usize;
-        match rng.below(2000) {
+        let key = rng.u64(..KEYS as u64) as usize;
+        match rng.u64(..2000) {
             0 => Op::Clear,
             1..=399 => Op::Delete { key },
             roll => {
-                let len = 1 + rng.below(max_len as u64) as usize;
+                let len = 1 + rng.u64(..max_len as u64) as usize;
                 let ttl_ms = match roll % 8 {
                     0 => Some(LONG_TTL_MS),
-                    1 => Some(1 + rng.below(SHORT_TTL_MAX_MS)),
+                    1 => Some(1 + rng.u64(..SHORT_TTL_MAX_MS)),
                     _ => None,
                 };
                 Op::Set { key, len, ttl_ms }

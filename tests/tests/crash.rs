@@ -244,14 +244,14 @@ fn crash_once(
     let mut child = spawn(series, seed, sync);
     let (lines, reader) = read_lines(&mut child);
     let mut seen = Vec::new();
-    let early = rng.below(10) == 0;
+    let early = rng.u64(..10) == 0;
     if early {
         // Kill at a random moment from start-up on: often while opening and recovering.
-        std::thread::sleep(Duration::from_micros(rng.below(400_000)));
+        std::thread::sleep(Duration::from_micros(rng.u64(..400_000)));
     } else {
         // Kill after a random number of acknowledgements, a random moment into the next write.
         // Fewer with sync: every write then waits for the disk.
-        let target = rng.below(if sync { 200 } else { 2_000 }) as usize;
+        let target = rng.u64(..if sync { 200 } else { 2_000 }) as usize;
         let mut acks = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while acks <= target {
@@ -272,7 +272,7 @@ fn crash_once(
                 }
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.below(2_000)));
+        std::thread::sleep(Duration::from_micros(rng.u64(..2_000)));
     }
     if let Ok(Some(status)) = child.try_wait() {
         panic!(
@@ -312,7 +312,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
     // 64 KiB limit with values up to 6 KiB: constant eviction and compaction. A key may be
     // missing, but never hold a value other than its last acknowledged or in-flight one.
     let mut evicting = Series::new("evicting", 64 * 1024, 6_000, true);
-    let mut rng = Rng::new(0xC0FF_EE00 ^ kills as u64);
+    let mut rng = Rng::with_seed(0xC0FF_EE00 ^ kills as u64);
     let mut figures = Figures::default();
     let started = Instant::now();
     for round in 0..kills {
@@ -321,7 +321,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
         } else {
             &mut compacting
         };
-        let seed = rng.next();
+        let seed = rng.u64(..);
         let sync = round % 5 == 4;
         series.round = round;
         let lines = crash_once(series, seed, sync, &mut rng, &mut figures);

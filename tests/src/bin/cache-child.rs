@@ -160,11 +160,11 @@ async fn run_workload(dir: &str, args: &[String]) -> AnyResult<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::with_seed(seed);
     for seq in 0u64.. {
-        if rng.below(10) == 0 {
+        if rng.u64(..10) == 0 {
             // Reads move entries in the LRU order and make the index snapshot stale.
-            cache.get_raw(&key(rng.below(KEYS as u64) as usize)).await?;
+            cache.get_raw(&key(rng.u64(..KEYS as u64) as usize)).await?;
         }
         let op = Op::random(&mut rng, max_len);
         writeln!(out, "B {seq} {op}")?;
