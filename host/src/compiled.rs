@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-/// The guest component built from `guest/` by `build.rs`.
+/// The guest component, built (without DWARF) from the `persistent-cache-guest` package by `build.rs`.
 pub(crate) static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("PCACHE_GUEST_WASM"));
 
 /// The largest component file read (`--component`, plugins): 256 MiB. The cache guest is

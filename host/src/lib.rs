@@ -71,6 +71,83 @@ pub mod test_support {
     /// path as the value; anything else is `InvalidKey`); every other key behaves as in the
     /// released component, which has no such hook.
     pub const FAULT_INJECTION_COMPONENT: &str = env!("PCACHE_FAULT_INJECTION_GUEST_WASM");
+
+    #[cfg(test)]
+    mod tests {
+        use super::guest_component;
+
+        /// The names of the custom sections of every core module in a component (or module).
+        fn custom_sections(mut bytes: &[u8], names: &mut Vec<String>) {
+            let header = bytes.get(..8).expect("a wasm header");
+            let is_component = header[4..] != [1, 0, 0, 0];
+            bytes = &bytes[8..];
+            while let Some((&id, rest)) = bytes.split_first() {
+                let (size, rest) = leb128(rest);
+                let (section, rest) = rest.split_at(size);
+                match (is_component, id) {
+                    (_, 0) => {
+                        let (len, name) = leb128(section);
+                        names.push(String::from_utf8_lossy(&name[..len]).into_owned());
+                    }
+                    // A core module or a nested component.
+                    (true, 1 | 4) => custom_sections(section, names),
+                    _ => {}
+                }
+                bytes = rest;
+            }
+        }
+
+        fn leb128(bytes: &[u8]) -> (usize, &[u8]) {
+            let (mut value, mut shift) = (0usize, 0);
+            for (i, byte) in bytes.iter().enumerate() {
+                value |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    return (value, &bytes[i + 1..]);
+                }
+            }
+            panic!("truncated LEB128");
+        }
+
+        /// Built with DWARF (`PCACHE_GUEST_DEBUG=1`), the component is as large as it was.
+        fn debug_build() -> bool {
+            env!("PCACHE_GUEST_PROFILE") == "pcache-component-debug"
+        }
+
+        #[test]
+        fn the_embedded_component_is_small_and_carries_no_dwarf() {
+            let component = guest_component();
+            let mut sections = Vec::new();
+            custom_sections(component, &mut sections);
+            if debug_build() {
+                assert!(sections.iter().any(|name| name.starts_with(".debug_")));
+                return;
+            }
+            // 3.7 MB with DWARF (3.4 MB of it), 294 KiB without (issue 12). The bound leaves
+            // room for the engine to grow; DWARF, or an unoptimised build, is far over it.
+            assert!(
+                component.len() <= 512 << 10,
+                "the embedded component is {} bytes",
+                component.len()
+            );
+            let dwarf: Vec<_> = sections
+                .iter()
+                .filter(|n| n.starts_with(".debug_"))
+                .collect();
+            assert!(dwarf.is_empty(), "DWARF sections: {dwarf:?}");
+        }
+
+        #[test]
+        fn the_embedded_component_keeps_function_names() {
+            // The `name` section, which names guest functions in trap backtraces.
+            let mut sections = Vec::new();
+            custom_sections(guest_component(), &mut sections);
+            assert!(
+                sections.iter().any(|name| name == "name"),
+                "custom sections: {sections:?}"
+            );
+        }
+    }
 }
 
 /// Every Rust example in the README runs as a doctest.
