@@ -467,7 +467,7 @@ mod tests {
         let engine = Engine::default();
         let dir = tempfile::tempdir().unwrap();
         let cache = cache_in(dir.path());
-        let probe = fs::read(env!("PCACHE_PROBE_PLUGIN_WASM")).unwrap();
+        let probe = fs::read(persistent_cache_tests::PROBE_PLUGIN).unwrap();
         let loaded = load_component(&engine, &probe, Some(&cache)).unwrap();
         assert!(!is_guest(&engine, &loaded));
         let probe_file = cache.directory.join(file_name(&identity(&engine, &probe)));
@@ -501,7 +501,7 @@ mod tests {
         // An attacker who can write the directory but not read the key: real native code for
         // the probe, with a MAC made under a key of their own.
         ensure_private_dir(&cache.directory).unwrap();
-        let probe = fs::read(env!("PCACHE_PROBE_PLUGIN_WASM")).unwrap();
+        let probe = fs::read(persistent_cache_tests::PROBE_PLUGIN).unwrap();
         let code = Component::new(&engine, &probe)
             .unwrap()
             .serialize()

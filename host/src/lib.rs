@@ -51,26 +51,15 @@ pub use options::{
 pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
 pub use single_flight::GetOrSetError;
 
-/// What the workspace's own tests need from the build; not a stable API.
+/// What the workspace's own tests need from the build; not a stable API. The test components
+/// and plugins are not here: `persistent-cache-tests` builds them (`persistent_cache_tests::
+/// {PROBE_PLUGIN, WORDFREQ_PLUGIN, FAULT_INJECTION_COMPONENT}`), so this crate carries none.
 #[doc(hidden)]
 pub mod test_support {
     /// The guest component this crate embeds (the same bytes it runs).
     pub fn guest_component() -> &'static [u8] {
         crate::compiled::EMBEDDED_COMPONENT
     }
-    /// The example plugin (`examples/wordfreq`), built for wasm32-wasip2 by the build script.
-    pub const WORDFREQ_PLUGIN: &str = env!("PCACHE_WORDFREQ_PLUGIN_WASM");
-    /// The test probe plugin (`tests/probe-plugin`), built by the build script.
-    pub const PROBE_PLUGIN: &str = env!("PCACHE_PROBE_PLUGIN_WASM");
-    /// A test build of the guest component (its `fault-injection` feature), built by the build
-    /// script next to the released one; open a cache on it with
-    /// `CacheOptions::component(Some(FAULT_INJECTION_COMPONENT.into()))`.
-    ///
-    /// In it, `set` of a key starting with `"\0pcache-fault:"` runs a fault command instead of
-    /// storing (`trap`, `trap-after-set:KEY`, `spin`, `grow-memory`, `open-outside` with the
-    /// path as the value; anything else is `InvalidKey`); every other key behaves as in the
-    /// released component, which has no such hook.
-    pub const FAULT_INJECTION_COMPONENT: &str = env!("PCACHE_FAULT_INJECTION_GUEST_WASM");
 
     #[cfg(test)]
     mod tests {
@@ -154,8 +143,3 @@ pub mod test_support {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
-
-/// And every one in `docs/usage.md` (the plugin guide's run from the `tests` crate).
-#[doc = include_str!("../../docs/usage.md")]
-#[cfg(doctest)]
-pub struct UsageDoctests;

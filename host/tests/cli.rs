@@ -295,7 +295,7 @@ fn add_touch_pop_incr_delete_prefix_and_expire_with_exit_codes() {
 
 #[test]
 fn plugin_run_passes_args_and_exit_codes_and_keeps_state() {
-    use persistent_cache::test_support::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
+    use persistent_cache_tests::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = run(

@@ -68,7 +68,7 @@ fn another_components_valid_code_planted_under_the_guests_name_is_recompiled() {
     let guest_files = home.code_files();
     assert_eq!(guest_files.len(), 1, "{guest_files:?}");
     // Running the probe plugin caches its code next to the guest's.
-    let probe = persistent_cache::test_support::PROBE_PLUGIN;
+    let probe = persistent_cache_tests::PROBE_PLUGIN;
     let out = home.run(w, &["plugin", "run", probe, "args"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plugin_file = home

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use persistent_cache::test_support::PROBE_PLUGIN;
 use persistent_cache::{CacheOptions, PersistentCache, Plugin, PluginOptions};
+use persistent_cache_tests::PROBE_PLUGIN;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

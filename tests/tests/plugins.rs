@@ -3,10 +3,10 @@
 
 mod common;
 
-use persistent_cache::test_support::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
 use persistent_cache::{
     Expiry, PersistentCache, Plugin, PluginExit, PluginFailure, PluginOptions, PLUGINS_DIRECTORY,
 };
+use persistent_cache_tests::{PROBE_PLUGIN, WORDFREQ_PLUGIN};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! The sandbox: memory and time limits, traps, and the one preopened directory. Faults are
-//! injected through the test build of the guest (`test_support::FAULT_INJECTION_COMPONENT`),
+//! injected through the test build of the guest (`persistent_cache_tests::FAULT_INJECTION_COMPONENT`),
 //! which turns keys starting with `"\0pcache-fault:"` into commands; the released one cannot.
 
-use persistent_cache::test_support::{guest_component, FAULT_INJECTION_COMPONENT};
+use persistent_cache::test_support::guest_component;
 use persistent_cache::{CacheOptions, Error, Expiry, PersistentCache};
+use persistent_cache_tests::FAULT_INJECTION_COMPONENT;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

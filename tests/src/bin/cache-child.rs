@@ -95,7 +95,7 @@ async fn run_probe(
     args: &[String],
 ) -> AnyResult<()> {
     use persistent_cache::{Plugin, PluginFailure, PluginOptions};
-    let bytes = std::fs::read(persistent_cache::test_support::PROBE_PLUGIN)?;
+    let bytes = std::fs::read(persistent_cache_tests::PROBE_PLUGIN)?;
     let plugin = Plugin::from_bytes("hostile", bytes, None).await?;
     let options = PluginOptions::new()
         .args(args.iter().cloned())

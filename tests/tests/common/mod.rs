@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use persistent_cache::test_support::PROBE_PLUGIN;
 use persistent_cache::{CacheOptions, Error, ManualClock, PersistentCache, Plugin, PluginFailure};
+use persistent_cache_tests::PROBE_PLUGIN;
 
 /// The cache in `dir` with the default options.
 pub async fn open(dir: &Path) -> PersistentCache {
