@@ -1,6 +1,9 @@
 //! Compiles the cache component (the `persistent-cache-guest` package, for `wasm32-wasip2`)
 //! that this crate embeds, and computes its SHA-256.
 //!
+//! The guest's sources are found through its `links` metadata (`DEP_PCACHE_GUEST_DIR`, set by
+//! `guest/build.rs`): in the workspace that is `guest/`, for a packaged crate the guest's own
+//! package (registry, vendor directory or `cargo package`'s), so the same script works in both.
 //! The component is built without DWARF (about 300 KB instead of 3.7 MB);
 //! `PCACHE_GUEST_DEBUG=1` builds it with DWARF instead (see `build/nested_cargo.rs`).
 //! The test components and plugins are not built here but by `tests/build.rs`.
@@ -16,26 +19,40 @@ use std::path::{Path, PathBuf};
 const GUEST_ARTIFACT: &str = "persistent_cache_guest.wasm";
 
 fn main() {
-    let manifest_dir = PathBuf::from(required_var("CARGO_MANIFEST_DIR"));
-    let workspace_root = manifest_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .expect("the host package is in the workspace root");
-    let guest_dir = workspace_root.join("guest");
+    let guest_dir = PathBuf::from(required_var("DEP_PCACHE_GUEST_DIR"));
     let out_dir = PathBuf::from(required_var("OUT_DIR"));
-    for watched in ["src", "build.rs", "Cargo.toml"] {
+    for watched in ["src", "wit", "build.rs", "Cargo.toml"] {
         watch(&guest_dir.join(watched));
     }
-    for watched in ["wit", "Cargo.toml", "Cargo.lock"] {
-        watch(&workspace_root.join(watched));
+    // The root of the guest's workspace (the package itself once packaged): its lock file and
+    // its manifest's profiles also shape the component.
+    if let Some(root) = guest_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+    {
+        watch(&root.join("Cargo.lock"));
+        watch(&root.join("Cargo.toml"));
     }
+
+    // A packaged guest (it has the `Cargo.toml.orig` that `cargo package` writes) is built from
+    // a copy in OUT_DIR as a workspace of its own, with its own Cargo.lock: a registry's
+    // sources are not to be written to, and one unpacked under another workspace's directory
+    // (`cargo package` verifies in `target/package/`) would otherwise be taken for a stray
+    // member of that workspace.
+    let (source_dir, locked) = if guest_dir.join("Cargo.toml.orig").is_file() {
+        let copy = out_dir.join("guest-src");
+        copy_package(&guest_dir, &copy);
+        (copy, &["--locked"][..])
+    } else {
+        (guest_dir, &[][..])
+    };
 
     let profile = Profile::from_env();
     let artifacts = Build {
-        current_dir: &guest_dir,
-        manifest_path: &guest_dir.join("Cargo.toml"),
+        current_dir: &source_dir,
+        manifest_path: &source_dir.join("Cargo.toml"),
         target_dir: &out_dir.join("guest-target"),
-        args: &[],
+        args: locked,
         profile,
         what: "the cache component",
     }
@@ -53,4 +70,41 @@ fn main() {
         .map(|b| format!("{b:02x}"))
         .collect();
     println!("cargo:rustc-env=PCACHE_GUEST_SHA256={digest}");
+}
+
+/// Copies the packaged guest crate at `from` to `to` (replacing an older copy) and makes it a
+/// workspace root.
+fn copy_package(from: &Path, to: &Path) {
+    if to.exists() {
+        fs::remove_dir_all(to)
+            .unwrap_or_else(|err| panic!("cannot remove {}: {err}", to.display()));
+    }
+    copy_dir(from, to);
+    let manifest = to.join("Cargo.toml");
+    let mut text = fs::read_to_string(&manifest)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", manifest.display()));
+    text.push_str("\n[workspace]\n");
+    fs::write(&manifest, text)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", manifest.display()));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap_or_else(|err| panic!("cannot create {}: {err}", to.display()));
+    let entries =
+        fs::read_dir(from).unwrap_or_else(|err| panic!("cannot list {}: {err}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|err| panic!("cannot list {}: {err}", from.display()));
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if source.is_dir() {
+            copy_dir(&source, &target);
+        } else {
+            fs::copy(&source, &target).unwrap_or_else(|err| {
+                panic!(
+                    "cannot copy {} to {}: {err}",
+                    source.display(),
+                    target.display()
+                )
+            });
+        }
+    }
 }
