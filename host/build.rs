@@ -31,7 +31,9 @@ fn main() {
         .find(|dir| dir.join("Cargo.lock").is_file())
     {
         watch(&root.join("Cargo.lock"));
-        watch(&root.join("Cargo.toml"));
+        if root != guest_dir {
+            watch(&root.join("Cargo.toml"));
+        }
     }
 
     // A packaged guest (it has the `Cargo.toml.orig` that `cargo package` writes) is built from
