@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 wit_bindgen::generate!({
     world: "cache-guest",
-    path: "../wit",
+    path: "wit",
 });
 
 use exports::pcache::cache::cache::{Cache, Guest, GuestCache};

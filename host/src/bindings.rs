@@ -3,7 +3,7 @@
 mod generated {
     wasmtime::component::bindgen!({
         world: "cache-guest",
-        path: "../wit",
+        path: "wit",
     });
 }
 

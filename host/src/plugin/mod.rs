@@ -34,7 +34,7 @@ use limits::{RunLimits, MAX_RESOURCES};
 mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         imports: { default: trappable },
         with: {
             "wasi:keyvalue/store.bucket": super::keyvalue::BucketHandle,
