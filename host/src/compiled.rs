@@ -35,7 +35,7 @@ use wasmtime::Engine;
 pub(crate) static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("PCACHE_GUEST_WASM"));
 
 /// The largest component file read (`--component`, plugins): 256 MiB. The cache guest is
-/// about 4 MB; a component this large is a mistake or an attack (`/dev/zero`).
+/// about 300 KB; a component this large is a mistake or an attack (`/dev/zero`).
 pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 /// The largest code cache file read: 1 GiB (native code is a few times the wasm).
