@@ -19,8 +19,10 @@
 mod bindings;
 mod blocking;
 mod cache;
+mod clock;
 mod codec;
 mod compiled;
+mod env;
 mod epoch;
 mod error;
 mod expiry;
@@ -38,16 +40,16 @@ mod worker;
 
 pub use blocking::BlockingCache;
 pub use cache::PersistentCache;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
+pub use env::{
+    env_lookup, parse_size, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
+};
 pub use error::{Error, PluginFailure, Result};
 pub use expiry::Expiry;
 pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use ops::Stats;
-pub use options::{
-    env_lookup, parse_size, CacheOptions, Clock, ManualClock, SystemClock, DEFAULT_DIRECTORY,
-    DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL,
-    ENV_SIZE_LIMIT,
-};
+pub use options::{CacheOptions, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT};
 pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
 pub use single_flight::GetOrSetError;
 

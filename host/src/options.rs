@@ -1,16 +1,12 @@
-//! Cache configuration: the `CacheOptions` builder, environment loading, and the clocks TTLs are measured with.
+//! Cache configuration: the `CacheOptions` builder and the defaults it starts from.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-use parking_lot::Mutex;
-use std::time::{Duration, SystemTime};
-
+use crate::clock::{Clock, SystemClock};
 use crate::compiled::CodeCache;
-use crate::error::{Error, Result};
-use crate::expiry::parse_duration;
 
 /// Directory used when none is configured.
 pub const DEFAULT_DIRECTORY: &str = "tmp/cache";
@@ -26,79 +22,6 @@ pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
 pub const MIN_DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 /// The most memory a `wasm32` guest can address: 4 GiB. Larger limits are capped to it.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
-
-/// Environment variable naming the cache directory.
-pub const ENV_DIRECTORY: &str = "CACHE_DIRECTORY";
-/// Environment variable holding the size limit (bytes, or with a unit: `500MB`).
-pub const ENV_SIZE_LIMIT: &str = "CACHE_SIZE_LIMIT";
-/// Environment variable holding the default entry TTL (seconds or `5m`; 0 = entries never expire).
-pub const ENV_CONTENT_TTL: &str = "CACHE_CONTENT_TTL";
-/// Environment variable holding the search-result TTL (seconds or `5m`; 0 = none).
-pub const ENV_SEARCH_TTL: &str = "CACHE_SEARCH_TTL";
-
-/// A source of wall-clock time; entry expiry is measured against it.
-pub trait Clock: Send + Sync + 'static {
-    /// The current wall-clock time.
-    fn now(&self) -> SystemTime;
-}
-
-/// The operating system's real-time clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// A clock that only moves when told to, for testing expiry.
-///
-/// Clones share the same time: keep one clone and hand another (or an `Arc` of it) to
-/// [`CacheOptions::clock`].
-#[derive(Debug, Clone)]
-pub struct ManualClock {
-    now: Arc<Mutex<SystemTime>>,
-}
-
-impl ManualClock {
-    /// A clock that reads `start` until moved.
-    pub fn new(start: SystemTime) -> Self {
-        ManualClock {
-            now: Arc::new(Mutex::new(start)),
-        }
-    }
-
-    /// A clock that starts at the current system time.
-    pub fn starting_now() -> Self {
-        ManualClock::new(SystemTime::now())
-    }
-
-    /// Moves the clock forward by `by` (saturating at the largest representable time).
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock();
-        if let Some(later) = now.checked_add(by) {
-            *now = later;
-        }
-    }
-
-    /// Sets the clock to `time` (which may be earlier than the current reading).
-    pub fn set(&self, time: SystemTime) {
-        *self.now.lock() = time;
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        ManualClock::starting_now()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.now.lock()
-    }
-}
 
 /// How to open a [`PersistentCache`](crate::PersistentCache): a builder.
 ///
@@ -445,153 +368,13 @@ impl CacheOptions {
         );
         differ
     }
-
-    /// Reads the environment, and `.env` in the working directory (if present) for variables
-    /// the environment does not set.
-    ///
-    /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes, or with a unit: `500MB`,
-    /// `1GiB`), `CACHE_CONTENT_TTL` and `CACHE_SEARCH_TTL` (seconds, or a duration: `300s`,
-    /// `5m`, `1h 30m`; 0 = none). Real environment variables win over `.env`. Unset or empty
-    /// variables keep their defaults; an option set from a variable counts as set.
-    ///
-    /// `.env` is only read: the process environment is never changed (setting variables in a
-    /// multi-threaded program is undefined behaviour on glibc), and nothing else in `.env` has
-    /// any effect — in particular it cannot move the code cache (`XDG_CACHE_HOME`) or any
-    /// other setting read from the real environment.
-    ///
-    /// # Errors
-    /// [`Error::Config`] if `.env` exists but cannot be read or parsed, or if a variable's
-    /// value is malformed (the error names the variable and the value).
-    pub fn from_env() -> Result<CacheOptions> {
-        CacheOptions::from_vars(env_lookup()?)
-    }
-
-    /// Builds options from the variables `lookup` returns, starting from the defaults.
-    ///
-    /// Same variables and rules as [`CacheOptions::from_env`], without touching the process
-    /// environment or `.env`.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the variable and its value when a value does not parse or the
-    /// size limit is zero.
-    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<CacheOptions> {
-        let mut options = CacheOptions::default();
-        for variable in [
-            ENV_DIRECTORY,
-            ENV_SIZE_LIMIT,
-            ENV_CONTENT_TTL,
-            ENV_SEARCH_TTL,
-        ] {
-            if let Some(value) = lookup(variable) {
-                options = options.with_var(variable, &value)?;
-            }
-        }
-        Ok(options)
-    }
-
-    /// Applies one configuration variable's `value` (trimmed; empty leaves the option alone).
-    ///
-    /// This is how `pcache` lets a flag win over a malformed variable: it applies only the
-    /// variables whose flag was not given.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the variable and its value when the value does not parse, the
-    /// size limit is zero, or `variable` is not one of the `CACHE_*` variables.
-    pub fn with_var(self, variable: &str, value: &str) -> Result<CacheOptions> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Ok(self);
-        }
-        let config_error = |message: String| Error::Config {
-            variable: variable.to_owned(),
-            message,
-        };
-        Ok(match variable {
-            ENV_DIRECTORY => self.directory(value),
-            ENV_SIZE_LIMIT => self.size_limit(parse_size(value).map_err(config_error)?),
-            ENV_CONTENT_TTL => self.default_ttl(Some(parse_duration(value).map_err(config_error)?)),
-            ENV_SEARCH_TTL => self.search_ttl(Some(parse_duration(value).map_err(config_error)?)),
-            _ => {
-                return Err(config_error(format!(
-                    "not a configuration variable (value {value:?})"
-                )))
-            }
-        })
-    }
-}
-
-/// The `CACHE_*` variables as [`CacheOptions::from_env`] reads them: the environment first,
-/// then `.env` in the working directory.
-///
-/// # Errors
-/// [`Error::Config`] if `.env` exists but cannot be read or parsed.
-pub fn env_lookup() -> Result<impl Fn(&str) -> Option<String>> {
-    let dotenv = read_dotenv(Path::new(".env"))?;
-    Ok(move |name: &str| {
-        std::env::var_os(name)
-            .map(|value| value.to_string_lossy().into_owned())
-            .or_else(|| dotenv.get(name).cloned())
-    })
-}
-
-/// Parses a size as `--size-limit` and `CACHE_SIZE_LIMIT` take it: bytes (`1048576`) or with a
-/// unit (`500MB`, `1GiB`, `64 KiB`; units are binary: `500MB` is 500 MiB).
-///
-/// Edge cases: zero is refused (a cache that can hold nothing); a malformed size is refused,
-/// quoting it.
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    let size = parse_size::Config::new()
-        .with_binary()
-        .parse_size(text.trim())
-        .map_err(|err| {
-            format!("expected bytes or a size like 500MB or 1GiB, got {text:?}: {err}")
-        })?;
-    if size == 0 {
-        return Err(format!(
-            "the size limit must be more than 0 bytes, got {text:?}"
-        ));
-    }
-    Ok(size)
-}
-
-/// The variables in the dotenv file at `path` (empty if there is none), without applying them.
-fn read_dotenv(path: &Path) -> Result<HashMap<String, String>> {
-    let config_error = |err: dotenvy::Error| Error::Config {
-        variable: ".env".to_owned(),
-        message: format!("cannot load .env: {err}"),
-    };
-    let entries = match dotenvy::from_path_iter(path) {
-        Ok(entries) => entries,
-        Err(err) if err.not_found() => return Ok(HashMap::new()),
-        Err(err) => return Err(config_error(err)),
-    };
-    entries.map(|entry| entry.map_err(config_error)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn options_from(pairs: &[(&str, &str)]) -> Result<CacheOptions> {
-        let vars: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        CacheOptions::from_vars(|name| vars.get(name).cloned())
-    }
-
-    #[test]
-    fn no_variables_gives_defaults() {
-        let options = options_from(&[]).expect("defaults parse");
-        assert_eq!(options.directory_path(), Path::new("tmp/cache"));
-        assert_eq!(options.size_limit_value(), 524_288_000);
-        assert_eq!(options.size_limit_setting(), None, "left at its default");
-        assert_eq!(options.default_ttl_value(), None);
-        assert_eq!(options.search_ttl_value(), None);
-        assert!(!options.sync_value());
-        assert!(!options.read_only_value());
-        assert_eq!(options.time_limit_value(), DEFAULT_TIME_LIMIT);
-    }
+    use crate::clock::ManualClock;
+    use std::time::SystemTime;
 
     #[test]
     fn memory_limit_defaults_follow_the_size_limit_within_bounds() {
@@ -622,43 +405,6 @@ mod tests {
     }
 
     #[test]
-    fn all_variables_are_read() {
-        let options = options_from(&[
-            ("CACHE_DIRECTORY", "/var/cache/app"),
-            ("CACHE_SIZE_LIMIT", "1048576"),
-            ("CACHE_CONTENT_TTL", "3600"),
-            ("CACHE_SEARCH_TTL", " 60 "),
-        ])
-        .expect("valid variables parse");
-        assert_eq!(options.directory_path(), Path::new("/var/cache/app"));
-        assert_eq!(options.size_limit_setting(), Some(1_048_576));
-        assert_eq!(options.default_ttl_value(), Some(Duration::from_secs(3600)));
-        assert_eq!(options.search_ttl_value(), Some(Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn variables_parse_like_the_flags() {
-        let options = options_from(&[
-            ("CACHE_SIZE_LIMIT", "500MB"),
-            ("CACHE_CONTENT_TTL", "5m"),
-            ("CACHE_SEARCH_TTL", "300s"),
-        ])
-        .expect("units parse");
-        // Units are binary, as for --size-limit: 500MB is 500 MiB.
-        assert_eq!(options.size_limit_value(), 500 << 20);
-        assert_eq!(options.default_ttl_value(), Some(Duration::from_secs(300)));
-        assert_eq!(options.search_ttl_value(), Some(Duration::from_secs(300)));
-        let binary = options_from(&[
-            ("CACHE_SIZE_LIMIT", "1GiB"),
-            ("CACHE_CONTENT_TTL", "1h 30m"),
-        ])
-        .expect("binary units and compound durations parse");
-        assert_eq!(binary.size_limit_value(), 1 << 30);
-        assert_eq!(binary.default_ttl_value(), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_size("500MB"), crate::options::parse_size(" 500 MB "));
-    }
-
-    #[test]
     fn a_later_opener_is_told_only_about_options_it_set_differently() {
         let first = CacheOptions::new("/c").size_limit(1000).sync(true);
         // Left at defaults: nothing was asked for, so nothing is ignored.
@@ -677,46 +423,6 @@ mod tests {
             later.differences_from(&first),
             ["size_limit", "default_ttl"]
         );
-    }
-
-    #[test]
-    fn zero_ttl_means_none_and_empty_means_unset() {
-        let options = options_from(&[
-            ("CACHE_CONTENT_TTL", "0"),
-            ("CACHE_SEARCH_TTL", "0"),
-            ("CACHE_DIRECTORY", ""),
-            ("CACHE_SIZE_LIMIT", "  "),
-        ])
-        .expect("zero TTLs parse");
-        assert_eq!(options.default_ttl_value(), None);
-        assert_eq!(options.search_ttl_value(), None);
-        assert_eq!(options.directory_path(), Path::new(DEFAULT_DIRECTORY));
-        assert_eq!(options.size_limit_value(), DEFAULT_SIZE_LIMIT);
-    }
-
-    #[test]
-    fn malformed_values_name_variable_and_value() {
-        for (variable, value) in [
-            ("CACHE_SIZE_LIMIT", "500 bananas"),
-            ("CACHE_SIZE_LIMIT", "-1"),
-            ("CACHE_SIZE_LIMIT", "0"),
-            ("CACHE_CONTENT_TTL", "1.5"),
-            ("CACHE_SEARCH_TTL", "soon"),
-        ] {
-            match options_from(&[(variable, value)]) {
-                Err(Error::Config {
-                    variable: named,
-                    message,
-                }) => {
-                    assert_eq!(named, variable);
-                    assert!(
-                        message.contains(value),
-                        "{message:?} should quote {value:?}"
-                    );
-                }
-                other => panic!("{variable}={value} gave {other:?}"),
-            }
-        }
     }
 
     #[test]
@@ -740,38 +446,5 @@ mod tests {
             options.clock_ref().now(),
             SystemTime::UNIX_EPOCH + Duration::from_secs(9)
         );
-    }
-
-    #[test]
-    fn dotenv_is_read_without_touching_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".env");
-        std::fs::write(
-            &path,
-            "CACHE_SIZE_LIMIT=4096\nXDG_CACHE_HOME=./evil\nPCACHE_TEST_DOTENV_ONLY=1\n",
-        )
-        .unwrap();
-        let vars = read_dotenv(&path).unwrap();
-        assert_eq!(
-            vars.get("CACHE_SIZE_LIMIT").map(String::as_str),
-            Some("4096")
-        );
-        assert_eq!(std::env::var_os("PCACHE_TEST_DOTENV_ONLY"), None);
-        assert!(read_dotenv(&dir.path().join("missing")).unwrap().is_empty());
-        std::fs::write(&path, "NOT A LINE\n").unwrap();
-        assert!(matches!(read_dotenv(&path), Err(Error::Config { .. })));
-    }
-
-    #[test]
-    fn manual_clock_clones_share_time() {
-        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
-        let shared = clock.clone();
-        clock.advance(Duration::from_millis(1500));
-        assert_eq!(
-            shared.now(),
-            SystemTime::UNIX_EPOCH + Duration::from_millis(1500)
-        );
-        shared.set(SystemTime::UNIX_EPOCH);
-        assert_eq!(clock.now(), SystemTime::UNIX_EPOCH);
     }
 }

@@ -12,9 +12,10 @@ use wasmtime::{Config, Engine, OptLevel};
 use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::CacheGuestPre;
+use crate::clock::Clock;
 use crate::compiled::{load_component, read_component, CodeCache, EMBEDDED_COMPONENT};
 use crate::error::{Error, Result};
-use crate::options::{CacheOptions, Clock};
+use crate::options::CacheOptions;
 use crate::stop::GuestLimiter;
 
 /// The engine and the linked, compiled component, shared by every cache in the process that
