@@ -62,11 +62,21 @@ fn main() {
     println!("cargo:rustc-env=PCACHE_GUEST_PROFILE={}", profile.name());
 
     let guest = artifact(&artifacts, GUEST_ARTIFACT);
-    println!("cargo:rustc-env=PCACHE_GUEST_WASM={}", guest.display());
+    let built =
+        fs::read(&guest).unwrap_or_else(|err| panic!("cannot read {}: {err}", guest.display()));
+    // What ships leaves out the component-level `component-name` section (about 8 KB of names
+    // for printing the component's types); traps still name functions through the core
+    // module's `name` section, which stays. The debug build keeps everything.
+    let bytes = match profile {
+        Profile::Release => without_custom_section(&built, "component-name"),
+        Profile::Debug => built,
+    };
+    let embedded = out_dir.join("persistent_cache_guest.wasm");
+    fs::write(&embedded, &bytes)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", embedded.display()));
+    println!("cargo:rustc-env=PCACHE_GUEST_WASM={}", embedded.display());
     // The embedded component's SHA-256, so that start-up need not hash it each time (the code
     // cache names and authenticates compiled code by it).
-    let bytes =
-        fs::read(&guest).unwrap_or_else(|err| panic!("cannot read {}: {err}", guest.display()));
     let digest: String = sha2::Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -109,4 +119,43 @@ fn copy_dir(from: &Path, to: &Path) {
             });
         }
     }
+}
+
+/// `wasm` (a component or module) without its top-level custom sections named `name`.
+///
+/// Written by hand rather than with `wasmparser`: it only reads the section framing (an id byte
+/// and a LEB128 size, plus the name of a custom section), and a build dependency on
+/// `wasmparser` would compile a second copy of it for the build script.
+fn without_custom_section(wasm: &[u8], name: &str) -> Vec<u8> {
+    fn leb128(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    let mut out = wasm[..8].to_vec();
+    let mut at = 8;
+    while at < wasm.len() {
+        let start = at;
+        let id = wasm[at];
+        at += 1;
+        let size = leb128(wasm, &mut at);
+        let body = at;
+        at += size;
+        if id == 0 {
+            let mut name_at = body;
+            let len = leb128(wasm, &mut name_at);
+            if &wasm[name_at..name_at + len] == name.as_bytes() {
+                continue;
+            }
+        }
+        out.extend_from_slice(&wasm[start..at]);
+    }
+    out
 }
