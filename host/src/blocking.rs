@@ -162,7 +162,9 @@ impl BlockingCache {
 
     /// See [`PersistentCache::keys`].
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.inner.all_keys(prefix)
+        let mut keys = Vec::new();
+        while !self.inner.next_keys_page(prefix, &mut keys)? {}
+        Ok(keys)
     }
 
     /// See [`PersistentCache::keys_page`].

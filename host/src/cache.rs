@@ -258,7 +258,12 @@ impl PersistentCache {
     /// # Errors
     /// `Closed`, `Wasm`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.inner.all_keys(prefix)
+        let mut keys = Vec::new();
+        while !self.inner.next_keys_page(prefix, &mut keys)? {
+            // Millions of keys are thousands of engine calls: let other tasks run between them.
+            tokio::task::yield_now().await;
+        }
+        Ok(keys)
     }
 
     /// One page of [`keys`](Self::keys): up to `limit` keys starting with `prefix`, in byte

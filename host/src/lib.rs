@@ -145,3 +145,8 @@ pub mod test_support {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// And every one in `docs/usage.md` (the plugin guide's run from the `tests` crate).
+#[doc = include_str!("../../docs/usage.md")]
+#[cfg(doctest)]
+pub struct UsageDoctests;

@@ -82,18 +82,14 @@ impl SharedCache {
         decode_found(self.call(|guest| guest.pop(key))?)
     }
 
-    /// Every live key starting with `prefix`, a page of [`KEYS_PAGE`] per guest call.
-    pub(crate) fn all_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = Vec::new();
-        loop {
-            let after = keys.last().map(String::as_str);
-            let page = self.call(|guest| guest.keys(prefix, after, KEYS_PAGE))?;
-            let done = page.len() < KEYS_PAGE as usize;
-            keys.extend(page);
-            if done {
-                return Ok(keys);
-            }
-        }
+    /// Appends to `keys` the next page (of [`KEYS_PAGE`]) of live keys starting with `prefix`,
+    /// after the last key in `keys`; true once the listing is complete. One guest call.
+    pub(crate) fn next_keys_page(&self, prefix: &str, keys: &mut Vec<String>) -> Result<bool> {
+        let after = keys.last().map(String::as_str);
+        let page = self.call(|guest| guest.keys(prefix, after, KEYS_PAGE))?;
+        let done = page.len() < KEYS_PAGE as usize;
+        keys.extend(page);
+        Ok(done)
     }
 
     /// The counters, with the plugin stores' bytes (read from disk: blocking).

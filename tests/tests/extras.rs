@@ -270,3 +270,37 @@ async fn expire_and_eviction_are_counted_in_stats() {
     assert_eq!(stats.entries + stats.evicted, 200, "{stats:?}");
     assert!(stats.volume <= 256 * 1024);
 }
+
+/// Listing many keys is many engine calls; on a one-thread runtime the other tasks still get
+/// to run between its pages.
+#[tokio::test(flavor = "current_thread")]
+async fn listing_many_keys_lets_other_tasks_run_between_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path()).await;
+    for i in 0..5_000 {
+        cache
+            .set_raw(&format!("k{i:05}"), b"", Expiry::Never)
+            .await
+            .unwrap();
+    }
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    tokio::task::yield_now().await;
+    let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(cache.keys("").await.unwrap().len(), 5_000);
+    let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+    ticker.abort();
+    // Five pages: the ticker ran between them.
+    assert!(
+        during >= 4,
+        "the other task ran {during} times during the listing"
+    );
+}
