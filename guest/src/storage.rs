@@ -35,6 +35,9 @@ pub trait Storage {
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Flushes the directory's entries (new, renamed, removed files) to stable storage.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Creates the subdirectory `name` (an existing one is not an error); files are then moved
+    /// into it with `rename(from, "name/file")`.
+    fn create_dir(&self, name: &str) -> io::Result<()>;
 
     /// Reads a whole small file; `None` if it does not exist.
     fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -150,6 +153,12 @@ mod native {
         }
         fn sync_dir(&self) -> io::Result<()> {
             File::open(&self.dir)?.sync_all()
+        }
+        fn create_dir(&self, name: &str) -> io::Result<()> {
+            match std::fs::create_dir(self.dir.join(name)) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         }
     }
 }
@@ -311,6 +320,12 @@ mod wasi {
         }
         fn sync_dir(&self) -> io::Result<()> {
             self.dir.sync().map_err(io_error)
+        }
+        fn create_dir(&self, name: &str) -> io::Result<()> {
+            match self.dir.create_directory_at(name) {
+                Ok(()) | Err(ErrorCode::Exist) => Ok(()),
+                Err(code) => Err(io_error(code)),
+            }
         }
     }
 }
