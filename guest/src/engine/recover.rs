@@ -12,6 +12,7 @@ use crate::format::{
 use crate::index::{LruIndex, Slot};
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
+use std::collections::BTreeSet;
 
 /// A torn tail longer than this is set aside without looking for records in it.
 const TAIL_SCAN_MAX: u64 = 1 << 20;
@@ -25,8 +26,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     pub(super) fn recover(&mut self) -> Result<()> {
         let read_only = self.options.read_only;
         let meta = self.claim_directory()?;
-        let next_id = self.open_segments()?;
-        let start = self.load_snapshot()?;
+        let (next_id, set_aside) = self.open_segments()?;
+        let start = self.load_snapshot(&set_aside)?;
         let cleared_at = self.replay(start)?;
         let now = self.time.now_ms();
         if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
@@ -109,10 +110,15 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Opens every segment file, sets foreign ones aside and removes the engine's own
     /// half-written files (read-only: skips the foreign ones and leaves those files alone).
-    /// Returns the id the next new segment gets: above every segment file seen.
-    fn open_segments(&mut self) -> Result<u32> {
+    /// Returns the id the next new segment gets (above every segment file seen) and the ids
+    /// of the segments set aside.
+    fn open_segments(&mut self) -> Result<(u32, BTreeSet<u32>)> {
+        let mut set_aside = BTreeSet::new();
         let read_only = self.options.read_only;
-        let mut next_id = self.first_headed.min(u32::MAX - 1).max(1);
+        let mut next_id = match self.first_headed {
+            u32::MAX => 1, // version 1 or 2: no segment has a header yet
+            first => first.max(1),
+        };
         for name in self.storage.list().map_err(|e| io_err("list", ".", e))? {
             // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
             let own_tmp = name
@@ -147,6 +153,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             if let Some(why) = self.foreign_segment(&file, id, size)? {
                 drop(file);
                 self.set_aside(&name, &why)?;
+                set_aside.insert(id);
                 continue;
             }
             self.log_bytes += size;
@@ -159,7 +166,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 },
             );
         }
-        Ok(next_id)
+        Ok((next_id, set_aside))
     }
 
     /// Why segment file `id` (`size` bytes) cannot be part of this cache's log, if it cannot:
@@ -208,7 +215,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Loads the index snapshot if it matches the log and returns the log position replay
     /// starts at; a snapshot that is damaged, foreign, oversized or does not match the log is
     /// removed (read-only: ignored) and the whole log replayed.
-    fn load_snapshot(&mut self) -> Result<(u32, u64)> {
+    fn load_snapshot(&mut self, set_aside: &BTreeSet<u32>) -> Result<(u32, u64)> {
         let whole_log = (0, 0);
         // A snapshot is only written when it fits the size limit.
         let max = self.options.size_limit.max(1 << 20);
@@ -226,7 +233,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.snapshot_len = bytes.len() as u64;
         let snapshot = format::decode_snapshot(&bytes)
             .filter(|s| s.cache_id.is_none_or(|id| id == self.cache_id))
-            .filter(|s| self.snapshot_matches_log(s));
+            .filter(|s| self.snapshot_matches_log(s, set_aside));
         let Some(snapshot) = snapshot else {
             self.discard_snapshot()?;
             return Ok(whole_log);
@@ -234,8 +241,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
         for e in snapshot.entries() {
             // Entries in segments compaction has deleted since are dropped: replay finds the
-            // copies compaction made of the live ones.
-            if e.segment >= oldest {
+            // copies compaction made of the live ones. So are those in segments set aside.
+            if e.segment >= oldest && !set_aside.contains(&e.segment) {
                 // Expired entries are loaded too: a touch later in the log may extend them.
                 // They are dropped once the replay is done.
                 self.index.insert(
@@ -254,15 +261,24 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if snapshot.covered_segment < oldest {
             return Ok((oldest, 0));
         }
+        if set_aside.contains(&snapshot.covered_segment) {
+            return Ok((snapshot.covered_segment.saturating_add(1), 0));
+        }
         Ok((snapshot.covered_segment, snapshot.covered_offset))
     }
 
     /// True if every entry of `snapshot` lies inside an existing segment (or in one older than
-    /// the oldest, deleted by compaction since) and the log reaches its covered position.
-    fn snapshot_matches_log(&self, snapshot: &format::Snapshot<'_>) -> bool {
+    /// the oldest, deleted by compaction since, or one set aside as damaged) and the log
+    /// reaches its covered position.
+    fn snapshot_matches_log(
+        &self,
+        snapshot: &format::Snapshot<'_>,
+        set_aside: &BTreeSet<u32>,
+    ) -> bool {
         let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
         let inside = |segment: u32, start: u64, end: u64| {
             segment < oldest
+                || set_aside.contains(&segment)
                 || self
                     .segments
                     .get(&segment)
