@@ -425,7 +425,7 @@ fn crash_at_every_operation(limit: u64, keys: usize, max_len: usize, evicting: b
     let ops = workload(0x5EED ^ limit, 400, keys, max_len);
     let mut crash_points = 0;
     for budget in 0.. {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::scratch_dir();
         let (allowed, crashed) =
             run_until_crash(dir.path(), &clock, limit, budget, &ops, keys, evicting);
         if !crashed {
@@ -474,7 +474,7 @@ fn eviction_never_resurrects_or_corrupts_whatever_operation_a_crash_interrupts()
 #[test]
 fn a_workload_without_crash_points_matches_its_model() {
     // The harness itself: with an unlimited budget nothing crashes and the model is exact.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch_dir();
     let clock = ManualTime::at(T0);
     let ops = workload(7, 400, 12, 600);
     let (allowed, crashed) =

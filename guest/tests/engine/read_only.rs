@@ -206,7 +206,7 @@ fn a_used_directory(dir: &Path, clock: &ManualTime) -> HashMap<String, Option<Ve
 
 #[test]
 fn a_read_only_open_reads_everything_and_changes_nothing_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch_dir();
     let clock = ManualTime::at(T0);
     let expected = a_used_directory(dir.path(), &clock);
     // Read-only files in a read-only directory: a writer that is not root fails on them.
@@ -323,7 +323,7 @@ fn damage_costs_its_records_and_read_only_repairs_nothing() {
 
 #[test]
 fn a_read_only_open_of_an_empty_directory_is_an_empty_cache_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch_dir();
     let clock = ManualTime::at(T0);
     let (opened, calls) = open_watched(dir.path(), &clock, 1 << 20);
     let mut e = opened.unwrap();

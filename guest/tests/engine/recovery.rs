@@ -45,7 +45,7 @@ fn a_torn_last_record_is_dropped_and_earlier_writes_survive() {
     let mut full = Vec::new();
     format::encode_record(&mut full, RecordKind::Put, "torn", &[5u8; 500], 0);
     for cut in [1, 10, 23, 24, 100, full.len() - 1] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::scratch_dir();
         let mut e = open(dir.path(), &clock);
         e.set("a", b"1", None).unwrap();
         e.set("torn", b"old", None).unwrap();
@@ -179,7 +179,7 @@ fn a_snapshot_plus_an_unclosed_tail_recovers_everything() {
 #[test]
 fn newer_formats_and_damaged_metadata_are_refused_and_unknown_files_kept() {
     let clock = ManualTime::at(T0);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch_dir();
     fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
     open(dir.path(), &clock).close().unwrap();
     assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
@@ -219,7 +219,7 @@ fn legacy_directory(dir: &std::path::Path, version: u32, segments: &[&[(RecordKi
 fn version_1_and_2_directories_are_read_and_upgraded_once() {
     use RecordKind::{Delete, Put, Seal};
     for version in [1, 2] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::common::scratch_dir();
         let clock = ManualTime::at(T0);
         legacy_directory(
             dir.path(),
