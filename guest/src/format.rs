@@ -701,7 +701,10 @@ mod tests {
         for i in 0..header.len() {
             let mut flipped = header;
             flipped[i] ^= 0x20;
-            assert!(check_segment_header(&flipped, 5, 0xabc).is_err(), "byte {i}");
+            assert!(
+                check_segment_header(&flipped, 5, 0xabc).is_err(),
+                "byte {i}"
+            );
         }
     }
 

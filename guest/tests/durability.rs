@@ -94,7 +94,10 @@ fn a_bad_record_in_the_unflushed_tail_ends_the_log_and_its_tail_is_kept_aside() 
     );
     assert_eq!(e.get("after").unwrap(), None, "records after the bad one");
     // The lost tombstone was never flushed: the value before it may come back, nothing else.
-    assert!(matches!(e.get("k").unwrap().as_deref(), None | Some(b"old value")));
+    assert!(matches!(
+        e.get("k").unwrap().as_deref(),
+        None | Some(b"old value")
+    ));
     let aside: Vec<_> = fs::read_dir(dir.path().join(format::DAMAGED_DIR))
         .unwrap()
         .map(|entry| fs::read(entry.unwrap().path()).unwrap())

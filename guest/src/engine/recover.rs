@@ -6,8 +6,8 @@ use super::log::{scan_records, Segment};
 use super::{random_id, Engine};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
-    self, decode_record, encode_record, Meta, Record, RecordKind, DAMAGED_DIR, META_FILE,
-    META_LEN, SEGMENT_HEADER_LEN, SNAPSHOT_FILE, TMP_SUFFIX,
+    self, decode_record, encode_record, Meta, Record, RecordKind, DAMAGED_DIR, META_FILE, META_LEN,
+    SEGMENT_HEADER_LEN, SNAPSHOT_FILE, TMP_SUFFIX,
 };
 use crate::index::{LruIndex, Slot};
 use crate::storage::{Storage, StorageFile};

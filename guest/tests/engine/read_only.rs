@@ -308,7 +308,10 @@ fn damage_costs_its_records_and_read_only_repairs_nothing() {
         "only the damaged records are lost"
     );
     // The damaged tombstone was never flushed: the value it deleted may come back.
-    assert!(matches!(read_only_reads[0].as_deref(), None | Some(b"old value")));
+    assert!(matches!(
+        read_only_reads[0].as_deref(),
+        None | Some(b"old value")
+    ));
     e.close().unwrap();
     assert_eq!(*calls.borrow(), Vec::<String>::new(), "calls able to write");
     assert!(before == disk_state(dir.path()), "the directory changed");

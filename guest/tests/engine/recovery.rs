@@ -111,7 +111,10 @@ fn damage_never_yields_a_wrong_or_resurrected_value() {
                 // Nothing was flushed: a lost tombstone may bring back the value it deleted,
                 // but never anything else.
                 let victim = get(&mut e, "victim");
-                assert!(matches!(victim.as_deref(), None | Some(b"old value")), "{at}");
+                assert!(
+                    matches!(victim.as_deref(), None | Some(b"old value")),
+                    "{at}"
+                );
                 for i in 0..20 {
                     let key = format!("fill{i}");
                     let want = vec![if i < 10 { 1 } else { 2 }; 1000];
@@ -204,8 +207,16 @@ fn newer_formats_and_damaged_metadata_are_refused_and_unknown_files_kept() {
 
 /// Writes a version `version` (1 or 2) directory by hand: headerless segments holding
 /// `segments`' records, the 16-byte metadata file, no snapshot.
-fn legacy_directory(dir: &std::path::Path, version: u32, segments: &[&[(RecordKind, &str, &[u8])]]) {
-    fs::write(dir.join(format::META_FILE), format::encode_meta_version(version)).unwrap();
+fn legacy_directory(
+    dir: &std::path::Path,
+    version: u32,
+    segments: &[&[(RecordKind, &str, &[u8])]],
+) {
+    fs::write(
+        dir.join(format::META_FILE),
+        format::encode_meta_version(version),
+    )
+    .unwrap();
     for (i, records) in segments.iter().enumerate() {
         let mut bytes = Vec::new();
         for (kind, key, value) in records.iter() {
@@ -225,7 +236,12 @@ fn version_1_and_2_directories_are_read_and_upgraded_once() {
             dir.path(),
             version,
             &[
-                &[(Put, "a", b"1"), (Put, "b", b"2"), (Delete, "b", b""), (Seal, "", b"")],
+                &[
+                    (Put, "a", b"1"),
+                    (Put, "b", b"2"),
+                    (Delete, "b", b""),
+                    (Seal, "", b""),
+                ],
                 &[(Put, "c", b"3"), (Put, "a", b"4")],
             ],
         );
