@@ -4,6 +4,7 @@
 mod common;
 
 mod eviction;
+mod foreign;
 mod listing;
 mod operations;
 mod read_only;
