@@ -230,6 +230,12 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             None => {
                 self.index.remove(key);
                 self.snapshot_stale = true;
+                // Make the loss final: without a tombstone, a replay of the whole log (after a
+                // crash) could find an older record of the key and bring it back. Best effort:
+                // the read's answer stands either way.
+                if !self.options.read_only {
+                    let _ = self.append_record(RecordKind::Delete, key, &[], 0);
+                }
             }
         }
         Ok(value)
@@ -289,7 +295,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     fn check_fits(&self, key: &str, value: &[u8]) -> Result<u64> {
         let size = crate::format::record_len(key.len(), value.len());
         if value.len() > u32::MAX as usize - RECORD_HEADER_LEN - MAX_KEY_LEN
-            || size > self.options.size_limit.saturating_sub(META_LEN as u64)
+            || size
+                > (self.options.size_limit)
+                    .saturating_sub((META_LEN + crate::format::SEGMENT_HEADER_LEN) as u64)
         {
             return Err(Error::ValueTooLarge {
                 size,

@@ -28,6 +28,9 @@
 //! 28  4  crc32 of bytes 0..28
 //! ```
 //!
+//! Every version ends the file with a crc32 of all the bytes before it (so an engine tells a
+//! newer version from damage) and keeps the magic and version at bytes 0..12.
+//!
 //! Versions 1 and 2 wrote 16 bytes: magic, version, crc32 of both.
 //!
 //! ## Segment header (40 bytes at the start of every segment from version 3)
@@ -372,13 +375,21 @@ pub enum MetaError {
 
 /// Checks a metadata file's bytes and returns what it says.
 ///
-/// Edge cases: wrong length, magic or checksum → `Corrupt`; a version above ours →
-/// `NewerVersion` (checked first, so a newer, longer layout is named as such).
+/// Edge cases: wrong length, magic or checksum → `Corrupt`; a version above ours with a valid
+/// checksum (the last 4 bytes, over all before them, in every version) → `NewerVersion`.
 pub fn decode_meta(bytes: &[u8]) -> Result<Meta, MetaError> {
-    if bytes.len() < 12 || &bytes[..8] != META_MAGIC {
+    if bytes.len() < 16 || &bytes[..8] != META_MAGIC {
         return Err(MetaError::Corrupt(format!(
             "{META_FILE} is not a PersistentCache metadata file ({} bytes)",
             bytes.len()
+        )));
+    }
+    // Every version ends the file with a crc32 of all the bytes before it, so damage is told
+    // apart from a newer version before the version is believed.
+    let crc_at = bytes.len() - 4;
+    if crc32fast::hash(&bytes[..crc_at]) != u32_at(bytes, crc_at) {
+        return Err(MetaError::Corrupt(format!(
+            "{META_FILE} fails its checksum"
         )));
     }
     let version = u32_at(bytes, 8);
@@ -392,10 +403,10 @@ pub fn decode_meta(bytes: &[u8]) -> Result<Meta, MetaError> {
         1 | 2 => META_LEN_V2,
         _ => META_LEN,
     };
-    let crc_at = expected_len - 4;
-    if bytes.len() != expected_len || crc32fast::hash(&bytes[..crc_at]) != u32_at(bytes, crc_at) {
+    if bytes.len() != expected_len {
         return Err(MetaError::Corrupt(format!(
-            "{META_FILE} fails its checksum"
+            "{META_FILE} is {} bytes; version {version} has {expected_len}",
+            bytes.len()
         )));
     }
     Ok(if expected_len == META_LEN_V2 {

@@ -45,6 +45,27 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             self.compact_oldest()?;
         }
+        if self.volume() > limit && self.snapshot_len > 0 {
+            // The last resort: the snapshot only saves time at open (the log alone is right).
+            self.remove_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Compacts the oldest segments until none is older than `id`: after damage, so that the
+    /// records older than the damage are gone for good. The damaged records may have been
+    /// overwrites or deletes; the index already forgot what they changed (the snapshot or the
+    /// replay says which entries are live), and without this a later replay of the whole log
+    /// would find the older records again.
+    pub(super) fn compact_before(&mut self, id: u32) -> Result<()> {
+        while self
+            .segments
+            .keys()
+            .next()
+            .is_some_and(|&oldest| oldest < id)
+        {
+            self.compact_oldest()?;
+        }
         Ok(())
     }
 

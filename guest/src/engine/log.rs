@@ -22,33 +22,51 @@ pub(super) struct Segment<F> {
 /// Records are read back from disk in chunks of this many bytes (more for a bigger record).
 const READ_CHUNK: usize = 1 << 20;
 
-/// Why reading a segment's records stopped before its end.
-pub(super) struct ScanStop {
-    /// Where the record that failed to decode starts.
-    pub(super) at: u64,
+/// What reading a segment's records found besides the records.
+#[derive(Default)]
+pub(super) struct ScanEnd {
+    /// Where the first record that failed to decode starts.
+    pub(super) first_failure: Option<u64>,
+    /// Stretches of bytes that were not records (each skipped to the next record that decodes).
+    pub(super) damaged_regions: u64,
+}
+
+/// How `scan_records` goes on after bytes that do not decode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnFailure {
+    /// Stop there (the newest segment: the rest is a torn tail).
+    Stop,
+    /// Look for the next offset where a record decodes and go on from there (a damaged
+    /// stretch costs only the records in it). A false match needs a header CRC-32, a body
+    /// hash and a well-formed shape to agree by chance.
+    Resync,
 }
 
 /// Reads the records of `file` (`size` bytes) from `from` on, calling `visit(offset, record)`
 /// for each, in chunks so that memory stays bounded whatever the file holds: a record longer
 /// than `max_record` or than what is left of the file is a failure, never an allocation.
-/// Returns where reading stopped early (`None`: it reached the end cleanly).
 pub(super) fn scan_records<F: StorageFile>(
     file: &F,
     size: u64,
     from: u64,
     max_record: u64,
+    on_failure: OnFailure,
     mut visit: impl FnMut(u64, &Record<'_>),
-) -> std::io::Result<Option<ScanStop>> {
+) -> std::io::Result<ScanEnd> {
+    let mut end = ScanEnd::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_at = from; // file offset of buf[0]
     let mut pos = 0usize; // offset in buf of the next record
+    let mut searching = false; // inside a damaged stretch, looking for the next record
     loop {
         let at = buf_at + pos as u64;
-        if at >= size {
-            return Ok(None);
+        // Inside a damaged stretch, fewer bytes than a record header cannot hold a record.
+        if at >= size || (searching && size - at < RECORD_HEADER_LEN as u64) {
+            return Ok(end);
         }
         match decode_record(&buf[pos..]) {
             Ok(record) => {
+                searching = false;
                 visit(at, &record);
                 pos += record.len;
             }
@@ -67,11 +85,22 @@ pub(super) fn scan_records<F: StorageFile>(
                             return Err(e);
                         }
                         // The file shrank under us: what is there is all there is.
-                        return Ok(Some(ScanStop { at }));
+                        end.first_failure.get_or_insert(at);
+                        return Ok(end);
                     }
                 }
             }
-            Err(_) => return Ok(Some(ScanStop { at })),
+            Err(_) => {
+                if !searching {
+                    end.first_failure.get_or_insert(at);
+                    end.damaged_regions += 1;
+                    if on_failure == OnFailure::Stop {
+                        return Ok(end);
+                    }
+                    searching = true;
+                }
+                pos += 1;
+            }
         }
     }
 }

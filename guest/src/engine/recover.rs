@@ -2,7 +2,7 @@
 //! snapshot when it matches the log, replaying the log after it, cutting a torn tail, and
 //! upgrading an older format (only in memory when read-only). The rules are in the format docs.
 
-use super::log::{scan_records, Segment};
+use super::log::{scan_records, OnFailure, Segment};
 use super::{random_id, Engine};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
@@ -28,7 +28,12 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let meta = self.claim_directory()?;
         let (next_id, set_aside) = self.open_segments()?;
         let start = self.load_snapshot(&set_aside)?;
-        let cleared_at = self.replay(start)?;
+        let (cleared_at, mut damaged_before) = self.replay(start)?;
+        // A segment set aside from the middle of the log held records too.
+        let newest = self.segments.keys().next_back().copied().unwrap_or(0);
+        if let Some(&id) = set_aside.range(..newest).next_back() {
+            damaged_before = damaged_before.max(Some(id));
+        }
         let now = self.time.now_ms();
         if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
             self.index.retain(|_, slot| !slot.is_expired(now));
@@ -51,6 +56,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             Some(&last) if !upgraded => self.active = last,
             // Segment ids only grow, even when recovery set the newest ones aside.
             _ => self.create_segment(next_id)?,
+        }
+        if let Some(before) = damaged_before {
+            self.compact_before(before)?;
         }
         Ok(())
     }
@@ -114,6 +122,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// of the segments set aside.
     fn open_segments(&mut self) -> Result<(u32, BTreeSet<u32>)> {
         let mut set_aside = BTreeSet::new();
+        let mut empty = Vec::new();
         let read_only = self.options.read_only;
         let mut next_id = match self.first_headed {
             u32::MAX => 1, // version 1 or 2: no segment has a header yet
@@ -141,13 +150,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             };
             let file = file.map_err(|e| io_err("open", &name, e))?;
             let size = file.size().map_err(|e| io_err("stat", &name, e))?;
-            if size == 0 && id >= self.first_headed && !read_only {
-                // A segment whose creation was cut short: there is nothing in it to keep.
-                drop(file);
-                self.storage
-                    .remove(&name)
-                    .map_err(|e| io_err("remove", &name, e))?;
-                self.dir_synced = false;
+            if size == 0 && id >= self.first_headed {
+                // Nothing in it to keep: see below.
+                empty.push(id);
                 continue;
             }
             if let Some(why) = self.foreign_segment(&file, id, size)? {
@@ -165,6 +170,22 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                     synced: false,
                 },
             );
+        }
+        // An empty newest segment is one whose creation a crash cut short; an empty one
+        // before another segment lost its records (damage).
+        let newest = self.segments.keys().next_back().copied().unwrap_or(0);
+        for id in empty {
+            if id < newest {
+                self.damaged += 1;
+                set_aside.insert(id);
+            }
+            if !read_only {
+                let name = format::segment_file_name(id);
+                self.storage
+                    .remove(&name)
+                    .map_err(|e| io_err("remove", &name, e))?;
+                self.dir_synced = false;
+            }
         }
         Ok((next_id, set_aside))
     }
@@ -305,8 +326,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Replays the log from `start` (segment, offset) into the index: a failure in the newest
     /// segment is a torn tail (cut; read-only: ignored), one elsewhere is damage that costs the
-    /// rest of that segment. Returns the newest segment that starts with a clear record.
-    fn replay(&mut self, start: (u32, u64)) -> Result<Option<u32>> {
+    /// rest of that segment. Returns the newest segment that starts with a clear record, and
+    /// the segment id below which the log must be compacted to make the damage's cost final.
+    fn replay(&mut self, start: (u32, u64)) -> Result<(Option<u32>, Option<u32>)> {
         let (start_segment, start_offset) = start;
         let newest = self.segments.keys().next_back().copied();
         let max_record = self.options.size_limit.max(MIN_MAX_RECORD);
@@ -316,6 +338,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .map(|(id, _)| *id)
             .collect();
         let mut cleared_at = None;
+        let mut damaged_before = None;
         for id in ids {
             let data_start = self.data_start(id);
             let segment = &self.segments[&id];
@@ -330,26 +353,43 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             let index = &mut self.index;
             let mut last_kind = None;
-            let stop = scan_records(&segment.file, size, from, max_record, |at, record| {
-                last_kind = Some(record.kind);
-                if apply(index, id, at, record) {
-                    cleared_at = Some(id);
-                }
-            })
+            let is_newest = Some(id) == newest;
+            let on_failure = if is_newest {
+                OnFailure::Stop
+            } else {
+                OnFailure::Resync
+            };
+            let end = scan_records(
+                &segment.file,
+                size,
+                from,
+                max_record,
+                on_failure,
+                |at, record| {
+                    last_kind = Some(record.kind);
+                    if apply(index, id, at, record) {
+                        cleared_at = Some(id);
+                    }
+                },
+            )
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
-            match stop {
-                Some(stop) if Some(id) == newest => self.cut_torn_tail(id, stop.at)?,
-                // Damage: the records from here to the segment's end are lost.
-                Some(_) => self.damaged += 1,
-                // A segment that is not the newest was sealed and synced before the next one
-                // was created: without its seal, it was cut short.
-                None if Some(id) != newest && last_kind != Some(RecordKind::Seal) => {
-                    self.damaged += 1
+            if is_newest {
+                if let Some(at) = end.first_failure {
+                    self.cut_torn_tail(id, at)?;
                 }
-                None => {}
+                continue;
+            }
+            // A segment that is not the newest was sealed and synced before the next one was
+            // created: damage in it costs the records in the damaged stretches, and without its
+            // seal it was cut short.
+            let cut_short = end.first_failure.is_none() && last_kind != Some(RecordKind::Seal);
+            let regions = end.damaged_regions + u64::from(cut_short);
+            if regions > 0 {
+                self.damaged += regions;
+                damaged_before = Some(id + 1);
             }
         }
-        Ok(cleared_at)
+        Ok((cleared_at, damaged_before))
     }
 
     /// Cuts the newest segment `id` at `at`, where a record failed to decode: a power cut or
