@@ -98,7 +98,7 @@ fn damage_in_the_last_segment_is_forgotten_for_good() {
 }
 
 /// A directory whose file operations start failing after a budget of mutating operations
-/// (create, write, truncate, rename, remove) is spent, as if the process died there: the
+/// (create, write, truncate, rename, remove, create_dir) is spent, as if the process died there: the
 /// operation that exhausts the budget does nothing, except a write, which leaves its first half
 /// behind (a torn write). Reads keep working.
 struct CrashStorage {
@@ -189,6 +189,12 @@ impl Storage for CrashStorage {
     }
     fn sync_dir(&self) -> io::Result<()> {
         self.inner.sync_dir()
+    }
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        if !spend(&self.budget) || self.budget.get() == 0 {
+            return Err(dead());
+        }
+        self.inner.create_dir(name)
     }
 }
 

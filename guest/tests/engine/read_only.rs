@@ -82,6 +82,9 @@ impl Storage for NoWrites {
     fn sync_dir(&self) -> io::Result<()> {
         Err(refuse(&self.calls, "sync_dir".into()))
     }
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        Err(refuse(&self.calls, format!("create_dir {name}")))
+    }
 }
 
 fn read_only(size_limit: u64) -> EngineOptions {
