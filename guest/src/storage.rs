@@ -5,6 +5,8 @@
 
 use std::io;
 
+pub mod sim;
+
 /// One open file of the cache directory.
 pub trait StorageFile {
     /// Current size in bytes.

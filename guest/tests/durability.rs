@@ -143,7 +143,7 @@ fn damage_before_the_last_flush_costs_only_the_entries_in_it() {
 }
 
 /// A directory whose file operations start failing after a budget of mutating operations
-/// (create, write, truncate, rename, remove) is spent, as if the process died there: the
+/// (create, write, truncate, rename, remove, create_dir) is spent, as if the process died there: the
 /// operation that exhausts the budget does nothing, except a write, which leaves its first half
 /// behind (a torn write). Reads keep working.
 struct CrashStorage {

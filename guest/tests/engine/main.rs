@@ -1,4 +1,5 @@
-//! Native tests of the engine on real directories (std::fs storage, manual clock), by topic.
+//! Native tests of the engine on real directories (std::fs storage, manual clock), by topic;
+//! `power_cut` runs it on a simulated disk instead, cutting the power at every mutation.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -7,5 +8,6 @@ mod eviction;
 mod foreign;
 mod listing;
 mod operations;
+mod power_cut;
 mod read_only;
 mod recovery;
