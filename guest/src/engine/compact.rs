@@ -113,7 +113,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             // Entries past damage in this segment cannot be read back: they are misses now.
             self.index.retain(|_, slot| slot.segment != oldest);
+            // The copies, and the name of a segment a roll created for them, are durable
+            // before the deletion can be.
             self.sync_segment(self.active)?;
+            self.sync_dir()?;
         }
         self.delete_segment(oldest)?;
         self.sync_dir()

@@ -394,39 +394,34 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Cuts the newest segment `id` at `at`, where a record failed to decode: a power cut or
     /// crash tore the tail, which was never synced. If the tail still holds a record that
-    /// decodes (or is too long to look through), the whole file is first moved into
-    /// `damaged/` and its intact part copied back, so no readable byte is destroyed.
+    /// decodes (or is too long to look through), it is first copied into `damaged/` and
+    /// synced, so no readable byte is destroyed, and the segment is never missing meanwhile.
     fn cut_torn_tail(&mut self, id: u32, at: u64) -> Result<()> {
         if self.options.read_only {
             return Ok(());
         }
-        if !self.tail_holds_records(id, at)? {
-            return self.truncate_segment(id, at);
+        if self.tail_holds_records(id, at)? {
+            let name = format::segment_file_name(id);
+            self.storage
+                .create_dir(DAMAGED_DIR)
+                .map_err(|e| io_err("create", DAMAGED_DIR, e))?;
+            self.damaged += 1;
+            let aside = format!(
+                "{DAMAGED_DIR}/{name}.{}.{}.tail",
+                self.time.now_ms(),
+                self.damaged
+            );
+            let copy = self
+                .storage
+                .open(&aside, true)
+                .map_err(|e| io_err("create", &aside, e))?;
+            let segment = &self.segments[&id];
+            copy_range(&segment.file, &copy, at, segment.size)
+                .and_then(|()| copy.sync_data())
+                .and_then(|()| self.storage.sync_dir())
+                .map_err(|e| io_err("copy the tail of", &name, e))?;
         }
-        let name = format::segment_file_name(id);
-        let old = self.segments.remove(&id).expect("replayed segments exist");
-        self.log_bytes -= old.size;
-        let copy = self
-            .storage
-            .open(&format!("{name}{TMP_SUFFIX}"), true)
-            .map_err(|e| io_err("create", &name, e))?;
-        copy_prefix(&old.file, &copy, at).map_err(|e| io_err("copy", &name, e))?;
-        copy.sync_data().map_err(|e| io_err("sync", &name, e))?;
-        drop(old);
-        self.set_aside(&name, "its tail holds records after a torn one")?;
-        self.storage
-            .rename(&format!("{name}{TMP_SUFFIX}"), &name)
-            .map_err(|e| io_err("rename", &name, e))?;
-        self.log_bytes += at;
-        self.segments.insert(
-            id,
-            Segment {
-                file: copy,
-                size: at,
-                synced: true,
-            },
-        );
-        self.sync_dir()
+        self.truncate_segment(id, at)
     }
 
     /// True if the bytes of segment `id` from `at` on hold a record that decodes at some later
@@ -522,16 +517,19 @@ fn apply(index: &mut LruIndex, id: u32, at: u64, record: &Record<'_>) -> bool {
     false
 }
 
-/// Copies the first `len` bytes of `from` into the empty file `to`, a chunk at a time.
-fn copy_prefix<F: StorageFile>(from: &F, to: &F, len: u64) -> std::io::Result<()> {
+/// Copies the bytes `start..end` of `from` into the empty file `to`, a chunk at a time;
+/// chunks of zeros are not written (the copy is sparse where the source was).
+fn copy_range<F: StorageFile>(from: &F, to: &F, start: u64, end: u64) -> std::io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0;
+    let mut done = start;
     to.set_len(0)?;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
+    while done < end {
+        let n = (end - done).min(buf.len() as u64) as usize;
         from.read_exact_at(&mut buf[..n], done)?;
-        to.write_all_at(&buf[..n], done)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            to.write_all_at(&buf[..n], done - start)?;
+        }
         done += n as u64;
     }
-    Ok(())
+    to.set_len(end - start)
 }

@@ -92,7 +92,7 @@ fn a_newest_segment_grown_to_gigabytes_is_cut_back_and_its_bytes_kept_aside() {
     }
     assert_eq!(fs::metadata(&last).unwrap().len(), len, "cut back");
     assert_eq!(e.stats().damaged, 1);
-    assert_eq!(set_aside(dir.path()).len(), 1, "the grown file kept aside");
+    assert_eq!(set_aside(dir.path()).len(), 1, "the grown tail kept aside");
     e.set("more", b"x", None).unwrap();
     e.close().unwrap();
     let mut e = open_with(dir.path(), &clock, LIMIT);
