@@ -6,6 +6,7 @@ mod common;
 
 mod eviction;
 mod foreign;
+mod full_disk;
 mod listing;
 mod operations;
 mod power_cut;
