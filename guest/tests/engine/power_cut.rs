@@ -33,7 +33,8 @@
 //! A cut in the middle of a write that evicts can leave the image over the size limit (the
 //! record landed, the eviction had not): open then evicts, by the recency it knows, which may
 //! pick other entries than the live engine did. So an image may miss as many required keys as
-//! its open evicted (`stats().evicted` right after open); those are counted apart, not as lost.
+//! its open evicted (`stats().evicted` right after open, plus what the interrupted open of the
+//! image it was cut from had evicted); those are counted apart, not as lost.
 //!
 //! Evicted keys may come back with an allowed value (the log may still hold them); an image
 //! that fails to open, or a recovered engine that fails a read, a write or a close + reopen,
@@ -505,7 +506,7 @@ impl Run {
                 image_seed: image.seed,
                 in_recovery: None,
             };
-            self.judge_image(image, &cut, tally);
+            self.judge_image(image, &cut, 0, tally);
         }
         if op.is_durability_point() {
             self.oracle.durability_point();
@@ -623,7 +624,9 @@ impl Run {
 
     /// Opens a crash image and judges it; one image in eight is also cut during its
     /// recovery, and those images are judged next.
-    fn judge_image(&self, image: Captured, cut: &Cut, tally: &mut Tally) {
+    /// `evicted_before`: entries an interrupted open of the image this one was cut from had
+    /// evicted (its compaction may have made that durable).
+    fn judge_image(&self, image: Captured, cut: &Cut, evicted_before: u64, tally: &mut Tally) {
         tally.cuts += 1;
         let recut = cut.in_recovery.is_none() && image.seed.is_multiple_of(8);
         if recut {
@@ -632,8 +635,9 @@ impl Run {
         let opened = Engine::open(image.disk.clone(), self.clock.clone(), self.options);
         image.disk.capture_every(0, 0, 0);
         let recovery_images = image.disk.take_captured();
+        let evicted_here = opened.as_ref().map_or(0, |e| e.stats().evicted);
         match opened {
-            Ok(engine) => self.judge_recovered(engine, image.disk, cut, tally),
+            Ok(engine) => self.judge_recovered(engine, image.disk, cut, evicted_before, tally),
             Err(e) => tally.record(Kind::Unusable, || format!("{cut}: open failed: {e}")),
         }
         for inner in recovery_images {
@@ -641,7 +645,7 @@ impl Run {
                 in_recovery: Some((inner.mutation, inner.seed)),
                 ..*cut
             };
-            self.judge_image(inner, &inner_cut, tally);
+            self.judge_image(inner, &inner_cut, evicted_before + evicted_here, tally);
         }
     }
 
@@ -651,10 +655,11 @@ impl Run {
         mut engine: SimEngine,
         disk: SimStorage,
         cut: &Cut,
+        evicted_before: u64,
         tally: &mut Tally,
     ) {
         let now = self.clock.now_ms();
-        let mut evicted_at_open = engine.stats().evicted;
+        let mut evicted_at_open = evicted_before + engine.stats().evicted;
         for (k, name) in self.keys.iter().enumerate() {
             match engine.get(name) {
                 Ok(got) => match self.oracle.judge(k, got.as_deref(), now) {
