@@ -27,8 +27,8 @@
 //!   included). With `sync_writes`: its latest value before the step in flight (only if not
 //!   deleted since) or the value the step in flight wrote.
 //! - No lost entries. Without `sync_writes`: a key must be present if it was live at C and in
-//!   every recorded state since (P included) and its expiry as of C has not passed at the time
-//!   of the cut. With `sync_writes`: a key must be present if it was live in A and in P.
+//!   every recorded state since (P included) and neither its expiry as of C nor one a write or
+//!   touch set after C (the cut may leave that entry) has passed at the time of the cut. With `sync_writes`: a key must be present if it was live in A and in P.
 //!
 //! A cut in the middle of a write that evicts can leave the image over the size limit (the
 //! record landed, the eviction had not): open then evicts, by the recency it knows, which may
@@ -214,6 +214,9 @@ struct Oracle {
     expiry: Vec<u64>,
     /// `expiry` at C.
     expiry_at_c: Vec<u64>,
+    /// Per key: the soonest expiry (0 = none) a write or touch set at or after C. A cut may
+    /// leave the key with that entry (its later writes lost), and it may have expired since.
+    soonest_expiry_since_c: Vec<u64>,
     /// Live keys before the step in flight (A).
     live_before: u64,
     /// Live keys after the step in flight (P).
@@ -233,6 +236,7 @@ impl Oracle {
             since_c: vec![Vec::new(); KEYS],
             expiry: vec![0; KEYS],
             expiry_at_c: vec![0; KEYS],
+            soonest_expiry_since_c: vec![0; KEYS],
             live_before: 0,
             live_after: 0,
             live_since_c: 0,
@@ -252,7 +256,16 @@ impl Oracle {
         self.latest[k] = Some(Rc::clone(&value));
         self.since_c[k].push(Rc::clone(&value));
         self.written_in_step = Some((k, value));
+        self.set_expiry(k, expiry);
+    }
+
+    /// A write or touch of the step in flight made key `k`'s entry expire at `expiry`.
+    fn set_expiry(&mut self, k: usize, expiry: u64) {
         self.expiry[k] = expiry;
+        let soonest = &mut self.soonest_expiry_since_c[k];
+        if expiry != 0 && (*soonest == 0 || expiry < *soonest) {
+            *soonest = expiry;
+        }
     }
 
     /// The step in flight deleted key `k`.
@@ -270,6 +283,7 @@ impl Oracle {
     fn durability_point(&mut self) {
         self.live_since_c = self.live_after;
         self.expiry_at_c.clone_from(&self.expiry);
+        self.soonest_expiry_since_c.fill(0);
         for (since, latest) in self.since_c.iter_mut().zip(&self.latest) {
             *since = latest.iter().cloned().collect();
         }
@@ -293,8 +307,11 @@ impl Oracle {
         if self.sync {
             return self.live_before & self.live_after;
         }
+        let unexpired = |e: u64| e == 0 || now < e;
         let unexpired = (0..KEYS)
-            .filter(|&k| self.expiry_at_c[k] == 0 || now < self.expiry_at_c[k])
+            .filter(|&k| {
+                unexpired(self.expiry_at_c[k]) && unexpired(self.soonest_expiry_since_c[k])
+            })
             .fold(0, |mask, k| mask | 1 << k);
         self.live_since_c & unexpired
     }
@@ -589,7 +606,7 @@ impl Run {
                     .touch(key(k), ttl)
                     .unwrap_or_else(|e| must("touch", e))
                 {
-                    oracle.expiry[k] = expires_at(now, ttl);
+                    oracle.set_expiry(k, expires_at(now, ttl));
                 }
             }
             Op::Get(k) => {
