@@ -44,7 +44,7 @@
 //! fails with the first violation of each kind (run, step, mutation, image seed, key, allowed
 //! values, got).
 //!
-//! `PCACHE_POWER_CUTS=N` runs seeds until N cuts in all (default 12 000, half per test);
+//! `PCACHE_POWER_CUTS=N` runs seeds until N cuts in all (default 8 000, half per test);
 //! `PCACHE_POWER_CUT_SEED=S` starts at seed S (`PCACHE_POWER_CUTS=1` then runs just that one).
 
 use crate::common::{Rng, T0};
@@ -70,7 +70,7 @@ const SMALL_LIMIT: u64 = 48 << 10;
 const ROOMY_LIMIT: u64 = 128 << 10;
 /// Cuts both tests make together unless `PCACHE_POWER_CUTS` says otherwise (enough for two
 /// seeds each, so both size limits).
-const DEFAULT_CUTS: u64 = 12_000;
+const DEFAULT_CUTS: u64 = 8_000;
 
 /// The engine under test.
 type SimEngine = Engine<SimStorage, ManualTime>;
