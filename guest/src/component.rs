@@ -190,6 +190,7 @@ impl GuestCache for CacheResource {
                 misses: s.misses,
                 expired: s.expired,
                 evicted: s.evicted,
+                damaged: s.damaged,
             })
         })
     }

@@ -70,6 +70,9 @@ pub struct EngineStats {
     pub expired: u64,
     /// Entries removed by LRU eviction to respect the size limit, since open.
     pub evicted: u64,
+    /// Damage found at open: files moved into `damaged/` and damaged stretches of the log
+    /// skipped (see the format docs).
+    pub damaged: u64,
 }
 
 /// An open cache over one directory.
@@ -81,6 +84,16 @@ pub struct Engine<S: Storage, T: TimeSource> {
     index: LruIndex,
     segments: BTreeMap<u32, Segment<S::File>>,
     active: u32,
+    /// This directory's cache id, in every segment header and snapshot.
+    cache_id: u64,
+    /// A random id of this open, in the headers of the segments it creates.
+    session: u64,
+    /// Segments below this id were written by format version 1 or 2 and have no header.
+    first_headed: u32,
+    /// Bytes of the metadata file.
+    meta_len: u64,
+    /// No file was created or deleted since the directory's last sync.
+    dir_synced: bool,
     /// Sum of segment sizes.
     log_bytes: u64,
     /// Bytes of the snapshot file on disk (0 when there is none).
@@ -93,6 +106,7 @@ pub struct Engine<S: Storage, T: TimeSource> {
     misses: u64,
     expired: u64,
     evicted: u64,
+    damaged: u64,
     /// The key listing being paged through, if any (see `keys`).
     listing: Option<KeyListing>,
 }
@@ -100,9 +114,11 @@ pub struct Engine<S: Storage, T: TimeSource> {
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Opens the cache in `storage`, creating it if empty, and recovers it.
     ///
-    /// Edge cases: a torn record at the end of the log is truncated away; damaged data
-    /// elsewhere makes every entry stored at or before it a miss; a damaged index snapshot is
-    /// ignored and the log replayed. A directory from a newer format fails with
+    /// Edge cases: a torn record at the end of the log is cut away (its bytes kept in
+    /// `damaged/` if records that decode follow it); damaged records elsewhere are skipped and
+    /// cost only the entries in them; a foreign, oversized or headerless segment file is moved
+    /// into `damaged/`; an index snapshot that is damaged or does not match the log is removed
+    /// and the log replayed (see the format docs). A directory from a newer format fails with
     /// `IncompatibleFormat`, a damaged metadata file with `Corrupt`, and an unreadable or
     /// unwritable directory with `Io`. Unknown files are left alone. With `read_only` nothing is
     /// written (see [`EngineOptions::read_only`]) and an empty directory is an empty cache.
@@ -115,6 +131,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             index: LruIndex::default(),
             segments: BTreeMap::new(),
             active: 0,
+            cache_id: 0,
+            session: random_id(),
+            first_headed: 1,
+            meta_len: META_LEN as u64,
+            dir_synced: false,
             log_bytes: 0,
             snapshot_len: 0,
             snapshot_stale: false,
@@ -123,6 +144,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             misses: 0,
             expired: 0,
             evicted: 0,
+            damaged: 0,
             listing: None,
         };
         engine
@@ -208,6 +230,12 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             None => {
                 self.index.remove(key);
                 self.snapshot_stale = true;
+                // Make the loss final: without a tombstone, a replay of the whole log (after a
+                // crash) could find an older record of the key and bring it back. Best effort:
+                // the read's answer stands either way.
+                if !self.options.read_only {
+                    let _ = self.append_record(RecordKind::Delete, key, &[], 0);
+                }
             }
         }
         Ok(value)
@@ -218,10 +246,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     ///
     /// Edge cases: an invalid key is `InvalidKey`; an entry bigger than the size limit is
     /// `ValueTooLarge`; in both cases nothing changes. A failed write (disk full) is `Io`
-    /// and leaves the previous value in place; if the record was written but the eviction or
-    /// compaction after it fails, the new value stays and the `Io` error is still returned.
-    /// When the volume passes the size limit, least recently used entries are evicted before
-    /// this returns. Read-only: `ReadOnly`.
+    /// and leaves the previous value in place. When the volume passes the size limit, least
+    /// recently used entries are evicted before this returns; if that eviction's compaction
+    /// fails, the new value is still stored and `Ok` returned (an error always means nothing
+    /// changed), and the limit is enforced again at the next write. Read-only: `ReadOnly`.
     pub fn set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<()> {
         self.writable()?;
         check_key(key)?;
@@ -252,14 +280,24 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         );
         self.index.cache_value(key, value);
         self.snapshot_stale = true;
-        self.enforce_limit()
+        self.after_write();
+        Ok(())
+    }
+
+    /// Enforces the size limit after a write that succeeded. The write stands whatever happens
+    /// here, so a failure (a full disk while compacting) is not reported: the volume stays over
+    /// the limit until the next write enforces it again.
+    fn after_write(&mut self) {
+        let _ = self.enforce_limit();
     }
 
     /// The record size of `key` and `value`, or `ValueTooLarge` if it cannot fit the limit.
     fn check_fits(&self, key: &str, value: &[u8]) -> Result<u64> {
         let size = crate::format::record_len(key.len(), value.len());
         if value.len() > u32::MAX as usize - RECORD_HEADER_LEN - MAX_KEY_LEN
-            || size > self.options.size_limit.saturating_sub(META_LEN as u64)
+            || size
+                > (self.options.size_limit)
+                    .saturating_sub((META_LEN + crate::format::SEGMENT_HEADER_LEN) as u64)
         {
             return Err(Error::ValueTooLarge {
                 size,
@@ -287,7 +325,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     fn write_tombstone(&mut self, key: &str) -> Result<()> {
         self.write_marker(RecordKind::Delete, key, 0)?;
         self.index.remove(key);
-        self.enforce_limit()
+        self.after_write();
+        Ok(())
     }
 
     /// Appends a record without a value (tombstone, touch, delete-prefix).
@@ -333,7 +372,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if expires_at != slot.expires_at {
             self.write_marker(RecordKind::Touch, key, expires_at)?;
             self.index.set_expires_at(key, expires_at);
-            self.enforce_limit()?;
+            self.after_write();
         }
         Ok(true)
     }
@@ -419,7 +458,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.write_marker(RecordKind::DeletePrefix, prefix, 0)?;
         self.index.retain(|key, _| !key.starts_with(prefix));
-        self.enforce_limit()?;
+        self.after_write();
         Ok(live)
     }
 
@@ -447,20 +486,30 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     pub fn clear(&mut self) -> Result<()> {
         self.writable()?;
         let old: Vec<u32> = self.segments.keys().copied().collect();
+        let previous = self.active;
         let new = self.active + 1;
         self.create_segment(new)?;
-        if let Err(e) = self.append_record(RecordKind::Clear, "", &[], 0) {
-            // The new segment is still empty and the old ones untouched; back out.
+        // The clear record must be durable before any old segment goes: a power cut must not
+        // leave some old segments without the record that voids them.
+        let written = self
+            .append_record(RecordKind::Clear, "", &[], 0)
+            .and_then(|_| self.sync_segment(new))
+            .and_then(|()| self.sync_dir());
+        if let Err(e) = written {
+            // The old segments are untouched; back out.
             let _ = self.delete_segment(new);
-            self.active = old.last().copied().unwrap_or(new);
+            self.active = previous;
             return Err(e);
         }
         self.index.clear();
         self.snapshot_stale = true;
-        self.remove_snapshot()?;
+        // From here on the clear has happened (the record is durable): a failure to delete an
+        // old file is finished by the next open, not reported.
+        let _ = self.remove_snapshot();
         for id in old {
-            self.delete_segment(id)?;
+            let _ = self.delete_segment(id);
         }
+        let _ = self.sync_dir();
         Ok(())
     }
 
@@ -494,34 +543,50 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             misses: self.misses,
             expired: self.expired,
             evicted: self.evicted,
+            damaged: self.damaged,
         }
     }
 
-    /// Writes the index snapshot (when it fits under the size limit) and syncs if configured.
+    /// Flushes (see [`Engine::flush`]) and closes.
     ///
-    /// Edge cases: a failed snapshot write is `Io`; the data is intact either way (the next
-    /// open replays the log instead). Read-only: writes nothing and succeeds.
+    /// Edge cases: as for `flush`; the engine is gone either way. Read-only: writes nothing and
+    /// succeeds.
     pub fn close(mut self) -> Result<()> {
         self.flush()
     }
 
-    /// Writes the index snapshot if it is stale, so the next open replays little or nothing.
+    /// Makes everything written so far durable, then writes the index snapshot if it is
+    /// stale, so the next open replays little or nothing. After `Ok`, a power cut loses
+    /// nothing the cache held at this point (see the format docs).
     ///
-    /// Edge cases: if the snapshot would push the volume past the size limit, it is removed
-    /// instead (the next open replays the log); a failed write is `Io`. Read-only: writes
-    /// nothing and succeeds.
+    /// Edge cases: a failed sync of the log or the directory is `Io` (the data may then not be
+    /// durable). The snapshot only saves time at the next open: if writing it fails (a full
+    /// disk) or it would push the volume past the size limit, the previous one stays (the
+    /// next open replays more of the log) and this still succeeds. Read-only: writes nothing
+    /// and succeeds.
     pub fn flush(&mut self) -> Result<()> {
         if self.options.read_only {
             return Ok(());
         }
-        self.sync_active()?;
-        self.write_snapshot()
+        self.sync_segment(self.active)?;
+        self.sync_dir()?;
+        let _ = self.write_snapshot();
+        Ok(())
     }
 
     /// Bytes the cache occupies on disk.
     fn volume(&self) -> u64 {
-        META_LEN as u64 + self.snapshot_len + self.log_bytes
+        self.meta_len + self.snapshot_len + self.log_bytes
     }
+}
+
+/// A random 64-bit id. Hand-made from std's randomly keyed hasher (seeded from the OS, or from
+/// `wasi:random` in the component) so the engine needs no RNG crate for two ids per open.
+pub(crate) fn random_id() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one((n, crate::time::WallClock.now_ms()))
 }
 
 /// Checks that `key` is 1..=4096 bytes.

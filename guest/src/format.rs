@@ -1,17 +1,57 @@
 //! The on-disk format: every byte the engine writes is described here, and only here.
 //!
-//! A cache directory holds three kinds of file the engine owns; anything else is left alone.
+//! A cache directory holds these files the engine owns; anything else is left alone.
 //!
 //! ```text
-//! pcache.meta           16 bytes: magic "PCACHE\0\0", format version (u32 LE), crc32 of both (u32 LE)
-//! 0000000001.seg, ...   record log segments, append-only, replayed in ascending id order
-//! index.hint            the index snapshot, written at close: where every live record is, in LRU order
-//! index.hint.tmp        a snapshot being written; removed at open (as is pcache.meta.tmp)
+//! pcache.meta           the directory's identity and format version (below)
+//! 0000000001.seg, ...   record log segments: a segment header, then records; append-only,
+//!                       replayed in ascending id order
+//! index.hint            the index snapshot, written at flush and close: where every live record
+//!                       is, in LRU order
+//! *.tmp                 pcache.meta.tmp / index.hint.tmp being written; removed at open
+//! damaged/              files and log tails recovery could not use, moved aside, never read
 //! ```
 //!
-//! All integers are little-endian.
+//! All integers are little-endian. This is **format version 3**; the layout below is planned
+//! for the next issues too (marked *planned*), so that the directory format changes once.
 //!
-//! ## Record (segments hold nothing but records, back to back)
+//! ## Metadata (`pcache.meta`, 32 bytes)
+//!
+//! ```text
+//!  0  8  magic "PCACHE\0\0"
+//!  8  4  format version (3)
+//! 12  8  cache id: random, chosen when the directory is created; every segment and the snapshot
+//!        carry it, so a file from another cache is recognised as foreign
+//! 20  4  first headed segment: segments with a lower id were written by version 1 or 2 and have
+//!        no segment header (they are read as before and disappear with compaction)
+//! 24  4  flags, 0 (planned: bit 0 = a settings record is stored, see record kind 7)
+//! 28  4  crc32 of bytes 0..28
+//! ```
+//!
+//! Every version ends the file with a crc32 of all the bytes before it (so an engine tells a
+//! newer version from damage) and keeps the magic and version at bytes 0..12.
+//!
+//! Versions 1 and 2 wrote 16 bytes: magic, version, crc32 of both.
+//!
+//! ## Segment header (40 bytes at the start of every segment from version 3)
+//!
+//! ```text
+//!  0  8  magic "PCSEG\0\0\0"
+//!  8  4  format version (3)
+//! 12  4  segment id: must equal the id in the file's name
+//! 16  8  cache id: must equal the metadata's
+//! 24  8  session: a random id of the open that created the segment (planned: with several
+//!        processes on one directory, each writes its own segments and readers follow them)
+//! 32  4  flags, 0
+//! 36  4  crc32 of bytes 0..36
+//! ```
+//!
+//! A segment whose header is missing, damaged or names another id or cache is *foreign*: a file
+//! renamed, copied or restored from elsewhere. Recovery moves it into `damaged/` and never reads
+//! a record from it, so it cannot become a source of old values. So is a segment larger than a
+//! record offset can address (4 GiB).
+//!
+//! ## Record (segments hold nothing but records after the header, back to back)
 //!
 //! ```text
 //! offset size field
@@ -19,26 +59,57 @@
 //!  4     4    body_hash    low 32 bits of xxh3-64 of key ++ value (fast in wasm with simd128)
 //!  8     1    kind         1 put, 2 delete (tombstone), 3 clear, 4 seal,
 //!                          5 touch (new expires_at for the key's current value),
-//!                          6 delete-prefix (every key starting with `key` is deleted)
-//!  9     2    key_len      1..=4096 for put/delete/touch/delete-prefix, 0 for clear/seal
-//! 11     4    value_len    0 unless put
+//!                          6 delete-prefix (every key starting with `key` is deleted),
+//!                          7 settings, 8 session, 9 checkpoint (planned; read and skipped)
+//!  9     2    key_len      1..=4096 for put/delete/touch/delete-prefix, 0 for the others
+//! 11     4    value_len    0 unless put, settings, session or checkpoint
 //! 15     8    expires_at   ms since the UNIX epoch; 0 = never (put and touch; 0 for the rest)
 //! 23     key_len bytes of UTF-8 key, then value_len bytes of value
 //! ```
 //!
-//! Version history: version 1 had kinds 1–4 only. Version 2 added touch and delete-prefix; it
-//! reads version 1 directories unchanged and rewrites `pcache.meta` to version 2 at open, so an
-//! older engine refuses the directory instead of mistaking the new records for damage.
+//! Planned kinds, already accepted (and skipped at replay) by this version so that adding them
+//! needs no new format version: *settings* (value: the cache's stored options — size limit,
+//! default TTL — the last one wins), *session* (value: a writer session's id and start; with
+//! several processes on one directory, a reader seeing a new session reloads what it wrote), and
+//! *checkpoint* (value: the snapshot generation written at this point of the log, so recovery
+//! of a cache that is never closed replays only the log since its last periodic checkpoint).
 //!
-//! Writes append one whole record with one `write`. A crash can leave a torn record only at the
-//! end of the segment being written: it fails its checksums and reaches the end of the file, so
-//! open truncates it away (it was never acknowledged). A *seal* record ends every segment that
-//! is no longer written to, so a sealed segment that was cut short, or any record that fails its
-//! checksum with valid data after it, is damage rather than a torn write: open then forgets
-//! every entry stored at or before the damage (a lost tombstone must not bring back an older
-//! value), deletes the segments that held them (the damaged one last, so the forgetting holds
-//! even if open is interrupted) and keeps the newer segments. A *clear* record starts a fresh
-//! segment; open deletes every older segment.
+//! Version history: version 1 had kinds 1–4 only. Version 2 added touch and delete-prefix.
+//! Version 3 added the segment header, the cache id and the planned kinds. An engine reads every
+//! older version and upgrades at open (before writing anything else): it seals and syncs the
+//! newest old segment, then writes the version 3 metadata naming the first headed segment, so an
+//! older engine refuses the directory instead of mistaking the new files for damage.
+//!
+//! ## What is synced when (what a power cut can take)
+//!
+//! Writes append one whole record with one `write`; with `sync_writes` each is synced before it
+//! is acknowledged. By default nothing is synced per write, but these points are:
+//!
+//! - **Roll:** a full segment gets a seal record, is synced, and the directory is synced, before
+//!   the next segment is created. So every segment but the newest is complete and durable.
+//! - **Flush and close:** the newest segment and the directory are synced, then the snapshot is
+//!   written to a temporary file, synced, renamed over `index.hint`, and the directory synced.
+//! - **Compaction:** the copies of the oldest segment's live records are synced before the
+//!   segment is deleted, and the deletion is synced before the next one, so segments disappear
+//!   oldest first, one at a time, and never before their live records exist elsewhere.
+//! - **Clear:** the clear record (in a new segment) is synced with the directory before any
+//!   older segment is deleted.
+//!
+//! ## Recovery (open)
+//!
+//! - The **newest segment** is the only one a power cut can leave incomplete: a record that
+//!   fails to decode there ends the log, and the tail from it on is cut away (it was never
+//!   synced). If that tail still holds a record that decodes, it is copied into `damaged/`
+//!   first, so recovery never destroys bytes it could read.
+//! - In **any other segment** a record that fails to decode, or a missing seal, is damage: the
+//!   records from there to the segment's end are lost (counted in `stats`), the rest of the log
+//!   is still replayed, and nothing before the damage is forgotten.
+//! - A **clear** record makes open delete every older segment.
+//! - The **snapshot** is used only when it matches the log: every entry lies inside an existing
+//!   segment (or in one older than the oldest segment, deleted by compaction since: that entry
+//!   is dropped, and compaction's copy of it is found by replay) and the log reaches the
+//!   snapshot's covered position. Otherwise it is removed and the whole log replayed — the log
+//!   alone always gives the right values; the snapshot only saves time and keeps LRU order.
 //!
 //! A touch record changes only the expiry of the entry its key holds when it is replayed (none:
 //! it does nothing). Compaction copies a live put record with the entry's current expiry, so a
@@ -46,9 +117,9 @@
 //! voids records of evicted keys that replay would otherwise find.
 //!
 //! Eviction writes no tombstone: an evicted entry's record stays in the log until compaction
-//! (always of the oldest segment first) removes it, so a crash's replay may bring the entry
-//! back with its latest value. A delete therefore writes a tombstone even when the key is not
-//! in the index.
+//! (always of the oldest segment first) removes it, so a replay of the whole log may bring the
+//! entry back with its latest value. A delete therefore writes a tombstone even when the key is
+//! not in the index.
 //!
 //! ## Index snapshot (`index.hint`)
 //!
@@ -57,22 +128,21 @@
 //!
 //! ```text
 //! 0   8   magic "PCHINT\0\0"
-//! 8   4   format version
+//! 8   4   format version (3; versions 1 and 2 lack the cache id and layout fields)
 //! 12  4   covered segment id    the log position the snapshot is complete up to:
 //! 16  8   covered offset        records at or after it are replayed at open
 //! 24  8   entry count
-//! 32      entries, least recently used first:
+//! 32  8   cache id              (version 3)
+//! 40  4   layout                (version 3) 0: the entry list below. Planned: 1, a hash table
+//!                               of fixed-size slots loaded without per-entry work; an engine
+//!                               that does not know a layout replays the log instead
+//! 44      entries, least recently used first:
 //!         segment u32, offset u32, len u32, expires_at u64, key_len u16, key
 //! end 4   crc32 of every byte before it
 //! ```
-//!
-//! The snapshot is removed before anything deletes a segment (compaction, clear, recovery), so
-//! an entry pointing at a missing segment or past a segment's end, or a covered position past
-//! the end of the log, means data was lost since it was written: open treats that like damage
-//! in the log and forgets every entry stored at or before the segment concerned.
 
 /// The format version this engine writes; directories with a newer one are refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this engine reads (and upgrades at open).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Name of the metadata file.
@@ -81,16 +151,24 @@ pub const META_FILE: &str = "pcache.meta";
 pub const SNAPSHOT_FILE: &str = "index.hint";
 /// Suffix of files being written before an atomic rename.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// The subdirectory damaged files and log tails are moved into.
+pub const DAMAGED_DIR: &str = "damaged";
 /// Bytes in a record header.
 pub const RECORD_HEADER_LEN: usize = 23;
 /// Longest key, in UTF-8 bytes.
 pub const MAX_KEY_LEN: usize = 4096;
-/// Bytes in the metadata file.
-pub const META_LEN: usize = 16;
+/// Bytes in the metadata file (version 3).
+pub const META_LEN: usize = 32;
+/// Bytes in the metadata file of versions 1 and 2.
+pub const META_LEN_V2: usize = 16;
+/// Bytes in a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 40;
 
 const META_MAGIC: &[u8; 8] = b"PCACHE\0\0";
+const SEGMENT_MAGIC: &[u8; 8] = b"PCSEG\0\0\0";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"PCHINT\0\0";
-const SNAPSHOT_HEADER_LEN: usize = 32;
+const SNAPSHOT_HEADER_LEN_V2: usize = 32;
+const SNAPSHOT_HEADER_LEN: usize = 44;
 const SNAPSHOT_ENTRY_FIXED_LEN: usize = 22;
 
 /// What a record says.
@@ -108,6 +186,12 @@ pub enum RecordKind {
     Touch = 5,
     /// Every key starting with the record's key was deleted.
     DeletePrefix = 6,
+    /// Planned: the cache's stored options (skipped at replay by this version).
+    Settings = 7,
+    /// Planned: a writer session started (skipped at replay by this version).
+    Session = 8,
+    /// Planned: a periodic checkpoint was written (skipped at replay by this version).
+    Checkpoint = 9,
 }
 
 impl RecordKind {
@@ -119,6 +203,9 @@ impl RecordKind {
             4 => Some(Self::Seal),
             5 => Some(Self::Touch),
             6 => Some(Self::DeletePrefix),
+            7 => Some(Self::Settings),
+            8 => Some(Self::Session),
+            9 => Some(Self::Checkpoint),
             _ => None,
         }
     }
@@ -206,6 +293,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
             (1..=MAX_KEY_LEN).contains(&key_len) && value_len == 0
         }
         RecordKind::Clear | RecordKind::Seal => key_len == 0 && value_len == 0,
+        RecordKind::Settings | RecordKind::Session | RecordKind::Checkpoint => key_len == 0,
     };
     if !shape_ok {
         return Err(DecodeError::BadHeader);
@@ -243,14 +331,32 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// The metadata file's bytes for this engine's format version.
-pub fn encode_meta() -> [u8; META_LEN] {
-    encode_meta_version(FORMAT_VERSION)
+/// What the metadata file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The directory's format version.
+    pub version: u32,
+    /// The cache id (0 for versions 1 and 2, which had none).
+    pub cache_id: u64,
+    /// Segments below this id have no segment header (`u32::MAX` for versions 1 and 2).
+    pub first_headed_segment: u32,
 }
 
-/// The metadata file's bytes for `version` (tests use it to make older directories).
-pub fn encode_meta_version(version: u32) -> [u8; META_LEN] {
+/// The version 3 metadata file's bytes.
+pub fn encode_meta(meta: &Meta) -> [u8; META_LEN] {
     let mut out = [0u8; META_LEN];
+    out[..8].copy_from_slice(META_MAGIC);
+    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[12..20].copy_from_slice(&meta.cache_id.to_le_bytes());
+    out[20..24].copy_from_slice(&meta.first_headed_segment.to_le_bytes());
+    let crc = crc32fast::hash(&out[..28]);
+    out[28..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The 16-byte metadata file of an older `version` (tests use it to make older directories).
+pub fn encode_meta_version(version: u32) -> [u8; META_LEN_V2] {
+    let mut out = [0u8; META_LEN_V2];
     out[..8].copy_from_slice(META_MAGIC);
     out[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&out[..12]);
@@ -267,31 +373,89 @@ pub enum MetaError {
     NewerVersion(u32),
 }
 
-/// Checks a metadata file's bytes and returns its format version.
+/// Checks a metadata file's bytes and returns what it says.
 ///
-/// Edge cases: wrong length, magic or checksum → `Corrupt`; a version above ours → `NewerVersion`.
-pub fn decode_meta(bytes: &[u8]) -> Result<u32, MetaError> {
-    if bytes.len() != META_LEN || &bytes[..8] != META_MAGIC {
+/// Edge cases: wrong length, magic or checksum → `Corrupt`; a version above ours with a valid
+/// checksum (the last 4 bytes, over all before them, in every version) → `NewerVersion`.
+pub fn decode_meta(bytes: &[u8]) -> Result<Meta, MetaError> {
+    if bytes.len() < 16 || &bytes[..8] != META_MAGIC {
         return Err(MetaError::Corrupt(format!(
             "{META_FILE} is not a PersistentCache metadata file ({} bytes)",
             bytes.len()
         )));
     }
-    if crc32fast::hash(&bytes[..12]) != u32_at(bytes, 12) {
+    // Every version ends the file with a crc32 of all the bytes before it, so damage is told
+    // apart from a newer version before the version is believed.
+    let crc_at = bytes.len() - 4;
+    if crc32fast::hash(&bytes[..crc_at]) != u32_at(bytes, crc_at) {
         return Err(MetaError::Corrupt(format!(
             "{META_FILE} fails its checksum"
         )));
     }
     let version = u32_at(bytes, 8);
-    if version > FORMAT_VERSION {
-        return Err(MetaError::NewerVersion(version));
-    }
-    if version < OLDEST_READABLE_VERSION {
+    let expected_len = match version {
+        v if v > FORMAT_VERSION => return Err(MetaError::NewerVersion(v)),
+        v if v < OLDEST_READABLE_VERSION => {
+            return Err(MetaError::Corrupt(format!(
+                "{META_FILE} names format version {v}, which never existed"
+            )))
+        }
+        1 | 2 => META_LEN_V2,
+        _ => META_LEN,
+    };
+    if bytes.len() != expected_len {
         return Err(MetaError::Corrupt(format!(
-            "{META_FILE} names format version {version}, which never existed"
+            "{META_FILE} is {} bytes; version {version} has {expected_len}",
+            bytes.len()
         )));
     }
-    Ok(version)
+    Ok(if expected_len == META_LEN_V2 {
+        Meta {
+            version,
+            cache_id: 0,
+            first_headed_segment: u32::MAX,
+        }
+    } else {
+        Meta {
+            version,
+            cache_id: u64_at(bytes, 12),
+            first_headed_segment: u32_at(bytes, 20),
+        }
+    })
+}
+
+/// The header that starts segment `id` of cache `cache_id`, created by open `session`.
+pub fn encode_segment_header(id: u32, cache_id: u64, session: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut out = [0u8; SEGMENT_HEADER_LEN];
+    out[..8].copy_from_slice(SEGMENT_MAGIC);
+    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&id.to_le_bytes());
+    out[16..24].copy_from_slice(&cache_id.to_le_bytes());
+    out[24..32].copy_from_slice(&session.to_le_bytes());
+    let crc = crc32fast::hash(&out[..36]);
+    out[36..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks that `bytes` are the header of segment `id` of cache `cache_id`.
+///
+/// Edge cases: too short, wrong magic or checksum, another id or another cache → `Err` with a
+/// one-line reason (the segment is then foreign: moved aside, never read).
+pub fn check_segment_header(bytes: &[u8], id: u32, cache_id: u64) -> Result<(), String> {
+    if bytes.len() < SEGMENT_HEADER_LEN || &bytes[..8] != SEGMENT_MAGIC {
+        return Err("it has no segment header".into());
+    }
+    if crc32fast::hash(&bytes[..36]) != u32_at(bytes, 36) {
+        return Err("its segment header fails its checksum".into());
+    }
+    let (named, owner) = (u32_at(bytes, 12), u64_at(bytes, 16));
+    if owner != cache_id {
+        return Err(format!("it belongs to another cache (id {owner:016x})"));
+    }
+    if named != id {
+        return Err(format!("its header says it is segment {named}"));
+    }
+    Ok(())
 }
 
 /// One entry of the index snapshot, borrowing its key from the snapshot bytes.
@@ -314,6 +478,10 @@ pub struct Snapshot<'a> {
     pub covered_offset: u64,
     /// Number of entries.
     pub count: usize,
+    /// The cache the snapshot belongs to (`None` from versions 1 and 2).
+    pub cache_id: Option<u64>,
+    /// Where the entries start.
+    entries_at: usize,
     body: &'a [u8],
 }
 
@@ -321,7 +489,7 @@ impl<'a> Snapshot<'a> {
     /// The entries, least recently used first.
     pub fn entries(&self) -> impl Iterator<Item = SnapshotEntry<'a>> + 'a {
         let body = self.body;
-        let mut pos = SNAPSHOT_HEADER_LEN;
+        let mut pos = self.entries_at;
         (0..self.count).map_while(move |_| {
             let (entry, next) = snapshot_entry_at(body, pos)?;
             pos = next;
@@ -351,6 +519,7 @@ fn snapshot_entry_at(body: &[u8], pos: usize) -> Option<(SnapshotEntry<'_>, usiz
 pub fn encode_snapshot<'a>(
     covered_segment: u32,
     covered_offset: u64,
+    cache_id: u64,
     count: usize,
     entries: impl Iterator<Item = (&'a str, u32, u32, u32, u64)>,
 ) -> Vec<u8> {
@@ -360,6 +529,8 @@ pub fn encode_snapshot<'a>(
     out.extend_from_slice(&covered_segment.to_le_bytes());
     out.extend_from_slice(&covered_offset.to_le_bytes());
     out.extend_from_slice(&(count as u64).to_le_bytes());
+    out.extend_from_slice(&cache_id.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // layout 0: the entry list
     for (key, segment, offset, len, expires_at) in entries {
         out.extend_from_slice(&segment.to_le_bytes());
         out.extend_from_slice(&offset.to_le_bytes());
@@ -373,22 +544,27 @@ pub fn encode_snapshot<'a>(
     out
 }
 
-/// Validates an index snapshot; `None` if it is damaged in any way (the log is then replayed).
+/// Validates an index snapshot; `None` if it is damaged in any way, or of a layout this
+/// engine does not know (the log is then replayed).
 pub fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot<'_>> {
-    if bytes.len() < SNAPSHOT_HEADER_LEN + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
+    if bytes.len() < SNAPSHOT_HEADER_LEN_V2 + 4 || &bytes[..8] != SNAPSHOT_MAGIC {
         return None;
     }
     let body = &bytes[..bytes.len() - 4];
     if crc32fast::hash(body) != u32_at(bytes, bytes.len() - 4) {
         return None;
     }
-    // Versions 1 and 2 share the snapshot layout.
-    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&u32_at(body, 8)) {
-        return None;
-    }
+    let (entries_at, cache_id) = match u32_at(body, 8) {
+        // Versions 1 and 2 share the shorter header.
+        1 | 2 => (SNAPSHOT_HEADER_LEN_V2, None),
+        FORMAT_VERSION if body.len() >= SNAPSHOT_HEADER_LEN && u32_at(body, 40) == 0 => {
+            (SNAPSHOT_HEADER_LEN, Some(u64_at(body, 32)))
+        }
+        _ => return None,
+    };
     let count = usize::try_from(u64_at(body, 24)).ok()?;
     // Walk every entry once so a structurally bad snapshot is refused before use.
-    let mut pos = SNAPSHOT_HEADER_LEN;
+    let mut pos = entries_at;
     for _ in 0..count {
         pos = snapshot_entry_at(body, pos)?.1;
     }
@@ -396,6 +572,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot<'_>> {
         covered_segment: u32_at(body, 12),
         covered_offset: u64_at(body, 16),
         count,
+        cache_id,
+        entries_at,
         body,
     })
 }
@@ -485,31 +663,68 @@ mod tests {
 
     #[test]
     fn meta_checks_version_and_damage() {
-        let meta = encode_meta();
-        assert_eq!(decode_meta(&meta), Ok(FORMAT_VERSION));
-        let mut newer = meta;
-        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-        let crc = crc32fast::hash(&newer[..12]);
-        newer[12..].copy_from_slice(&crc.to_le_bytes());
+        let ours = Meta {
+            version: FORMAT_VERSION,
+            cache_id: 0xfeed,
+            first_headed_segment: 7,
+        };
+        let meta = encode_meta(&ours);
+        assert_eq!(decode_meta(&meta), Ok(ours));
+        let mut newer = encode_meta_version(FORMAT_VERSION + 1);
         assert_eq!(
             decode_meta(&newer),
             Err(MetaError::NewerVersion(FORMAT_VERSION + 1))
         );
-        assert_eq!(decode_meta(&encode_meta_version(1)), Ok(1));
+        newer[0] ^= 1;
+        assert!(matches!(decode_meta(&newer), Err(MetaError::Corrupt(_))));
+        for old in [1, 2] {
+            assert_eq!(
+                decode_meta(&encode_meta_version(old)),
+                Ok(Meta {
+                    version: old,
+                    cache_id: 0,
+                    first_headed_segment: u32::MAX
+                })
+            );
+        }
         assert!(matches!(
             decode_meta(&encode_meta_version(0)),
             Err(MetaError::Corrupt(_))
         ));
-        let mut flipped = meta;
-        flipped[9] ^= 1;
-        assert!(matches!(decode_meta(&flipped), Err(MetaError::Corrupt(_))));
+        for i in 0..meta.len() {
+            let mut flipped = meta;
+            flipped[i] ^= 1;
+            assert!(decode_meta(&flipped).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn segment_headers_name_their_segment_and_cache() {
+        let header = encode_segment_header(5, 0xabc, 1);
+        assert_eq!(check_segment_header(&header, 5, 0xabc), Ok(()));
+        assert!(check_segment_header(&header, 6, 0xabc)
+            .unwrap_err()
+            .contains("segment 5"));
+        assert!(check_segment_header(&header, 5, 0xabd)
+            .unwrap_err()
+            .contains("another cache"));
+        assert!(check_segment_header(&header[..39], 5, 0xabc).is_err());
+        for i in 0..header.len() {
+            let mut flipped = header;
+            flipped[i] ^= 0x20;
+            assert!(
+                check_segment_header(&flipped, 5, 0xabc).is_err(),
+                "byte {i}"
+            );
+        }
     }
 
     #[test]
     fn snapshot_round_trips_and_rejects_damage() {
         let entries = [("a", 1u32, 0u32, 30u32, 0u64), ("bb", 2, 64, 31, 99)];
-        let bytes = encode_snapshot(2, 95, entries.len(), entries.iter().copied());
+        let bytes = encode_snapshot(2, 95, 0x77, entries.len(), entries.iter().copied());
         let snapshot = decode_snapshot(&bytes).unwrap();
+        assert_eq!(snapshot.cache_id, Some(0x77));
         assert_eq!(snapshot.covered_segment, 2);
         assert_eq!(snapshot.covered_offset, 95);
         let entries: Vec<SnapshotEntry<'_>> = snapshot.entries().collect();

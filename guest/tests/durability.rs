@@ -60,41 +60,90 @@ fn a_deleted_key_stays_deleted_after_a_crash_even_if_it_had_been_evicted() {
     );
 }
 
-/// Damage in the last segment is cut away at open and every entry at or before it forgotten;
-/// the forgetting must hold at the next open too, after more records were appended behind the
-/// cut (else an older value whose tombstone was damaged comes back).
-#[test]
-fn damage_in_the_last_segment_is_forgotten_for_good() {
-    let (dir, clock, mut e) = fresh(1 << 30);
-    e.set("k", b"old value", None).unwrap();
-    e.set("other", b"kept? no: stored before the damage", None)
-        .unwrap();
-    e.delete("k").unwrap();
-    e.set("after", b"stored after the damage", None).unwrap();
-    drop(e);
-    let segs = segment_paths(dir.path());
-    assert_eq!(segs.len(), 1);
-    // Flip a bit in the tombstone's key (body checksum fails, valid data follows: damage).
-    let mut bytes = fs::read(&segs[0]).unwrap();
-    let tombstone = bytes
+/// The byte offset of the tombstone of key "k" in `bytes`.
+fn tombstone_of_k(bytes: &[u8]) -> usize {
+    bytes
         .windows(1 + format::RECORD_HEADER_LEN)
         .position(|w| w[8] == 2 && w[format::RECORD_HEADER_LEN] == b'k')
-        .unwrap();
+        .unwrap()
+}
+
+/// A record that fails to decode in the newest segment, past the last flush, is where the log
+/// ends (a power cut may leave exactly that): the tail from it on is moved into `damaged/`,
+/// not destroyed, and it stays cut at the next opens, after more records were appended.
+#[test]
+fn a_bad_record_in_the_unflushed_tail_ends_the_log_and_its_tail_is_kept_aside() {
+    let (dir, clock, mut e) = fresh(1 << 30);
+    e.set("k", b"old value", None).unwrap();
+    e.set("other", b"stored before the damage", None).unwrap();
+    e.delete("k").unwrap();
+    e.set("after", b"stored after the damage", None).unwrap();
+    drop(e); // a crash: nothing was flushed
+    let segs = segment_paths(dir.path());
+    assert_eq!(segs.len(), 1);
+    let mut bytes = fs::read(&segs[0]).unwrap();
+    let tombstone = tombstone_of_k(&bytes);
     bytes[tombstone + format::RECORD_HEADER_LEN] ^= 1;
     fs::write(&segs[0], &bytes).unwrap();
 
     let mut e = open_with(dir.path(), &clock, 1 << 30);
-    assert_eq!(e.get("k").unwrap(), None);
+    assert_eq!(e.stats().damaged, 1);
+    assert_eq!(
+        e.get("other").unwrap().as_deref(),
+        Some(&b"stored before the damage"[..])
+    );
+    assert_eq!(e.get("after").unwrap(), None, "records after the bad one");
+    // The lost tombstone was never flushed: the value before it may come back, nothing else.
+    assert!(matches!(
+        e.get("k").unwrap().as_deref(),
+        None | Some(b"old value")
+    ));
+    let aside: Vec<_> = fs::read_dir(dir.path().join(format::DAMAGED_DIR))
+        .unwrap()
+        .map(|entry| fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(
+        aside,
+        vec![bytes[tombstone..].to_vec()],
+        "the cut tail is kept aside"
+    );
     e.set("x", b"1", None).unwrap();
     drop(e); // crash again: the next open replays the log once more
 
-    let mut e = open_with(dir.path(), &clock, 1 << 30);
-    assert_eq!(e.get("k").unwrap(), None, "the deleted value came back");
-    assert_eq!(e.get("x").unwrap().as_deref(), Some(&b"1"[..]));
+    for _ in 0..2 {
+        let mut e = open_with(dir.path(), &clock, 1 << 30);
+        assert_eq!(e.stats().damaged, 0, "the cut is for good");
+        assert_eq!(e.get("after").unwrap(), None);
+        assert_eq!(e.get("x").unwrap().as_deref(), Some(&b"1"[..]));
+        e.close().unwrap();
+    }
+}
+
+/// Damage before the last flush costs only the entries whose records it hit.
+#[test]
+fn damage_before_the_last_flush_costs_only_the_entries_in_it() {
+    let (dir, clock, mut e) = fresh(1 << 30);
+    e.set("k", b"old value", None).unwrap();
+    e.set("other", b"a record that gets damaged", None).unwrap();
+    e.delete("k").unwrap();
+    e.set("after", b"stored after the damage", None).unwrap();
     e.close().unwrap();
+    let segs = segment_paths(dir.path());
+    let mut bytes = fs::read(&segs[0]).unwrap();
+    let at = bytes
+        .windows(26)
+        .position(|w| w == b"a record that gets damaged")
+        .unwrap();
+    bytes[at] ^= 1;
+    fs::write(&segs[0], &bytes).unwrap();
+
     let mut e = open_with(dir.path(), &clock, 1 << 30);
-    assert_eq!(e.get("k").unwrap(), None);
-    assert_eq!(e.get("x").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(e.get("other").unwrap(), None, "the damaged entry is a miss");
+    assert_eq!(e.get("k").unwrap(), None, "the delete before it holds");
+    assert_eq!(
+        e.get("after").unwrap().as_deref(),
+        Some(&b"stored after the damage"[..])
+    );
 }
 
 /// A directory whose file operations start failing after a budget of mutating operations
@@ -383,7 +432,7 @@ fn crash_at_every_operation(limit: u64, keys: usize, max_len: usize, evicting: b
     let ops = workload(0x5EED ^ limit, 400, keys, max_len);
     let mut crash_points = 0;
     for budget in 0.. {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::scratch_dir();
         let (allowed, crashed) =
             run_until_crash(dir.path(), &clock, limit, budget, &ops, keys, evicting);
         if !crashed {
@@ -432,7 +481,7 @@ fn eviction_never_resurrects_or_corrupts_whatever_operation_a_crash_interrupts()
 #[test]
 fn a_workload_without_crash_points_matches_its_model() {
     // The harness itself: with an unlimited budget nothing crashes and the model is exact.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch_dir();
     let clock = ManualTime::at(T0);
     let ops = workload(7, 400, 12, 600);
     let (allowed, crashed) =

@@ -20,6 +20,9 @@ fn kind() -> impl Strategy<Value = RecordKind> {
         Just(RecordKind::Seal),
         Just(RecordKind::Touch),
         Just(RecordKind::DeletePrefix),
+        Just(RecordKind::Settings),
+        Just(RecordKind::Session),
+        Just(RecordKind::Checkpoint),
     ]
 }
 
@@ -37,6 +40,9 @@ fn record() -> impl Strategy<Value = (RecordKind, String, Vec<u8>, u64)> {
                 (kind, key, Vec::new(), expires_at)
             }
             RecordKind::Clear | RecordKind::Seal => (kind, String::new(), Vec::new(), 0),
+            RecordKind::Settings | RecordKind::Session | RecordKind::Checkpoint => {
+                (kind, String::new(), value, 0)
+            }
         })
 }
 
@@ -97,7 +103,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         xor in 1..=255u8,
     ) {
-        let bytes = format::encode_snapshot(covered.0, covered.1, entries.len(),
+        let bytes = format::encode_snapshot(covered.0, covered.1, 7, entries.len(),
             entries.iter().map(|(k, s, o, l, e)| (k.as_str(), *s, *o, *l, *e)));
         let snapshot = format::decode_snapshot(&bytes).unwrap();
         prop_assert_eq!((snapshot.covered_segment, snapshot.covered_offset), covered);

@@ -40,6 +40,9 @@ pub struct Stats {
     /// Live entries removed by LRU eviction to stay under the size limit since the cache was
     /// opened in this process.
     pub evicted: u64,
+    /// Damage recovery found when the cache was opened: files moved into `<dir>/data/damaged/`
+    /// and damaged stretches of the log skipped (each costs only the entries in it).
+    pub damaged: u64,
     /// Bytes the stores of the plugins run on this cache (`<dir>/plugins/*`) occupy on disk,
     /// all together; not part of `volume`.
     pub plugin_volume: u64,
@@ -109,6 +112,7 @@ impl SharedCache {
             misses: counters.misses,
             expired: counters.expired,
             evicted: counters.evicted,
+            damaged: counters.damaged,
             plugin_volume,
             plugin_budget: self.options.plugin_budget_value(),
         })

@@ -102,5 +102,14 @@ fn start_guest(directory: &Path, options: &CacheOptions) -> Result<Box<Running>>
         read_only,
     };
     let cache = instance.open(GUEST_DIRECTORY, settings)?.handle();
+    // Report damage recovery found once, when it is found (`stats` keeps counting it).
+    let damaged = instance.cache(cache).stats().map_or(0, |s| s.damaged);
+    if damaged > 0 {
+        tracing::warn!(
+            directory = %directory.display(),
+            damaged,
+            "recovery found damage: files moved into damaged/ or damaged records skipped (each costs only the entries in it)"
+        );
+    }
     Ok(Box::new(Running { instance, cache }))
 }

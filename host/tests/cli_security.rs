@@ -238,3 +238,34 @@ fn a_new_cache_is_private_and_a_flat_one_is_moved_into_data() {
     assert!(cache.join("data").join("pcache.meta").is_file());
     assert!(!cache.join("pcache.meta").exists());
 }
+
+#[test]
+fn a_repl_whose_directory_was_removed_refuses_commands_instead_of_printing_ok() {
+    let home = Home::new();
+    let w = &home.work();
+    std::fs::create_dir_all(w).unwrap();
+    let dir = w.join("doomed");
+    let mut child = home
+        .pcache(w, &["--dir", dir.to_str().unwrap(), "repl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, "set a 1").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+    writeln!(stdin, "set b 2").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("error: the cache directory") && line.contains("was removed"),
+        "{line:?}"
+    );
+    drop(stdin);
+    child.wait().unwrap();
+}

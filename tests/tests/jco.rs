@@ -265,7 +265,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
             "other keys": ["where"],
             "stats": {
                 "entries": "6", "sizeLimit": "67108864", "hits": "2", "misses": "2",
-                "expired": "1", "evicted": "0"
+                "expired": "1", "evicted": "0", "damaged": "0"
             },
             "close": null,
             "other close": null,
@@ -297,7 +297,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
             "other keys": ["where"],
             "stats": {
                 "entries": "6", "sizeLimit": "67108864", "hits": "4", "misses": "2",
-                "expired": "0", "evicted": "0"
+                "expired": "0", "evicted": "0", "damaged": "0"
             },
             "close": null,
             "other close": null,
@@ -356,7 +356,7 @@ async fn the_guest_runs_under_jco_in_node_and_shares_its_directory_with_the_rust
             "keys after clear": [],
             "stats": {
                 "entries": "0", "sizeLimit": "67108864", "hits": "3", "misses": "0",
-                "expired": "0", "evicted": "0"
+                "expired": "0", "evicted": "0", "damaged": "0"
             },
             "close": null,
             "other close": null,

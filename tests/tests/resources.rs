@@ -83,7 +83,8 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
     assert_eq!(cache.stats().await.unwrap().entries, 1);
 
     // The boundaries themselves are accepted: 4096-byte keys in any script, and the largest
-    // value whose entry (23-byte header, key, value) plus the 16-byte metadata file fits.
+    // value whose entry (23-byte header, key, value) plus the 32-byte metadata file and the
+    // 40-byte segment header fits.
     for key in ["k".repeat(4096), "é".repeat(2048), "€".repeat(1365) + "k"] {
         assert_eq!(key.len(), 4096);
         cache.set_raw(&key, b"ok", Expiry::Never).await.unwrap();
@@ -96,7 +97,7 @@ async fn invalid_keys_and_oversized_values_are_clear_errors_that_change_nothing(
         .set_raw("nul\0inside", b"fine", Expiry::Never)
         .await
         .unwrap();
-    let largest = vec![5u8; limit as usize - 16 - 23 - 7];
+    let largest = vec![5u8; limit as usize - 32 - 40 - 23 - 7];
     cache
         .set_raw("largest", &largest, Expiry::Never)
         .await

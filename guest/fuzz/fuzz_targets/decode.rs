@@ -11,10 +11,12 @@ fuzz_target!(|data: &[u8]| {
         format::encode_record(&mut again, rec.kind, rec.key, rec.value, rec.expires_at);
         assert_eq!(&again[..], &data[..rec.len]);
     }
-    if let Some(snapshot) = format::decode_snapshot(data) {
+    // Older versions' snapshots are read but never written: only ours re-encode the same.
+    if let Some(snapshot) = format::decode_snapshot(data).filter(|s| s.cache_id.is_some()) {
         let again = format::encode_snapshot(
             snapshot.covered_segment,
             snapshot.covered_offset,
+            snapshot.cache_id.unwrap_or_default(),
             snapshot.count,
             snapshot.entries()
                 .map(|e| (e.key, e.segment, e.offset, e.len, e.expires_at)),

@@ -9,7 +9,8 @@ use persistent_cache_guest::{Engine, EngineOptions, ManualTime};
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(format::META_FILE), format::encode_meta()).unwrap();
+    // A version 2 directory: its segments have no header, so the fuzzer's bytes are records.
+    std::fs::write(dir.path().join(format::META_FILE), format::encode_meta_version(2)).unwrap();
     // The first byte splits the input: segment 1, segment 2, and the snapshot.
     let (cut, rest) = data.split_first().unwrap_or((&0, &[]));
     let first = (*cut as usize * rest.len()) / 256;

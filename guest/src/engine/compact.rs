@@ -17,9 +17,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.volume() <= limit {
             return Ok(());
         }
-        if self.snapshot_len > 0 {
-            self.remove_snapshot()?;
-        }
         // Evict a tenth of the limit beyond what is needed, so that compaction runs once
         // per many sets rather than on every one.
         let slack = limit / 10;
@@ -48,10 +45,33 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             self.compact_oldest()?;
         }
+        if self.volume() > limit && self.snapshot_len > 0 {
+            // The last resort: the snapshot only saves time at open (the log alone is right).
+            self.remove_snapshot()?;
+        }
         Ok(())
     }
 
-    /// Copies the live records of the oldest segment to the active one and deletes it.
+    /// Compacts the oldest segments until none is older than `id`: after damage, so that the
+    /// records older than the damage are gone for good. The damaged records may have been
+    /// overwrites or deletes; the index already forgot what they changed (the snapshot or the
+    /// replay says which entries are live), and without this a later replay of the whole log
+    /// would find the older records again.
+    pub(super) fn compact_before(&mut self, id: u32) -> Result<()> {
+        while self
+            .segments
+            .keys()
+            .next()
+            .is_some_and(|&oldest| oldest < id)
+        {
+            self.compact_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Copies the live records of the oldest segment to the active one and deletes it: the
+    /// copies are synced before the deletion, and the deletion is synced before the next one,
+    /// so a power cut never loses both copies nor deletes segments out of order.
     fn compact_oldest(&mut self) -> Result<()> {
         let Some(&oldest) = self.segments.keys().next() else {
             return Ok(());
@@ -60,7 +80,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             self.roll()?;
         }
         if self.index.live_in(oldest) > 0 {
-            let data = self.read_segment(oldest, 0)?;
+            let data_start = self.data_start(oldest) as usize;
+            let data = self.read_segment(oldest)?;
             let mut batch: Vec<u8> = Vec::new();
             let mut batch_keys: Vec<(String, usize)> = Vec::new();
             let mut pos = 0;
@@ -69,10 +90,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                     break;
                 };
                 let live = rec.kind == RecordKind::Put
-                    && self
-                        .index
-                        .get(rec.key)
-                        .is_some_and(|s| s.segment == oldest && s.offset as usize == pos);
+                    && self.index.get(rec.key).is_some_and(|s| {
+                        s.segment == oldest && s.offset as usize == data_start + pos
+                    });
                 if live {
                     batch_keys.push((rec.key.to_owned(), batch.len()));
                     let expires_at = self.index.get(rec.key).map_or(0, |s| s.expires_at);
@@ -93,8 +113,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             // Entries past damage in this segment cannot be read back: they are misses now.
             self.index.retain(|_, slot| slot.segment != oldest);
+            // The copies, and the name of a segment a roll created for them, are durable
+            // before the deletion can be.
+            self.sync_segment(self.active)?;
+            self.sync_dir()?;
         }
-        self.delete_segment(oldest)
+        self.delete_segment(oldest)?;
+        self.sync_dir()
     }
 
     /// Appends a batch of copied records and points their keys at the copies.

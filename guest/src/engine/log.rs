@@ -3,7 +3,10 @@
 
 use super::Engine;
 use crate::error::{io_err, Error, Result};
-use crate::format::{self, decode_record, encode_record, RecordKind, RECORD_HEADER_LEN};
+use crate::format::{
+    self, decode_record, encode_record, DecodeError, Record, RecordKind, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
 use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
@@ -12,6 +15,94 @@ use crate::time::TimeSource;
 pub(super) struct Segment<F> {
     pub(super) file: F,
     pub(super) size: u64,
+    /// Nothing was written to it since its last sync.
+    pub(super) synced: bool,
+}
+
+/// Records are read back from disk in chunks of this many bytes (more for a bigger record).
+const READ_CHUNK: usize = 1 << 20;
+
+/// What reading a segment's records found besides the records.
+#[derive(Default)]
+pub(super) struct ScanEnd {
+    /// Where the first record that failed to decode starts.
+    pub(super) first_failure: Option<u64>,
+    /// Stretches of bytes that were not records (each skipped to the next record that decodes).
+    pub(super) damaged_regions: u64,
+}
+
+/// How `scan_records` goes on after bytes that do not decode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnFailure {
+    /// Stop there (the newest segment: the rest is a torn tail).
+    Stop,
+    /// Look for the next offset where a record decodes and go on from there (a damaged
+    /// stretch costs only the records in it). A false match needs a header CRC-32, a body
+    /// hash and a well-formed shape to agree by chance.
+    Resync,
+}
+
+/// Reads the records of `file` (`size` bytes) from `from` on, calling `visit(offset, record)`
+/// for each, in chunks so that memory stays bounded whatever the file holds: a record longer
+/// than `max_record` or than what is left of the file is a failure, never an allocation.
+pub(super) fn scan_records<F: StorageFile>(
+    file: &F,
+    size: u64,
+    from: u64,
+    max_record: u64,
+    on_failure: OnFailure,
+    mut visit: impl FnMut(u64, &Record<'_>),
+) -> std::io::Result<ScanEnd> {
+    let mut end = ScanEnd::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_at = from; // file offset of buf[0]
+    let mut pos = 0usize; // offset in buf of the next record
+    let mut searching = false; // inside a damaged stretch, looking for the next record
+    loop {
+        let at = buf_at + pos as u64;
+        // Inside a damaged stretch, fewer bytes than a record header cannot hold a record.
+        if at >= size || (searching && size - at < RECORD_HEADER_LEN as u64) {
+            return Ok(end);
+        }
+        match decode_record(&buf[pos..]) {
+            Ok(record) => {
+                searching = false;
+                visit(at, &record);
+                pos += record.len;
+            }
+            Err(DecodeError::Truncated { needed })
+                if (needed as u64) <= size - at && (needed as u64) <= max_record =>
+            {
+                buf.drain(..pos);
+                buf_at = at;
+                pos = 0;
+                let want = (needed.max(READ_CHUNK) as u64).min(size - at) as usize;
+                let have = buf.len();
+                if want > have {
+                    buf.resize(want, 0);
+                    if let Err(e) = file.read_exact_at(&mut buf[have..], at + have as u64) {
+                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                            return Err(e);
+                        }
+                        // The file shrank under us: what is there is all there is.
+                        end.first_failure.get_or_insert(at);
+                        return Ok(end);
+                    }
+                }
+            }
+            Err(_) => {
+                if !searching {
+                    end.first_failure.get_or_insert(at);
+                    end.damaged_regions += 1;
+                    if on_failure == OnFailure::Stop {
+                        return Ok(end);
+                    }
+                    searching = true;
+                }
+                pos += 1;
+            }
+        }
+    }
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
@@ -39,7 +130,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     }
 
     /// Writes `bytes` at the end of segment `id`; on failure, cuts any partial write away.
-    fn write_at_end(&mut self, id: u32, bytes: &[u8]) -> Result<u64> {
+    pub(super) fn write_at_end(&mut self, id: u32, bytes: &[u8]) -> Result<u64> {
         self.writable()?;
         let name = || format::segment_file_name(id);
         let Some(segment) = self.segments.get_mut(&id) else {
@@ -68,19 +159,34 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Err(io_err("write", &name(), e));
         }
         segment.size += bytes.len() as u64;
+        segment.synced = self.options.sync_writes;
         self.log_bytes += bytes.len() as u64;
         Ok(offset)
     }
 
-    /// Seals the active segment and starts the next one.
+    /// Seals the active segment, makes it durable (data and directory entry), and starts the
+    /// next one: every segment but the newest is then complete on disk, whatever a power cut
+    /// takes later.
     pub(super) fn roll(&mut self) -> Result<()> {
         let mut seal = Vec::with_capacity(RECORD_HEADER_LEN);
         encode_record(&mut seal, RecordKind::Seal, "", &[], 0);
         self.write_at_end(self.active, &seal)?;
+        self.sync_segment(self.active)?;
+        self.sync_dir()?;
         self.create_segment(self.active + 1)
     }
 
-    /// Creates an empty segment file `id` and makes it the active one.
+    /// Where records start in segment `id`: after its header, or at 0 in a headerless segment
+    /// from format version 1 or 2.
+    pub(super) fn data_start(&self, id: u32) -> u64 {
+        if id >= self.first_headed {
+            SEGMENT_HEADER_LEN as u64
+        } else {
+            0
+        }
+    }
+
+    /// Creates segment file `id` holding only its header and makes it the active one.
     pub(super) fn create_segment(&mut self, id: u32) -> Result<()> {
         self.writable()?;
         let name = format::segment_file_name(id);
@@ -88,20 +194,32 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .storage
             .open(&name, true)
             .map_err(|e| io_err("create", &name, e))?;
-        let size = file.size().map_err(|e| io_err("stat", &name, e))?;
-        if size != 0 {
-            file.set_len(0).map_err(|e| io_err("truncate", &name, e))?;
-        }
-        if self.options.sync_writes {
-            if let Err(e) = self.storage.sync_dir() {
-                // An empty newest segment left behind would make the real active one look cut
-                // short at the next open.
-                drop(file);
-                let _ = self.storage.remove(&name);
-                return Err(io_err("sync", ".", e));
+        let header = format::encode_segment_header(id, self.cache_id, self.session);
+        let written = file.set_len(0).and_then(|()| file.write_all_at(&header, 0));
+        let synced = written.and_then(|()| {
+            if self.options.sync_writes {
+                self.storage.sync_dir()
+            } else {
+                Ok(())
             }
+        });
+        if let Err(e) = synced {
+            // A headerless newest segment left behind would be moved aside at the next open.
+            drop(file);
+            let _ = self.storage.remove(&name);
+            return Err(io_err("create", &name, e));
         }
-        self.segments.insert(id, Segment { file, size: 0 });
+        let size = header.len() as u64;
+        self.segments.insert(
+            id,
+            Segment {
+                file,
+                size,
+                synced: false,
+            },
+        );
+        self.log_bytes += size;
+        self.dir_synced = self.options.sync_writes;
         self.active = id;
         Ok(())
     }
@@ -116,6 +234,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 .map_err(|e| io_err("truncate", &format::segment_file_name(id), e))?;
             self.log_bytes -= segment.size - len;
             segment.size = len;
+            segment.synced = false;
         }
         Ok(())
     }
@@ -130,24 +249,41 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if let Some(segment) = self.segments.remove(&id) {
             self.log_bytes -= segment.size;
         }
+        self.dir_synced = false;
         Ok(())
     }
 
-    /// Flushes the active segment to stable storage when writes are synced.
-    pub(super) fn sync_active(&self) -> Result<()> {
-        if self.options.sync_writes {
-            if let Some(active) = self.segments.get(&self.active) {
-                active
+    /// Flushes segment `id`'s data to stable storage, unless nothing was written since the
+    /// last time (or there is no such segment).
+    pub(super) fn sync_segment(&mut self, id: u32) -> Result<()> {
+        if let Some(segment) = self.segments.get_mut(&id) {
+            if !segment.synced {
+                segment
                     .file
                     .sync_data()
-                    .map_err(|e| io_err("sync", &format::segment_file_name(self.active), e))?;
+                    .map_err(|e| io_err("sync", &format::segment_file_name(id), e))?;
+                segment.synced = true;
             }
         }
         Ok(())
     }
 
-    /// The bytes of segment `id` from offset `from` to its end (none if there is no such segment).
-    pub(super) fn read_segment(&self, id: u32, from: u64) -> Result<Vec<u8>> {
+    /// Flushes the directory's entries (created and deleted files) to stable storage, unless
+    /// none changed since the last time.
+    pub(super) fn sync_dir(&mut self) -> Result<()> {
+        if !self.dir_synced {
+            self.storage
+                .sync_dir()
+                .map_err(|e| io_err("sync", "the cache directory", e))?;
+            self.dir_synced = true;
+        }
+        Ok(())
+    }
+
+    /// The bytes of segment `id` from its first record to its end (none if there is no such
+    /// segment).
+    pub(super) fn read_segment(&self, id: u32) -> Result<Vec<u8>> {
+        let from = self.data_start(id);
         let Some(segment) = self.segments.get(&id) else {
             return Ok(Vec::new());
         };

@@ -1,100 +1,133 @@
-//! Recovery at open: claiming the directory, loading the index snapshot, replaying the log
-//! after it, and repairing torn or damaged tails (only in memory when read-only).
+//! Recovery at open: claiming the directory, setting foreign segments aside, loading the index
+//! snapshot when it matches the log, replaying the log after it, cutting a torn tail, and
+//! upgrading an older format (only in memory when read-only). The rules are in the format docs.
 
-use super::log::Segment;
-use super::Engine;
+use super::log::{scan_records, OnFailure, Segment};
+use super::{random_id, Engine};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
-    self, decode_record, DecodeError, RecordKind, META_FILE, SNAPSHOT_FILE, TMP_SUFFIX,
+    self, decode_record, encode_record, Meta, Record, RecordKind, DAMAGED_DIR, META_FILE, META_LEN,
+    SEGMENT_HEADER_LEN, SNAPSHOT_FILE, TMP_SUFFIX,
 };
-use crate::index::Slot;
+use crate::index::{LruIndex, Slot};
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
+use std::collections::BTreeSet;
 
-/// What loading the snapshot and replaying the log found that open must make durable.
-#[derive(Default)]
-struct Repairs {
-    /// The newest segment whose entries must all be forgotten (see the format docs).
-    forget_through: Option<u32>,
-    /// The newest segment that starts with a clear record.
-    cleared_at: Option<u32>,
-}
+/// A torn tail longer than this is set aside without looking for records in it.
+const TAIL_SCAN_MAX: u64 = 1 << 20;
+/// Records up to this size are read back even when the size limit is smaller (it may have been
+/// lowered since they were written).
+const MIN_MAX_RECORD: u64 = 256 << 20;
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Brings a freshly built engine to the state its directory holds, with an active segment
     /// (none when read-only and the directory has no segment).
     pub(super) fn recover(&mut self) -> Result<()> {
         let read_only = self.options.read_only;
-        self.claim_directory()?;
-        self.open_segments()?;
-        let snapshot_bytes = self
-            .storage
-            .read_file(SNAPSHOT_FILE)
-            .map_err(|e| io_err("read", SNAPSHOT_FILE, e))?;
-        self.snapshot_len = snapshot_bytes.as_ref().map_or(0, |b| b.len() as u64);
-        let snapshot = snapshot_bytes.as_deref().and_then(format::decode_snapshot);
-        if snapshot.is_none() && snapshot_bytes.is_some() && !read_only {
-            self.remove_snapshot()?;
+        let meta = self.claim_directory()?;
+        let (next_id, set_aside) = self.open_segments()?;
+        let start = self.load_snapshot(&set_aside)?;
+        let (cleared_at, mut damaged_before) = self.replay(start)?;
+        // A segment set aside from the middle of the log held records too.
+        let newest = self.segments.keys().next_back().copied().unwrap_or(0);
+        if let Some(&id) = set_aside.range(..newest).next_back() {
+            damaged_before = damaged_before.max(Some(id));
         }
-        // Segment ids only grow, even when recovery deletes the newest segments.
-        let first_free = self.segments.keys().next_back().map_or(1, |id| id + 1);
-        let mut repairs = Repairs::default();
-        let start = match snapshot {
-            Some(snapshot) => self.load_snapshot(&snapshot, &mut repairs),
-            None => (0, 0),
-        };
-        self.replay(start, &mut repairs)?;
         let now = self.time.now_ms();
         if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
             self.index.retain(|_, slot| !slot.is_expired(now));
             self.snapshot_stale = true;
         }
-        if !read_only {
-            self.repair(repairs)?;
+        if read_only {
+            if let Some(&last) = self.segments.keys().next_back() {
+                self.active = last;
+            }
+            return Ok(());
+        }
+        if let Some(clear_segment) = cleared_at {
+            self.drop_cleared_segments(clear_segment)?;
+        }
+        let upgraded = meta.version < format::FORMAT_VERSION;
+        if upgraded {
+            self.upgrade(next_id)?;
         }
         match self.segments.keys().next_back() {
-            Some(&last) => self.active = last,
-            None if read_only => {}
-            None => self.create_segment(first_free)?,
+            Some(&last) if !upgraded => self.active = last,
+            // Segment ids only grow, even when recovery set the newest ones aside.
+            _ => self.create_segment(next_id)?,
+        }
+        if let Some(before) = damaged_before {
+            self.compact_before(before)?;
         }
         Ok(())
     }
 
-    /// Checks the metadata file's format version, writing the file if it is missing or older
-    /// (read-only: writing nothing; a missing file is an empty cache, an older one is read).
-    fn claim_directory(&self) -> Result<()> {
-        let (read_only, sync) = (self.options.read_only, self.options.sync_writes);
-        let meta = self
-            .storage
-            .read_file(META_FILE)
-            .map_err(|e| io_err("read", META_FILE, e))?;
-        match meta.as_deref().map(format::decode_meta) {
-            None if read_only => Ok(()),
-            None => self
-                .storage
-                .write_file_atomic(META_FILE, &format::encode_meta(), sync)
-                .map_err(|e| io_err("create", META_FILE, e)),
-            // An older format is a subset of ours: claim the directory before writing
-            // records an older engine would take for damage.
-            Some(Ok(version)) if version < format::FORMAT_VERSION && !read_only => self
-                .storage
-                .write_file_atomic(META_FILE, &format::encode_meta(), sync)
-                .map_err(|e| io_err("upgrade", META_FILE, e)),
-            Some(Ok(_)) => Ok(()),
-            Some(Err(format::MetaError::Corrupt(why))) => Err(Error::Corrupt(why)),
+    /// Reads the metadata file, creating it for a new cache (read-only: an empty directory is an
+    /// empty cache). Sets the cache id and where headed segments start.
+    fn claim_directory(&mut self) -> Result<Meta> {
+        let bytes = self.read_small_file(META_FILE, 4096)?;
+        let meta = match bytes.as_deref().map(format::decode_meta) {
+            None => {
+                let meta = Meta {
+                    version: format::FORMAT_VERSION,
+                    cache_id: random_id(),
+                    first_headed_segment: 1,
+                };
+                if !self.options.read_only {
+                    self.storage
+                        .write_file_atomic(META_FILE, &format::encode_meta(&meta), true)
+                        .map_err(|e| io_err("create", META_FILE, e))?;
+                }
+                meta
+            }
+            Some(Ok(meta)) => meta,
+            Some(Err(format::MetaError::Corrupt(why))) => return Err(Error::Corrupt(why)),
             Some(Err(format::MetaError::NewerVersion(v))) => {
-                Err(Error::IncompatibleFormat(format!(
+                return Err(Error::IncompatibleFormat(format!(
                     "the directory uses format version {v}; this engine reads up to {}",
                     format::FORMAT_VERSION
                 )))
             }
-        }
+        };
+        self.cache_id = meta.cache_id;
+        self.first_headed = meta.first_headed_segment;
+        self.meta_len = bytes.map_or(META_LEN, |b| b.len()) as u64;
+        Ok(meta)
     }
 
-    /// Opens every segment file and removes the engine's own half-written files (read-only:
-    /// opens the segments for reading and leaves those files alone).
-    fn open_segments(&mut self) -> Result<()> {
+    /// The whole of a file the engine expects to be small; `None` if it is missing, `Corrupt`
+    /// if it is bigger than `max` (it is never read into memory then).
+    fn read_small_file(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let file = match self.storage.open_read_only(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", name, e)),
+        };
+        let size = file.size().map_err(|e| io_err("stat", name, e))?;
+        if size > max {
+            return Err(Error::Corrupt(format!(
+                "{name} is {size} bytes; it cannot be more than {max}"
+            )));
+        }
+        let mut buf = vec![0; size as usize];
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| io_err("read", name, e))?;
+        Ok(Some(buf))
+    }
+
+    /// Opens every segment file, sets foreign ones aside and removes the engine's own
+    /// half-written files (read-only: skips the foreign ones and leaves those files alone).
+    /// Returns the id the next new segment gets (above every segment file seen) and the ids
+    /// of the segments set aside.
+    fn open_segments(&mut self) -> Result<(u32, BTreeSet<u32>)> {
+        let mut set_aside = BTreeSet::new();
+        let mut empty = Vec::new();
         let read_only = self.options.read_only;
+        let mut next_id = match self.first_headed {
+            u32::MAX => 1, // version 1 or 2: no segment has a header yet
+            first => first.max(1),
+        };
         for name in self.storage.list().map_err(|e| io_err("list", ".", e))? {
             // Only the engine's own half-written files: a user's `notes.tmp` is left alone.
             let own_tmp = name
@@ -104,168 +137,399 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.storage
                     .remove(&name)
                     .map_err(|e| io_err("remove", &name, e))?;
-            } else if let Some(id) = format::parse_segment_file_name(&name) {
-                let file = if read_only {
-                    self.storage.open_read_only(&name)
-                } else {
-                    self.storage.open(&name, false)
-                };
-                let file = file.map_err(|e| io_err("open", &name, e))?;
-                let size = file.size().map_err(|e| io_err("stat", &name, e))?;
-                self.log_bytes += size;
-                self.segments.insert(id, Segment { file, size });
+                continue;
+            }
+            let Some(id) = format::parse_segment_file_name(&name) else {
+                continue;
+            };
+            next_id = next_id.max(id.saturating_add(1));
+            let file = if read_only {
+                self.storage.open_read_only(&name)
+            } else {
+                self.storage.open(&name, false)
+            };
+            let file = file.map_err(|e| io_err("open", &name, e))?;
+            let size = file.size().map_err(|e| io_err("stat", &name, e))?;
+            if size == 0 && id >= self.first_headed {
+                // Nothing in it to keep: see below.
+                empty.push(id);
+                continue;
+            }
+            if let Some(why) = self.foreign_segment(&file, id, size)? {
+                drop(file);
+                self.set_aside(&name, &why)?;
+                set_aside.insert(id);
+                continue;
+            }
+            self.log_bytes += size;
+            self.segments.insert(
+                id,
+                Segment {
+                    file,
+                    size,
+                    synced: false,
+                },
+            );
+        }
+        // An empty newest segment is one whose creation a crash cut short; an empty one
+        // before another segment lost its records (damage).
+        let newest = self.segments.keys().next_back().copied().unwrap_or(0);
+        for id in empty {
+            if id < newest {
+                self.damaged += 1;
+                set_aside.insert(id);
+            }
+            if !read_only {
+                let name = format::segment_file_name(id);
+                self.storage
+                    .remove(&name)
+                    .map_err(|e| io_err("remove", &name, e))?;
+                self.dir_synced = false;
             }
         }
+        Ok((next_id, set_aside))
+    }
+
+    /// Why segment file `id` (`size` bytes) cannot be part of this cache's log, if it cannot:
+    /// too big for record offsets, or a header that is missing, damaged or names another
+    /// segment or cache.
+    fn foreign_segment(&self, file: &S::File, id: u32, size: u64) -> Result<Option<String>> {
+        if size > u64::from(u32::MAX) {
+            return Ok(Some(format!(
+                "it is {size} bytes, more than a segment can address"
+            )));
+        }
+        if id < self.first_headed {
+            return Ok(None);
+        }
+        if size < SEGMENT_HEADER_LEN as u64 {
+            return Ok(Some("it is shorter than a segment header".into()));
+        }
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
+        Ok(format::check_segment_header(&header, id, self.cache_id).err())
+    }
+
+    /// Moves file `name` into `damaged/` (it is never read again) and counts it; read-only:
+    /// only counts it.
+    fn set_aside(&mut self, name: &str, _why: &str) -> Result<()> {
+        self.damaged += 1;
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.storage
+            .create_dir(DAMAGED_DIR)
+            .map_err(|e| io_err("create", DAMAGED_DIR, e))?;
+        let to = format!(
+            "{DAMAGED_DIR}/{name}.{}.{}",
+            self.time.now_ms(),
+            self.damaged
+        );
+        self.storage
+            .rename(name, &to)
+            .map_err(|e| io_err("move aside", name, e))?;
+        self.dir_synced = false;
         Ok(())
     }
 
-    /// Loads the snapshot's entries into the index and returns the log position replay starts
-    /// at; entries whose records are gone mark damage in `repairs`.
-    fn load_snapshot(&mut self, snapshot: &format::Snapshot, repairs: &mut Repairs) -> (u32, u64) {
-        // The snapshot knows how long the log was: a log that is shorter now, or an entry
-        // whose record is gone, means lost data (a damaged or truncated file). Lost records
-        // may be tombstones or overwrites, so it is damage like any other.
-        let covered = self.segments.get(&snapshot.covered_segment);
-        if covered.is_none_or(|s| s.size < snapshot.covered_offset) {
-            repairs.forget_through = Some(snapshot.covered_segment);
-        }
+    /// Loads the index snapshot if it matches the log and returns the log position replay
+    /// starts at; a snapshot that is damaged, foreign, oversized or does not match the log is
+    /// removed (read-only: ignored) and the whole log replayed.
+    fn load_snapshot(&mut self, set_aside: &BTreeSet<u32>) -> Result<(u32, u64)> {
+        let whole_log = (0, 0);
+        // A snapshot is only written when it fits the size limit.
+        let max = self.options.size_limit.max(1 << 20);
+        let bytes = match self.read_small_file(SNAPSHOT_FILE, max) {
+            Ok(bytes) => bytes,
+            Err(Error::Corrupt(_)) => {
+                self.discard_snapshot()?;
+                return Ok(whole_log);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(bytes) = bytes else {
+            return Ok(whole_log);
+        };
+        self.snapshot_len = bytes.len() as u64;
+        let snapshot = format::decode_snapshot(&bytes)
+            .filter(|s| s.cache_id.is_none_or(|id| id == self.cache_id))
+            .filter(|s| self.snapshot_matches_log(s, set_aside));
+        let Some(snapshot) = snapshot else {
+            self.discard_snapshot()?;
+            return Ok(whole_log);
+        };
+        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
         for e in snapshot.entries() {
-            let fits = self.segments.get(&e.segment).is_some_and(|s| {
-                u64::from(e.offset) + u64::from(e.len) <= s.size
-                    && e.segment <= snapshot.covered_segment
-            });
-            let slot = Slot {
-                segment: e.segment,
-                offset: e.offset,
-                len: e.len,
-                expires_at: e.expires_at,
-            };
-            // Expired entries are loaded too: a touch later in the log may extend them.
-            // They are dropped once the replay is done.
-            if fits {
-                self.index.insert(e.key, slot);
+            // Entries in segments compaction has deleted since are dropped: replay finds the
+            // copies compaction made of the live ones. So are those in segments set aside.
+            if e.segment >= oldest && !set_aside.contains(&e.segment) {
+                // Expired entries are loaded too: a touch later in the log may extend them.
+                // They are dropped once the replay is done.
+                self.index.insert(
+                    e.key,
+                    Slot {
+                        segment: e.segment,
+                        offset: e.offset,
+                        len: e.len,
+                        expires_at: e.expires_at,
+                    },
+                );
             } else {
-                repairs.forget_through = repairs.forget_through.max(Some(e.segment));
                 self.snapshot_stale = true;
             }
         }
-        if let Some(through) = repairs.forget_through {
-            self.index.retain(|_, slot| slot.segment > through);
-            self.snapshot_stale = true;
+        if snapshot.covered_segment < oldest {
+            return Ok((oldest, 0));
         }
-        (snapshot.covered_segment, snapshot.covered_offset)
+        if set_aside.contains(&snapshot.covered_segment) {
+            return Ok((snapshot.covered_segment.saturating_add(1), 0));
+        }
+        Ok((snapshot.covered_segment, snapshot.covered_offset))
     }
 
-    /// Replays the log from `start` (segment, offset) into the index, cutting a torn tail away
-    /// (read-only: ignoring it) and noting damage and clears in `repairs`.
-    fn replay(&mut self, start: (u32, u64), repairs: &mut Repairs) -> Result<()> {
+    /// True if every entry of `snapshot` lies inside an existing segment (or in one older than
+    /// the oldest, deleted by compaction since, or one set aside as damaged) and the log
+    /// reaches its covered position.
+    fn snapshot_matches_log(
+        &self,
+        snapshot: &format::Snapshot<'_>,
+        set_aside: &BTreeSet<u32>,
+    ) -> bool {
+        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
+        let inside = |segment: u32, start: u64, end: u64| {
+            segment < oldest
+                || set_aside.contains(&segment)
+                || self
+                    .segments
+                    .get(&segment)
+                    .is_some_and(|s| start >= self.data_start(segment) && end <= s.size)
+        };
+        let covered = snapshot.covered_offset;
+        inside(snapshot.covered_segment, covered, covered)
+            && snapshot.entries().all(|e| {
+                let start = u64::from(e.offset);
+                inside(e.segment, start, start + u64::from(e.len))
+            })
+    }
+
+    /// Removes an unusable snapshot (read-only: ignores it). The snapshot is derived from the
+    /// log, never the only copy of a value, so removing it loses nothing but time.
+    fn discard_snapshot(&mut self) -> Result<()> {
+        self.snapshot_len = 0;
+        self.snapshot_stale = true;
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.remove_snapshot()
+    }
+
+    /// Replays the log from `start` (segment, offset) into the index: a failure in the newest
+    /// segment is a torn tail (cut; read-only: ignored), one elsewhere is damage that costs the
+    /// rest of that segment. Returns the newest segment that starts with a clear record, and
+    /// the segment id below which the log must be compacted to make the damage's cost final.
+    fn replay(&mut self, start: (u32, u64)) -> Result<(Option<u32>, Option<u32>)> {
         let (start_segment, start_offset) = start;
-        let last = self.segments.keys().next_back().copied();
+        let newest = self.segments.keys().next_back().copied();
+        let max_record = self.options.size_limit.max(MIN_MAX_RECORD);
         let ids: Vec<u32> = self
             .segments
             .range(start_segment..)
             .map(|(id, _)| *id)
             .collect();
+        let mut cleared_at = None;
+        let mut damaged_before = None;
         for id in ids {
-            let size = self.segments[&id].size;
+            let data_start = self.data_start(id);
+            let segment = &self.segments[&id];
+            let size = segment.size;
             let from = if id == start_segment {
-                start_offset.min(size)
+                start_offset.clamp(data_start, size)
             } else {
-                0
+                data_start
             };
             if from < size {
                 self.snapshot_stale = true;
             }
-            let data = self.read_segment(id, from)?;
-            let mut pos = 0;
-            let mut ends_sealed = false;
-            let mut damaged = false;
-            while pos < data.len() {
-                match decode_record(&data[pos..]) {
-                    Ok(rec) => {
-                        let offset = (from + pos as u64) as u32;
-                        ends_sealed = rec.kind == RecordKind::Seal;
-                        match rec.kind {
-                            RecordKind::Put => {
-                                let slot = Slot {
-                                    segment: id,
-                                    offset,
-                                    len: rec.len as u32,
-                                    expires_at: rec.expires_at,
-                                };
-                                self.index.insert(rec.key, slot);
-                            }
-                            RecordKind::Delete => {
-                                self.index.remove(rec.key);
-                            }
-                            RecordKind::Touch => {
-                                self.index.set_expires_at(rec.key, rec.expires_at);
-                            }
-                            RecordKind::DeletePrefix => {
-                                self.index.retain(|key, _| !key.starts_with(rec.key));
-                            }
-                            RecordKind::Clear => {
-                                self.index.clear();
-                                repairs.cleared_at = Some(id);
-                            }
-                            RecordKind::Seal => {}
-                        }
-                        pos += rec.len;
+            let index = &mut self.index;
+            let mut last_kind = None;
+            let is_newest = Some(id) == newest;
+            let on_failure = if is_newest {
+                OnFailure::Stop
+            } else {
+                OnFailure::Resync
+            };
+            let end = scan_records(
+                &segment.file,
+                size,
+                from,
+                max_record,
+                on_failure,
+                |at, record| {
+                    last_kind = Some(record.kind);
+                    if apply(index, id, at, record) {
+                        cleared_at = Some(id);
                     }
-                    Err(e) => {
-                        let rest = &data[pos..];
-                        let torn = match e {
-                            DecodeError::Truncated { .. } => true,
-                            DecodeError::BadBody { len } => len == rest.len(),
-                            DecodeError::BadHeader => rest.iter().all(|b| *b == 0),
-                        };
-                        damaged = !(torn && Some(id) == last);
-                        if !damaged && !self.options.read_only {
-                            // A torn write at the end of the log: it was never acknowledged.
-                            self.truncate_segment(id, from + pos as u64)?;
-                        }
-                        break;
-                    }
+                },
+            )
+            .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
+            if is_newest {
+                if let Some(at) = end.first_failure {
+                    self.cut_torn_tail(id, at)?;
                 }
+                continue;
             }
-            let cut_short = Some(id) != last && !ends_sealed;
-            if damaged || cut_short {
-                // Lost records may have been tombstones or overwrites of older entries: forget
-                // everything stored at or before this point rather than risk a stale value.
-                self.index.retain(|_, slot| slot.segment > id);
-                self.snapshot_stale = true;
-                repairs.forget_through = repairs.forget_through.max(Some(id));
+            // A segment that is not the newest was sealed and synced before the next one was
+            // created: damage in it costs the records in the damaged stretches, and without its
+            // seal it was cut short.
+            let cut_short = end.first_failure.is_none() && last_kind != Some(RecordKind::Seal);
+            let regions = end.damaged_regions + u64::from(cut_short);
+            if regions > 0 {
+                self.damaged += regions;
+                damaged_before = Some(id + 1);
             }
         }
-        Ok(())
+        Ok((cleared_at, damaged_before))
     }
 
-    /// Makes what replay found durable: deletes the segments whose entries were forgotten and
-    /// those before the newest clear (never called read-only).
-    fn repair(&mut self, repairs: Repairs) -> Result<()> {
-        if let Some(through) = repairs.forget_through {
-            // Make the forgetting durable: delete every segment at or before the damage. Cutting
-            // the damage away instead would let a later open replay the records before it and
-            // bring back values whose tombstones were lost. The damaged segment goes last, so a
-            // crash part-way leaves it to be found (and forgotten) again.
-            self.remove_snapshot()?;
-            let doomed: Vec<u32> = self.segments.range(..=through).map(|(id, _)| *id).collect();
-            for id in doomed {
-                self.delete_segment(id)?;
-            }
+    /// Cuts the newest segment `id` at `at`, where a record failed to decode: a power cut or
+    /// crash tore the tail, which was never synced. If the tail still holds a record that
+    /// decodes (or is too long to look through), it is first copied into `damaged/` and
+    /// synced, so no readable byte is destroyed, and the segment is never missing meanwhile.
+    fn cut_torn_tail(&mut self, id: u32, at: u64) -> Result<()> {
+        if self.options.read_only {
+            return Ok(());
         }
-        if let Some(clear_segment) = repairs.cleared_at {
-            // The snapshot predates the clear: it must not outlive the segments it describes.
-            self.remove_snapshot()?;
-            let older: Vec<u32> = self
-                .segments
-                .range(..clear_segment)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in older {
-                self.delete_segment(id)?;
-            }
+        if self.tail_holds_records(id, at)? {
+            let name = format::segment_file_name(id);
+            self.storage
+                .create_dir(DAMAGED_DIR)
+                .map_err(|e| io_err("create", DAMAGED_DIR, e))?;
+            self.damaged += 1;
+            let aside = format!(
+                "{DAMAGED_DIR}/{name}.{}.{}.tail",
+                self.time.now_ms(),
+                self.damaged
+            );
+            let copy = self
+                .storage
+                .open(&aside, true)
+                .map_err(|e| io_err("create", &aside, e))?;
+            let segment = &self.segments[&id];
+            copy_range(&segment.file, &copy, at, segment.size)
+                .and_then(|()| copy.sync_data())
+                .and_then(|()| self.storage.sync_dir())
+                .map_err(|e| io_err("copy the tail of", &name, e))?;
         }
+        self.truncate_segment(id, at)
+    }
+
+    /// True if the bytes of segment `id` from `at` on hold a record that decodes at some later
+    /// offset, or are too many to look through.
+    fn tail_holds_records(&self, id: u32, at: u64) -> Result<bool> {
+        let segment = &self.segments[&id];
+        let len = segment.size - at;
+        if len > TAIL_SCAN_MAX {
+            return Ok(true);
+        }
+        let mut tail = vec![0; len as usize];
+        segment
+            .file
+            .read_exact_at(&mut tail, at)
+            .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
+        if tail.iter().all(|b| *b == 0) {
+            return Ok(false);
+        }
+        Ok((1..tail.len()).any(|i| decode_record(&tail[i..]).is_ok()))
+    }
+
+    /// Deletes the segments older than the newest clear record, and the snapshot that
+    /// predates it.
+    fn drop_cleared_segments(&mut self, clear_segment: u32) -> Result<()> {
+        self.remove_snapshot()?;
+        let older: Vec<u32> = self
+            .segments
+            .range(..clear_segment)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in older {
+            self.delete_segment(id)?;
+        }
+        self.sync_dir()
+    }
+
+    /// Upgrades a format version 1 or 2 directory: seals its newest segment, syncs them all,
+    /// then writes version 3 metadata naming `next_id` as the first segment with a header. The
+    /// caller then creates that segment.
+    fn upgrade(&mut self, next_id: u32) -> Result<()> {
+        if let Some(&newest) = self.segments.keys().next_back() {
+            let mut seal = Vec::new();
+            encode_record(&mut seal, RecordKind::Seal, "", &[], 0);
+            self.write_at_end(newest, &seal)?;
+        }
+        let ids: Vec<u32> = self.segments.keys().copied().collect();
+        for id in ids {
+            self.sync_segment(id)?;
+        }
+        self.sync_dir()?;
+        let meta = Meta {
+            version: format::FORMAT_VERSION,
+            cache_id: random_id(),
+            first_headed_segment: next_id,
+        };
+        self.storage
+            .write_file_atomic(META_FILE, &format::encode_meta(&meta), true)
+            .map_err(|e| io_err("upgrade", META_FILE, e))?;
+        self.cache_id = meta.cache_id;
+        self.first_headed = next_id;
+        self.meta_len = META_LEN as u64;
         Ok(())
     }
+}
+
+/// Applies one replayed record of segment `id` at offset `at` to `index`; true for a clear.
+fn apply(index: &mut LruIndex, id: u32, at: u64, record: &Record<'_>) -> bool {
+    match record.kind {
+        RecordKind::Put => {
+            let slot = Slot {
+                segment: id,
+                offset: at as u32,
+                len: record.len as u32,
+                expires_at: record.expires_at,
+            };
+            index.insert(record.key, slot);
+        }
+        RecordKind::Delete => {
+            index.remove(record.key);
+        }
+        RecordKind::Touch => {
+            index.set_expires_at(record.key, record.expires_at);
+        }
+        RecordKind::DeletePrefix => {
+            index.retain(|key, _| !key.starts_with(record.key));
+        }
+        RecordKind::Clear => {
+            index.clear();
+            return true;
+        }
+        RecordKind::Seal | RecordKind::Settings | RecordKind::Session | RecordKind::Checkpoint => {}
+    }
+    false
+}
+
+/// Copies the bytes `start..end` of `from` into the empty file `to`, a chunk at a time;
+/// chunks of zeros are not written (the copy is sparse where the source was).
+fn copy_range<F: StorageFile>(from: &F, to: &F, start: u64, end: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = start;
+    to.set_len(0)?;
+    while done < end {
+        let n = (end - done).min(buf.len() as u64) as usize;
+        from.read_exact_at(&mut buf[..n], done)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            to.write_all_at(&buf[..n], done - start)?;
+        }
+        done += n as u64;
+    }
+    to.set_len(end - start)
 }

@@ -8,7 +8,9 @@ use crate::storage::Storage;
 use crate::time::TimeSource;
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
-    /// Writes the index snapshot if it is stale, or removes it if it would not fit the limit.
+    /// Writes the index snapshot if it is stale, synced; the caller has synced the log it
+    /// describes. If it would not fit the size limit, or writing it fails, the previous one
+    /// stays: it still matches the log (the next open replays more of it).
     pub(super) fn write_snapshot(&mut self) -> Result<()> {
         if !self.snapshot_stale {
             return Ok(());
@@ -18,6 +20,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let bytes = format::encode_snapshot(
             self.active,
             covered_offset,
+            self.cache_id,
             self.index.len(),
             self.index
                 .iter()
@@ -25,13 +28,15 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         );
         let volume_with_snapshot = self.volume() - self.snapshot_len + bytes.len() as u64;
         if volume_with_snapshot > self.options.size_limit {
-            self.remove_snapshot()?;
-        } else {
-            self.storage
-                .write_file_atomic(SNAPSHOT_FILE, &bytes, self.options.sync_writes)
-                .map_err(|e| io_err("write", SNAPSHOT_FILE, e))?;
-            self.snapshot_len = bytes.len() as u64;
+            return Ok(());
         }
+        if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, true) {
+            let _ = self
+                .storage
+                .remove(&format!("{SNAPSHOT_FILE}{}", format::TMP_SUFFIX));
+            return Err(io_err("write", SNAPSHOT_FILE, e));
+        }
+        self.snapshot_len = bytes.len() as u64;
         self.snapshot_stale = false;
         Ok(())
     }

@@ -33,9 +33,24 @@ pub fn open(dir: &Path, clock: &ManualTime) -> TestEngine {
     open_with(dir, clock, NO_LIMIT)
 }
 
+/// A new empty directory for a test, in memory-backed `/dev/shm` where there is one. The
+/// engine syncs at every segment roll and compaction (a few ms each on this machine's disk);
+/// these tests use tiny size limits, so segments roll every few writes and the syncs would
+/// dominate their run time. What they assert does not depend on the disk; what a power cut
+/// does to unsynced data is tested with the simulated disk (`storage::sim`).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// A new empty directory, a manual clock at `T0`, and an engine on them with `size_limit`.
 pub fn fresh(size_limit: u64) -> (tempfile::TempDir, ManualTime, TestEngine) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let clock = ManualTime::at(T0);
     let engine = open_with(dir.path(), &clock, size_limit);
     (dir, clock, engine)

@@ -5,6 +5,8 @@
 mod common;
 
 mod eviction;
+mod foreign;
+mod full_disk;
 mod listing;
 mod operations;
 mod power_cut;

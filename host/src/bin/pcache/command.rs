@@ -328,7 +328,7 @@ pub fn human_stats(s: &Stats) -> String {
         format!("{:.1}%", 100.0 * s.hits as f64 / lookups as f64)
     };
     format!(
-        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}\nexpired:    {}\nevicted:    {}\nplugins:    {} of a {} budget",
+        "directory:  {}\nentries:    {}\nvolume:     {} ({:.1}% of the limit)\nsize limit: {}\nhits:       {}\nmisses:     {}\nhit rate:   {hit_rate}\nexpired:    {}\nevicted:    {}\ndamaged:    {}\nplugins:    {} of a {} budget",
         s.directory.display(),
         s.entries,
         human_bytes(s.volume),
@@ -338,6 +338,7 @@ pub fn human_stats(s: &Stats) -> String {
         s.misses,
         s.expired,
         s.evicted,
+        s.damaged,
         human_bytes(s.plugin_volume),
         human_bytes(s.plugin_budget),
     )

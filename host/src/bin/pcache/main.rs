@@ -169,7 +169,7 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
 }
 
 /// Opens the cache; a command that only reads falls back to a read-only open when the
-/// directory cannot be written (permission denied, read-only filesystem).
+/// directory cannot be written (permission denied, read-only filesystem, full disk).
 async fn open_cache(cli: &Cli, options: CacheOptions) -> anyhow::Result<PersistentCache> {
     let reads_only = matches!(
         cli.command,
@@ -185,12 +185,17 @@ async fn open_cache(cli: &Cli, options: CacheOptions) -> anyhow::Result<Persiste
 
 /// True if `err` says the cache directory cannot be written.
 fn cannot_write(err: &persistent_cache::Error) -> bool {
-    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem, StorageFull};
     match err {
         persistent_cache::Error::Directory { source, .. } => {
-            matches!(source.kind(), PermissionDenied | ReadOnlyFilesystem)
+            matches!(
+                source.kind(),
+                PermissionDenied | ReadOnlyFilesystem | StorageFull
+            )
         }
-        persistent_cache::Error::Io(source) => source.kind() == PermissionDenied,
+        persistent_cache::Error::Io(source) => {
+            matches!(source.kind(), PermissionDenied | StorageFull)
+        }
         _ => false,
     }
 }
@@ -212,7 +217,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(CliCommand::Bench(_) | CliCommand::BenchRun(_)) => unreachable!("handled in main"),
     };
-    cache.close().await?;
+    // The command's outcome stands: closing only syncs what it already stored (and rewrites
+    // the index snapshot), so a failure here is reported without turning a stored `set` or a
+    // printed `get` into an error.
+    if let Err(err) = cache.close().await {
+        eprintln!("warning: closing the cache: {err}");
+    }
     Ok(code)
 }
 

@@ -169,6 +169,19 @@ async fn step(cache: &PersistentCache, line: &str) -> Step {
         None => Step::Nothing,
         Some("quit" | "exit") => Step::Quit,
         Some("help" | "?") => Step::Print(HELP.to_owned()),
+        // Files of a removed directory stay writable through their open handles, so writes
+        // would print OK and vanish when the REPL ends: refuse them instead (one stat per line).
+        Some(_)
+            if !cache
+                .directory()
+                .join(persistent_cache::DATA_DIRECTORY)
+                .is_dir() =>
+        {
+            Step::Print(format!(
+                "error: the cache directory {} was removed or moved; quit and open it again",
+                cache.directory().display()
+            ))
+        }
         Some(_) => match ReplLine::try_parse_from(&words) {
             Err(err) => Step::Print(format!("error: {}", one_line(&err.to_string()))),
             Ok(ReplLine { op, json }) => match op.execute(cache).await {
