@@ -113,11 +113,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             // Entries past damage in this segment cannot be read back: they are misses now.
             self.index.retain(|_, slot| slot.segment != oldest);
-            // The copies, and the name of a segment a roll created for them, are durable
-            // before the deletion can be.
-            self.sync_segment(self.active)?;
-            self.sync_dir()?;
         }
+        // Before the deletion can be durable, so is the whole log (every other segment was
+        // synced when it was sealed): the copies, the name of a segment a roll created for
+        // them, and the later writes that made the segment's other records dead — else a power
+        // cut could take a key's newer record and its older one both.
+        self.sync_segment(self.active)?;
+        self.sync_dir()?;
         self.delete_segment(oldest)?;
         self.sync_dir()
     }

@@ -27,8 +27,9 @@
 //!   included). With `sync_writes`: its latest value before the step in flight (only if not
 //!   deleted since) or the value the step in flight wrote.
 //! - No lost entries. Without `sync_writes`: a key must be present if it was live at C and in
-//!   every recorded state since (P included) and its expiry as of C has not passed at the time
-//!   of the cut. With `sync_writes`: a key must be present if it was live in A and in P.
+//!   every recorded state since (P included) and neither its expiry as of C nor one a write or
+//!   touch set after C (the cut may leave that entry) has passed at the time of the cut. With
+//!   `sync_writes`: a key must be present if it was live in A and in P.
 //!
 //! Eviction: an evicted key may come back with an allowed value (eviction writes no tombstone,
 //! so the log may still hold it; a reopen whose snapshot did not fit replays it). A key that
@@ -36,10 +37,10 @@
 //! a power cut may restore its eviction. A cut in the middle of a write that evicts can leave
 //! the image over the size limit (the record landed, the eviction had not): open then evicts,
 //! by the recency it knows, which may pick other entries than the live engine did. So an image
-//! may miss as many required keys as its open evicted (`stats().evicted` right after open),
-//! plus, for a cut during recovery, as many as the interrupted recovery evicted; those are
-//! counted apart, not as lost. Under the roomy limit nothing is ever evicted (asserted), so
-//! there the presence check is exact.
+//! may miss as many required keys as its open evicted (`stats().evicted` right after open, plus
+//! what the interrupted open of the image it was cut from had evicted); those are counted
+//! apart, not as lost. Under the roomy limit nothing is ever evicted (asserted), so there the
+//! presence check is exact.
 //!
 //! An image that fails to open, or a recovered engine that fails a read, a write or a close +
 //! reopen, counts as unusable. The test counts cuts and violations, prints the figures, and
@@ -219,6 +220,9 @@ struct Oracle {
     expiry: Vec<u64>,
     /// `expiry` at C.
     expiry_at_c: Vec<u64>,
+    /// Per key: the soonest expiry (0 = none) a write or touch set at or after C. A cut may
+    /// leave the key with that entry (its later writes lost), and it may have expired since.
+    soonest_expiry_since_c: Vec<u64>,
     /// Live keys before the step in flight (A).
     live_before: u64,
     /// Live keys after the step in flight (P).
@@ -241,6 +245,7 @@ impl Oracle {
             since_c: vec![Vec::new(); KEYS],
             expiry: vec![0; KEYS],
             expiry_at_c: vec![0; KEYS],
+            soonest_expiry_since_c: vec![0; KEYS],
             live_before: 0,
             live_after: 0,
             live_since_c: 0,
@@ -261,8 +266,17 @@ impl Oracle {
         self.latest[k] = Some(Rc::clone(&value));
         self.since_c[k].push(Rc::clone(&value));
         self.written_in_step = Some((k, value));
-        self.expiry[k] = expiry;
+        self.set_expiry(k, expiry);
         self.absent_since_write &= !(1 << k);
+    }
+
+    /// A write or touch of the step in flight made key `k`'s entry expire at `expiry`.
+    fn set_expiry(&mut self, k: usize, expiry: u64) {
+        self.expiry[k] = expiry;
+        let soonest = &mut self.soonest_expiry_since_c[k];
+        if expiry != 0 && (*soonest == 0 || expiry < *soonest) {
+            *soonest = expiry;
+        }
     }
 
     /// The step in flight deleted key `k`.
@@ -281,6 +295,7 @@ impl Oracle {
     fn durability_point(&mut self) {
         self.live_since_c = self.live_after;
         self.expiry_at_c.clone_from(&self.expiry);
+        self.soonest_expiry_since_c.fill(0);
         for (since, latest) in self.since_c.iter_mut().zip(&self.latest) {
             *since = latest.iter().cloned().collect();
         }
@@ -304,8 +319,11 @@ impl Oracle {
         if self.sync {
             return self.live_before & self.live_after & !self.absent_since_write;
         }
+        let unexpired = |e: u64| e == 0 || now < e;
         let unexpired = (0..KEYS)
-            .filter(|&k| self.expiry_at_c[k] == 0 || now < self.expiry_at_c[k])
+            .filter(|&k| {
+                unexpired(self.expiry_at_c[k]) && unexpired(self.soonest_expiry_since_c[k])
+            })
             .fold(0, |mask, k| mask | 1 << k);
         self.live_since_c & unexpired & !self.absent_since_write
     }
@@ -378,8 +396,6 @@ struct Cut<'a> {
     image_seed: u64,
     /// The cut during the recovery of this image, if it is one: (mutation, image seed).
     in_recovery: Option<(u64, u64)>,
-    /// Entries the interrupted recovery had evicted by the end (0 for a first cut).
-    evicted_in_recovery: u64,
 }
 
 impl fmt::Display for Cut<'_> {
@@ -518,9 +534,8 @@ impl Run {
                 mutation: image.mutation,
                 image_seed: image.seed,
                 in_recovery: None,
-                evicted_in_recovery: 0,
             };
-            self.judge_image(image, &cut, tally);
+            self.judge_image(image, &cut, 0, tally);
         }
         if op.is_durability_point() {
             self.oracle.durability_point();
@@ -603,7 +618,7 @@ impl Run {
                     .touch(key(k), ttl)
                     .unwrap_or_else(|e| must("touch", e))
                 {
-                    oracle.expiry[k] = expires_at(now, ttl);
+                    oracle.set_expiry(k, expires_at(now, ttl));
                 }
             }
             Op::Get(k) => {
@@ -638,7 +653,9 @@ impl Run {
 
     /// Opens a crash image and judges it; one image in eight is also cut during its
     /// recovery, and those images are judged next.
-    fn judge_image(&self, image: Captured, cut: &Cut, tally: &mut Tally) {
+    /// `evicted_before`: entries an interrupted open of the image this one was cut from had
+    /// evicted (its compaction may have made that durable).
+    fn judge_image(&self, image: Captured, cut: &Cut, evicted_before: u64, tally: &mut Tally) {
         tally.cuts += 1;
         let recut = cut.in_recovery.is_none() && image.seed.is_multiple_of(8);
         if recut {
@@ -647,18 +664,17 @@ impl Run {
         let opened = Engine::open(image.disk.clone(), self.clock.clone(), self.options);
         image.disk.capture_every(0, 0, 0);
         let recovery_images = image.disk.take_captured();
-        let evicted = opened.as_ref().map_or(0, |engine| engine.stats().evicted);
+        let evicted_here = opened.as_ref().map_or(0, |e| e.stats().evicted);
         match opened {
-            Ok(engine) => self.judge_recovered(engine, image.disk, cut, tally),
+            Ok(engine) => self.judge_recovered(engine, image.disk, cut, evicted_before, tally),
             Err(e) => tally.record(Kind::Unusable, || format!("{cut}: open failed: {e}")),
         }
         for inner in recovery_images {
             let inner_cut = Cut {
                 in_recovery: Some((inner.mutation, inner.seed)),
-                evicted_in_recovery: evicted,
                 ..*cut
             };
-            self.judge_image(inner, &inner_cut, tally);
+            self.judge_image(inner, &inner_cut, evicted_before + evicted_here, tally);
         }
     }
 
@@ -669,10 +685,11 @@ impl Run {
         mut engine: SimEngine,
         disk: SimStorage,
         cut: &Cut,
+        evicted_before: u64,
         tally: &mut Tally,
     ) {
         let now = self.clock.now_ms();
-        let evicted = cut.evicted_in_recovery + engine.stats().evicted;
+        let evicted = evicted_before + engine.stats().evicted;
         let mut excused = evicted;
         for (k, name) in self.keys.iter().enumerate() {
             match engine.get(name) {

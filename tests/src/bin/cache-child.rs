@@ -6,10 +6,15 @@
 //! limits, prints `outcome=`, `elapsed_ms=` and whether both caches work afterwards) ·
 //! `cache-child DIR workload SEED SIZE_LIMIT SYNC(0|1) MAX_LEN` (runs the crash test's workload
 //! until killed, reporting every operation; see `workload.rs`) ·
+//! `cache-child DIR sessions SIZE_LIMIT KEYS GAP_MS SEED` (the torn-copies test's writer: until
+//! stdin closes, opens the cache, overwrites every key with the next version, closes, reports
+//! it and idles up to GAP_MS; see `torn.rs`) ·
 //! `cache-child SCRATCH diskfull tmpfs|fsize` (fills a cache until its writes fail — on a 1 MiB
 //! tmpfs in a private mount namespace, or under `RLIMIT_FSIZE` — and prints what it observed).
 //! Errors print `error: ...` on stderr and exit 2.
 
+#[path = "../torn.rs"]
+mod torn;
 #[path = "../workload.rs"]
 mod workload;
 
@@ -60,6 +65,9 @@ async fn run(args: &[String]) -> AnyResult<()> {
     };
     if command == "workload" {
         return run_workload(dir, rest).await;
+    }
+    if command == "sessions" {
+        return run_sessions(dir, rest).await;
     }
     let cache = PersistentCache::open(CacheOptions::new(dir)).await?;
     match (command.as_str(), rest) {
@@ -186,6 +194,56 @@ async fn run_workload(dir: &str, args: &[String]) -> AnyResult<()> {
         }
         writeln!(out, "A {seq}")?;
         out.flush()?;
+    }
+    Ok(())
+}
+
+/// Runs short sessions on the cache until stdin closes: each opens it, overwrites every key
+/// (in a shuffled order) with the next version, closes it, and reports `BEGIN` before and
+/// `CHECKPOINT` after; then the writer idles a random while.
+async fn run_sessions(dir: &str, args: &[String]) -> AnyResult<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let [size_limit, keys, gap_ms, seed] = args else {
+        return Err("usage: cache-child DIR sessions SIZE_LIMIT KEYS GAP_MS SEED".into());
+    };
+    let options = CacheOptions::new(dir).size_limit(size_limit.parse()?);
+    let keys: usize = keys.parse()?;
+    let gap_ms: u64 = gap_ms.parse()?;
+    let mut rng = workload::Rng::with_seed(seed.parse()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let mut order: Vec<usize> = (0..keys).collect();
+    let mut out = std::io::stdout().lock();
+    for version in 1.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        writeln!(out, "BEGIN {version} {}", torn::monotonic_ns())?;
+        out.flush()?;
+        let cache = PersistentCache::open(options.clone()).await?;
+        rng.shuffle(&mut order);
+        for &k in &order {
+            cache
+                .set_raw(&torn::key(k), &torn::value(k, version), Expiry::Never)
+                .await?;
+        }
+        let evicted = cache.stats().await?.evicted;
+        cache.close().await?;
+        writeln!(
+            out,
+            "CHECKPOINT {version} {} {evicted}",
+            torn::monotonic_ns()
+        )?;
+        out.flush()?;
+        // Idle between sessions, as a program that opens the cache now and then does.
+        tokio::time::sleep(Duration::from_millis(rng.u64(..=gap_ms))).await;
     }
     Ok(())
 }
