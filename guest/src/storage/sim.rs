@@ -481,7 +481,7 @@ impl Disk {
             return;
         }
         for image in 0..plan.images as u64 {
-            let seed = SplitMix(plan.seed ^ self.mutations.rotate_left(32) ^ image).next();
+            let seed = mix(mix(plan.seed, self.mutations), image);
             let disk = SimStorage(Rc::new(RefCell::new(self.crash_image(seed))));
             self.captured.push(Captured {
                 mutation: self.mutations,
@@ -657,6 +657,11 @@ impl DirOp {
             }
         }
     }
+}
+
+/// A seed derived from `seed` and `n`, different for every pair in practice.
+fn mix(seed: u64, n: u64) -> u64 {
+    SplitMix(seed ^ SplitMix(n).next()).next()
 }
 
 /// Writes `bytes` into `content` at `offset`, zero-filling any gap before it.
