@@ -171,8 +171,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let mut seal = Vec::with_capacity(RECORD_HEADER_LEN);
         encode_record(&mut seal, RecordKind::Seal, "", &[], 0);
         self.write_at_end(self.active, &seal)?;
-        self.sync_segment(self.active)?;
-        self.sync_dir()?;
         self.create_segment(self.active + 1)
     }
 
