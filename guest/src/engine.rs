@@ -23,7 +23,7 @@ use crate::storage::Storage;
 use crate::time::TimeSource;
 use listing::KeyListing;
 use log::Segment;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Most memory the hot value cache uses (a quarter of the size limit when that is smaller).
 pub const HOT_CACHE_MAX: u64 = 32 << 20;
@@ -94,6 +94,11 @@ pub struct Engine<S: Storage, T: TimeSource> {
     meta_len: u64,
     /// No file was created or deleted since the directory's last sync.
     dir_synced: bool,
+    /// Segments holding a record that a write not yet synced superseded (an overwrite or a
+    /// delete of its key): compaction must sync the log before deleting one of them.
+    superseded_unsynced: BTreeSet<u32>,
+    /// A delete-prefix not yet synced may have superseded records in any segment.
+    bulk_delete_unsynced: bool,
     /// Sum of segment sizes.
     log_bytes: u64,
     /// Bytes of the snapshot file on disk (0 when there is none).
@@ -136,6 +141,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             first_headed: 1,
             meta_len: META_LEN as u64,
             dir_synced: false,
+            superseded_unsynced: BTreeSet::new(),
+            bulk_delete_unsynced: false,
             log_bytes: 0,
             snapshot_len: 0,
             snapshot_stale: false,
@@ -269,7 +276,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     fn put(&mut self, key: &str, value: &[u8], expires_at: u64) -> Result<()> {
         let size = self.check_fits(key, value)?;
         let (segment, offset) = self.append_record(RecordKind::Put, key, value, expires_at)?;
-        self.index.insert(
+        let old = self.index.insert(
             key,
             Slot {
                 segment,
@@ -278,10 +285,20 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 expires_at,
             },
         );
+        self.superseded(old);
         self.index.cache_value(key, value);
         self.snapshot_stale = true;
         self.after_write();
         Ok(())
+    }
+
+    /// Notes that a write not yet synced superseded the record in `old`, if any.
+    fn superseded(&mut self, old: Option<Slot>) {
+        if let Some(old) = old {
+            if old.segment != self.active {
+                self.superseded_unsynced.insert(old.segment);
+            }
+        }
     }
 
     /// Enforces the size limit after a write that succeeded. The write stands whatever happens
@@ -324,7 +341,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes a tombstone for `key` and drops it from the index.
     fn write_tombstone(&mut self, key: &str) -> Result<()> {
         self.write_marker(RecordKind::Delete, key, 0)?;
-        self.index.remove(key);
+        let old = self.index.remove(key);
+        self.superseded(old);
         self.after_write();
         Ok(())
     }
@@ -457,6 +475,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok(live);
         }
         self.write_marker(RecordKind::DeletePrefix, prefix, 0)?;
+        self.bulk_delete_unsynced = true;
         self.index.retain(|key, _| !key.starts_with(prefix));
         self.after_write();
         Ok(live)
@@ -568,8 +587,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.options.read_only {
             return Ok(());
         }
-        self.sync_segment(self.active)?;
-        self.sync_dir()?;
+        self.sync_log()?;
         let _ = self.write_snapshot();
         Ok(())
     }

@@ -69,9 +69,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
-    /// Copies the live records of the oldest segment to the active one and deletes it: the
-    /// copies are synced before the deletion, and the deletion is synced before the next one,
-    /// so a power cut never loses both copies nor deletes segments out of order.
+    /// Copies the live records of the oldest segment to the active one and deletes it. Before
+    /// the deletion, the log is synced if the segment held a live record (now copied) or one a
+    /// write not yet synced superseded; the deletion is synced before the next one. So a power
+    /// cut never loses a key's only copy, nor both its newer and older records, nor deletes
+    /// segments out of order.
     fn compact_oldest(&mut self) -> Result<()> {
         let Some(&oldest) = self.segments.keys().next() else {
             return Ok(());
@@ -79,7 +81,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if oldest == self.active {
             self.roll()?;
         }
-        if self.index.live_in(oldest) > 0 {
+        let copies = self.index.live_in(oldest) > 0;
+        if copies {
             let data_start = self.data_start(oldest) as usize;
             let data = self.read_segment(oldest)?;
             let mut batch: Vec<u8> = Vec::new();
@@ -87,7 +90,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             let mut pos = 0;
             while pos < data.len() {
                 let Ok(rec) = decode_record(&data[pos..]) else {
-                    break;
+                    // Damage (or a torn write): look for the next record that decodes, as
+                    // replay does, so live records after it are copied too.
+                    pos += 1;
+                    continue;
                 };
                 let live = rec.kind == RecordKind::Put
                     && self.index.get(rec.key).is_some_and(|s| {
@@ -111,15 +117,16 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             if !batch.is_empty() {
                 self.flush_compaction_batch(&mut batch, &mut batch_keys)?;
             }
-            // Entries past damage in this segment cannot be read back: they are misses now.
+            // Entries whose records did not decode cannot be read back: they are misses now.
             self.index.retain(|_, slot| slot.segment != oldest);
         }
-        // Before the deletion can be durable, so is the whole log (every other segment was
-        // synced when it was sealed): the copies, the name of a segment a roll created for
-        // them, and the later writes that made the segment's other records dead — else a power
-        // cut could take a key's newer record and its older one both.
-        self.sync_segment(self.active)?;
-        self.sync_dir()?;
+        // The copies, the name of a segment a roll created for them, and the later writes that
+        // made this segment's records dead are durable before the deletion can be — else a
+        // power cut could take a key's newer record and its older one both.
+        if copies || self.bulk_delete_unsynced || self.superseded_unsynced.contains(&oldest) {
+            self.sync_log()?;
+        }
+        self.superseded_unsynced.remove(&oldest);
         self.delete_segment(oldest)?;
         self.sync_dir()
     }

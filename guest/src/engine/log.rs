@@ -29,6 +29,8 @@ pub(super) struct ScanEnd {
     pub(super) first_failure: Option<u64>,
     /// Stretches of bytes that were not records (each skipped to the next record that decodes).
     pub(super) damaged_regions: u64,
+    /// A record decoded after the first failure: the failure was not a torn end.
+    pub(super) resumed: bool,
 }
 
 /// How `scan_records` goes on after bytes that do not decode.
@@ -66,6 +68,7 @@ pub(super) fn scan_records<F: StorageFile>(
         }
         match decode_record(&buf[pos..]) {
             Ok(record) => {
+                end.resumed |= searching;
                 searching = false;
                 visit(at, &record);
                 pos += record.len;
@@ -164,9 +167,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(offset)
     }
 
-    /// Seals the active segment, makes it durable (data and directory entry), and starts the
-    /// next one: every segment but the newest is then complete on disk, whatever a power cut
-    /// takes later.
+    /// Seals the active segment and starts the next one. Nothing is synced here (by default):
+    /// `flush`, `close` and compaction sync the whole log, so a power cut can tear only what
+    /// was written since the last of those, in any segment.
     pub(super) fn roll(&mut self) -> Result<()> {
         let mut seal = Vec::with_capacity(RECORD_HEADER_LEN);
         encode_record(&mut seal, RecordKind::Seal, "", &[], 0);
@@ -263,6 +266,24 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 segment.synced = true;
             }
         }
+        Ok(())
+    }
+
+    /// Makes the whole log durable: every segment written since its last sync, and the
+    /// directory. Nothing a write superseded can then come back by a power cut.
+    pub(super) fn sync_log(&mut self) -> Result<()> {
+        let unsynced: Vec<u32> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| !s.synced)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unsynced {
+            self.sync_segment(id)?;
+        }
+        self.sync_dir()?;
+        self.superseded_unsynced.clear();
+        self.bulk_delete_unsynced = false;
         Ok(())
     }
 

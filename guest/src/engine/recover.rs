@@ -45,6 +45,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             return Ok(());
         }
+        // What an earlier open wrote may not be synced, and may have superseded records in any
+        // segment: the first compaction syncs the log before it deletes anything.
+        self.bulk_delete_unsynced = true;
         if let Some(clear_segment) = cleared_at {
             self.drop_cleared_segments(clear_segment)?;
         }
@@ -352,7 +355,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.snapshot_stale = true;
             }
             let index = &mut self.index;
-            let mut last_kind = None;
             let is_newest = Some(id) == newest;
             let on_failure = if is_newest {
                 OnFailure::Stop
@@ -366,27 +368,23 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 max_record,
                 on_failure,
                 |at, record| {
-                    last_kind = Some(record.kind);
                     if apply(index, id, at, record) {
                         cleared_at = Some(id);
                     }
                 },
             )
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
-            if is_newest {
-                if let Some(at) = end.first_failure {
-                    self.cut_torn_tail(id, at)?;
+            match end.first_failure {
+                None => {}
+                // Nothing decodes after the failure: a write torn by a crash or a power cut
+                // (a segment other than the newest may have been torn too: only `flush`,
+                // `close` and compaction sync the log).
+                Some(at) if is_newest || !end.resumed => self.cut_torn_tail(id, at)?,
+                // Records follow: damage, costing the records in the damaged stretches.
+                Some(_) => {
+                    self.damaged += end.damaged_regions;
+                    damaged_before = Some(id + 1);
                 }
-                continue;
-            }
-            // A segment that is not the newest was sealed and synced before the next one was
-            // created: damage in it costs the records in the damaged stretches, and without its
-            // seal it was cut short.
-            let cut_short = end.first_failure.is_none() && last_kind != Some(RecordKind::Seal);
-            let regions = end.damaged_regions + u64::from(cut_short);
-            if regions > 0 {
-                self.damaged += regions;
-                damaged_before = Some(id + 1);
             }
         }
         Ok((cleared_at, damaged_before))
