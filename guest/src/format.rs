@@ -83,33 +83,44 @@
 //! ## What is synced when (what a power cut can take)
 //!
 //! Writes append one whole record with one `write`; with `sync_writes` each is synced before it
-//! is acknowledged. By default nothing is synced per write, but these points are:
+//! is acknowledged (and every new segment's directory entry too). By default nothing is synced
+//! per write; these points sync **the whole log** (every segment written since its last sync,
+//! then the directory):
 //!
-//! - **Roll:** a full segment gets a seal record, is synced, and the directory is synced, before
-//!   the next segment is created. So every segment but the newest is complete and durable.
-//! - **Flush and close:** the newest segment and the directory are synced, then the snapshot is
-//!   written to a temporary file, synced, renamed over `index.hint`, and the directory synced.
-//! - **Compaction:** the copies of the oldest segment's live records are synced before the
-//!   segment is deleted, and the deletion is synced before the next one, so segments disappear
-//!   oldest first, one at a time, and never before their live records exist elsewhere.
-//! - **Clear:** the clear record (in a new segment) is synced with the directory before any
+//! - **Flush and close**, before the snapshot is written to a temporary file, synced, renamed
+//!   over `index.hint`, and the directory synced. After a flush, a power cut can take only what
+//!   is written later, wherever it is.
+//! - **Compaction**, before it deletes the oldest segment, when that segment held a live record
+//!   (its copy must be durable first) or a record a write not yet synced made dead (an
+//!   overwrite or delete of its key: else a power cut could take the newer record and the
+//!   older one both), and after every open (what an earlier process wrote may be unsynced).
+//!   The deletion is synced before the next one, so segments disappear oldest first.
+//! - **Clear**: the clear record (in a new segment) is synced with the directory before any
 //!   older segment is deleted.
+//! - **Creating** `pcache.meta` (once per directory).
+//!
+//! A roll syncs nothing: segments written since the last sync point may all be torn by a power
+//! cut, but never anything the last flush covered.
 //!
 //! ## Recovery (open)
 //!
-//! - The **newest segment** is the only one a power cut can leave incomplete: a record that
-//!   fails to decode there ends the log, and the tail from it on is cut away (it was never
-//!   synced). If that tail still holds a record that decodes, it is copied into `damaged/`
-//!   first, so recovery never destroys bytes it could read.
-//! - In **any other segment** a record that fails to decode, or a missing seal, is damage: the
-//!   records from there to the segment's end are lost (counted in `stats`), the rest of the log
-//!   is still replayed, and nothing before the damage is forgotten.
+//! - A record that fails to decode with **nothing that decodes after it** in its segment is a
+//!   torn end (a crash or a power cut during writes not yet synced): the segment is cut there.
+//!   If the tail holds a record that decodes at some later offset, or is too long to look
+//!   through (more than 1 MiB), it is first copied into `damaged/` and synced, so recovery
+//!   never destroys bytes it could read. In the newest segment, any failure ends the log.
+//! - A failure **followed by records** in a segment other than the newest is damage: replay
+//!   skips to the next record that decodes, so only the records in the damaged stretch are
+//!   lost (counted in `stats`), and open then compacts the log up to that segment, so that the
+//!   records older than the damage cannot resurface at a later replay.
 //! - A **clear** record makes open delete every older segment.
 //! - The **snapshot** is used only when it matches the log: every entry lies inside an existing
 //!   segment (or in one older than the oldest segment, deleted by compaction since: that entry
-//!   is dropped, and compaction's copy of it is found by replay) and the log reaches the
-//!   snapshot's covered position. Otherwise it is removed and the whole log replayed — the log
-//!   alone always gives the right values; the snapshot only saves time and keeps LRU order.
+//!   is dropped, and compaction's copy of it is found by replay; or in a segment set aside) and
+//!   the log reaches the snapshot's covered position. Otherwise it is removed and the whole log
+//!   replayed — the log alone always gives the values; the snapshot saves time, keeps the LRU
+//!   order and remembers evictions. A damaged record met by a read is a miss and gets a
+//!   tombstone, so a later replay cannot find an older record of the key.
 //!
 //! A touch record changes only the expiry of the entry its key holds when it is replayed (none:
 //! it does nothing). Compaction copies a live put record with the entry's current expiry, so a
