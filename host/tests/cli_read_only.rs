@@ -137,3 +137,35 @@ fn a_cache_the_user_cannot_write_can_still_be_read() {
     assert_eq!(files(&cache), before);
     chmod_all(&cache, 0o755, 0o644);
 }
+
+#[test]
+fn one_shot_reads_write_nothing_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        pcache_on(home(), dir.path(), &cache, args)
+            .output()
+            .unwrap()
+    };
+    for i in 0..20 {
+        assert!(run(&["set", &format!("k{i}"), &i.to_string()])
+            .status
+            .success());
+    }
+    let before = files(&cache);
+    // A get changes recency, which a writing open would save in the snapshot at close.
+    let out = run(&["get", "k3"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "3\n"));
+    assert!(run(&["keys"]).status.success());
+    assert!(run(&["stats"]).status.success());
+    assert!(
+        files(&cache) == before,
+        "a one-shot read changed the directory"
+    );
+    // A miss on a directory that is not a cache yet still works (and creates it).
+    let fresh = dir.path().join("fresh");
+    let out = pcache_on(home(), dir.path(), &fresh, &["get", "nothing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}

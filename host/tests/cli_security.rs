@@ -243,10 +243,9 @@ fn a_new_cache_is_private_and_a_flat_one_is_moved_into_data() {
 fn a_repl_whose_directory_was_removed_refuses_commands_instead_of_printing_ok() {
     let home = Home::new();
     let w = &home.work();
-    std::fs::create_dir_all(w).unwrap();
-    let dir = w.join("doomed");
+    let dir = w.join("cache"); // where `Home::pcache` points `--dir`
     let mut child = home
-        .pcache(w, &["--dir", dir.to_str().unwrap(), "repl"])
+        .pcache(w, &["repl"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,7 +5,7 @@
 //! the same image — which `guest/tests/engine/power_cut.rs` checks against the durability
 //! oracle for thousands of cuts — and every key the last flush held must be there.
 //!
-//! `PCACHE_POWER_CUTS_WASI=N` sets the number of images (default 60).
+//! `PCACHE_POWER_CUTS_WASI=N` sets the number of images (default 200).
 
 use persistent_cache::{CacheOptions, Expiry, PersistentCache, DATA_DIRECTORY};
 use persistent_cache_guest::storage::sim::SimStorage;
@@ -45,7 +45,7 @@ async fn the_component_recovers_power_cut_images_as_the_native_engine_does() {
     let images: usize = std::env::var("PCACHE_POWER_CUTS_WASI")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(200);
     let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     let disk = SimStorage::new();
     let options = EngineOptions {
@@ -63,6 +63,7 @@ async fn the_component_recovers_power_cut_images_as_the_native_engine_does() {
     let (mut checked, mut step, mut must_survive) = (0, 0, 0);
     while checked < images {
         step += 1;
+        let mut flushed_now = None;
         let key = &keys[rng.usize(..keys.len())];
         match rng.u8(..10) {
             0 => {
@@ -71,11 +72,13 @@ async fn the_component_recovers_power_cut_images_as_the_native_engine_does() {
             }
             1 => {
                 e.flush().unwrap();
-                flushed = keys
-                    .iter()
-                    .filter_map(|k| e.get(k).unwrap().map(|v| (k.clone(), v)))
-                    .collect();
-                written_since.clear();
+                // Takes effect after this step's images are judged: they were taken during
+                // the flush, when the previous one was still the last.
+                flushed_now = Some(
+                    keys.iter()
+                        .filter_map(|k| e.get(k).unwrap().map(|v| (k.clone(), v)))
+                        .collect(),
+                );
             }
             _ => {
                 written_since.insert(key.clone());
@@ -118,6 +121,10 @@ async fn the_component_recovers_power_cut_images_as_the_native_engine_does() {
                 }
             }
             checked += 1;
+        }
+        if let Some(now) = flushed_now {
+            flushed = now;
+            written_since.clear();
         }
     }
     assert!(must_survive > images, "too few flushed keys were checked");

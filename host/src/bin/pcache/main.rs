@@ -168,13 +168,20 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
         .code_cache(CodeCache::for_user()))
 }
 
-/// Opens the cache; a command that only reads falls back to a read-only open when the
+/// Opens the cache. A command that only reads opens it read-only, so it writes nothing at all
+/// (no repairs, no snapshot, no sync at close), unless that open fails (no cache there yet, a
+/// directory to migrate); it then opens as usual, and falls back to read-only again when the
 /// directory cannot be written (permission denied, read-only filesystem, full disk).
 async fn open_cache(cli: &Cli, options: CacheOptions) -> anyhow::Result<PersistentCache> {
     let reads_only = matches!(
         cli.command,
         Some(CliCommand::Op(Op::Get { .. } | Op::Keys { .. } | Op::Stats))
     );
+    if reads_only && !cli.read_only {
+        if let Ok(cache) = PersistentCache::open(options.clone().read_only(true)).await {
+            return Ok(cache);
+        }
+    }
     match PersistentCache::open(options.clone()).await {
         Err(err) if reads_only && !cli.read_only && cannot_write(&err) => {
             Ok(PersistentCache::open(options.read_only(true)).await?)
