@@ -177,6 +177,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.create_segment(self.active + 1)
     }
 
+    /// Makes `file` (`size` bytes, not known to be synced) segment `id` of the log.
+    pub(super) fn adopt_segment(&mut self, id: u32, file: S::File, size: u64) {
+        self.log_bytes += size;
+        let synced = false;
+        self.segments.insert(id, Segment { file, size, synced });
+    }
+
     /// Where records start in segment `id`: after its header, or at 0 in a headerless segment
     /// from format version 1 or 2.
     pub(super) fn data_start(&self, id: u32) -> u64 {
@@ -210,16 +217,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             let _ = self.storage.remove(&name);
             return Err(io_err("create", &name, e));
         }
-        let size = header.len() as u64;
-        self.segments.insert(
-            id,
-            Segment {
-                file,
-                size,
-                synced: false,
-            },
-        );
-        self.log_bytes += size;
+        self.adopt_segment(id, file, header.len() as u64);
         self.dir_synced = self.options.sync_writes;
         self.active = id;
         Ok(())

@@ -2,7 +2,7 @@
 //! snapshot when it matches the log, replaying the log after it, cutting a torn tail, and
 //! upgrading an older format (only in memory when read-only). The rules are in the format docs.
 
-use super::log::{scan_records, OnFailure, Segment};
+use super::log::{scan_records, OnFailure};
 use super::{random_id, Engine};
 use crate::error::{io_err, Error, Result};
 use crate::format::{
@@ -164,15 +164,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 set_aside.insert(id);
                 continue;
             }
-            self.log_bytes += size;
-            self.segments.insert(
-                id,
-                Segment {
-                    file,
-                    size,
-                    synced: false,
-                },
-            );
+            self.adopt_segment(id, file, size);
         }
         // An empty newest segment is one whose creation a crash cut short; an empty one
         // before another segment lost its records (damage).

@@ -19,6 +19,12 @@ fn set_aside(dir: &Path) -> Vec<String> {
     }
 }
 
+/// Truncates or extends the file at `path` to `len` bytes.
+fn set_len(path: &Path, len: u64) {
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(len).unwrap();
+}
+
 #[test]
 fn a_segment_copied_under_a_later_name_is_set_aside_and_never_a_source_of_old_values() {
     let (dir, clock, mut e) = fresh(LIMIT);
@@ -76,12 +82,7 @@ fn a_newest_segment_grown_to_gigabytes_is_cut_back_and_its_bytes_kept_aside() {
     let last = segment_paths(dir.path()).pop().unwrap();
     let len = fs::metadata(&last).unwrap().len();
     // `truncate -s 2G`: a sparse tail of zeros, more than a tail worth scanning.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .set_len(2 << 30)
-        .unwrap();
+    set_len(&last, 2 << 30);
     let mut e = open_with(dir.path(), &clock, LIMIT);
     for i in 0..20 {
         assert_eq!(
@@ -139,12 +140,7 @@ fn a_log_cut_shorter_than_its_snapshot_says_loses_only_the_cut_records() {
     e.close().unwrap();
     let last = segment_paths(dir.path()).pop().unwrap();
     let len = fs::metadata(&last).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    set_len(&last, len - 1);
     let mut e = open_with(dir.path(), &clock, 1 << 30);
     for i in 0..672 {
         assert_eq!(
