@@ -145,3 +145,44 @@ fn a_large_json_value_is_stored_without_a_json_tree_in_memory() {
     assert_eq!(stored.last(), Some(&0xff));
     assert!(stored[1..stored.len() - 1].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn a_200_mb_junk_segment_is_set_aside_without_reading_it_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(run(d, &["set", "k", "1"]).status.success());
+    let ask = |input: &mut dyn Write| input.write_all(b"get k\nstats\n").unwrap();
+    let (code, _, baseline) = repl_with_peak_rss(d, &["repl"], ask);
+    assert_eq!(code, Some(0));
+    // 200 MB that are not a segment, under a segment's name, newer than the real ones.
+    let mut block = vec![0u8; 1 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let junk = d.join("cache/data/0000000099.seg");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&junk).unwrap());
+    for _ in 0..200 {
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    let (code, out, peak) = repl_with_peak_rss(d, &["repl"], ask);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("1\n"), "{out}");
+    assert!(out.contains("\"damaged\":1"), "{out}");
+    assert!(!junk.exists(), "the junk was moved aside");
+    println!(
+        "peak RSS: {:.0} MiB without the junk segment, {:.0} MiB with it",
+        mib(baseline),
+        mib(peak)
+    );
+    assert!(
+        peak < baseline + (32 << 20),
+        "the junk cost {:.0} MiB",
+        mib(peak.saturating_sub(baseline))
+    );
+}
