@@ -155,14 +155,7 @@ fn a_200_mb_junk_segment_is_set_aside_without_reading_it_into_memory() {
     let (code, _, baseline) = repl_with_peak_rss(d, &["repl"], ask);
     assert_eq!(code, Some(0));
     // 200 MB that are not a segment, under a segment's name, newer than the real ones.
-    let mut block = vec![0u8; 1 << 20];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for b in block.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let block = vec![0xA5u8; 1 << 20]; // not a segment header, nor records
     let junk = d.join("cache/data/0000000099.seg");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&junk).unwrap());
     for _ in 0..200 {

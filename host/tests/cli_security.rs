@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
 use common::{pcache_in, text};
 
@@ -41,6 +41,20 @@ impl Home {
     /// `pcache ARGS...` run in `cwd` on the cache `cwd/cache`, with only this home.
     fn pcache(&self, cwd: &Path, args: &[&str]) -> Command {
         pcache_in(self.path(), cwd, args)
+    }
+
+    /// A piped `pcache repl` in `cwd`: the child, its stdin and its stdout.
+    fn repl(&self, cwd: &Path) -> (Child, ChildStdin, BufReader<ChildStdout>) {
+        let mut child = self
+            .pcache(cwd, &["repl"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        (child, stdin, stdout)
     }
 
     fn run(&self, cwd: &Path, args: &[&str]) -> Output {
@@ -90,6 +104,14 @@ fn another_components_valid_code_planted_under_the_guests_name_is_recompiled() {
     );
 }
 
+/// Sends one line to a piped REPL and returns the line it prints.
+fn ask(stdin: &mut ChildStdin, stdout: &mut BufReader<ChildStdout>, command: &str) -> String {
+    writeln!(stdin, "{command}").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line
+}
+
 #[test]
 fn truncating_the_code_file_under_a_running_repl_does_not_kill_it() {
     let home = Home::new();
@@ -97,19 +119,8 @@ fn truncating_the_code_file_under_a_running_repl_does_not_kill_it() {
     // First run compiles and caches; the REPL below loads the cached code.
     assert!(home.run(w, &["set", "k", "1"]).status.success());
     let code = home.code_files();
-    let mut child = home
-        .pcache(w, &["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, "get k").unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "1\n");
+    let (child, mut stdin, mut stdout) = home.repl(w);
+    assert_eq!(ask(&mut stdin, &mut stdout, "get k"), "1\n");
     for file in &code {
         std::fs::OpenOptions::new()
             .write(true)
@@ -244,23 +255,10 @@ fn a_repl_whose_directory_was_removed_refuses_commands_instead_of_printing_ok() 
     let home = Home::new();
     let w = &home.work();
     let dir = w.join("cache"); // where `Home::pcache` points `--dir`
-    let mut child = home
-        .pcache(w, &["repl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, "set a 1").unwrap();
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "OK\n");
+    let (mut child, mut stdin, mut stdout) = home.repl(w);
+    assert_eq!(ask(&mut stdin, &mut stdout, "set a 1"), "OK\n");
     std::fs::remove_dir_all(&dir).unwrap();
-    writeln!(stdin, "set b 2").unwrap();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
+    let line = ask(&mut stdin, &mut stdout, "set b 2");
     assert!(
         line.starts_with("error: the cache directory") && line.contains("was removed"),
         "{line:?}"
