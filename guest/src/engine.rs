@@ -176,7 +176,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// The value stored under `key`.
     ///
     /// Edge cases: a miss, an expired entry (removed now), or an entry whose bytes on disk
-    /// fail their checksum (removed now) return `Ok(None)` and count as a miss. An invalid key
+    /// fail their checksum (removed now, with a tombstone so that no older record of the key
+    /// resurfaces at a later replay; read-only: in memory only) return `Ok(None)` and count
+    /// as a miss. An invalid key
     /// is `InvalidKey`; a failed read is `Io`.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
