@@ -26,7 +26,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     pub(super) fn recover(&mut self) -> Result<()> {
         let read_only = self.options.read_only;
         let meta = self.claim_directory()?;
-        let (next_id, set_aside) = self.open_segments()?;
+        let (next_id, set_aside, left_in_place) = self.open_segments()?;
         let start = self.load_snapshot(&set_aside)?;
         let (cleared_at, mut damaged_before) = self.replay(start)?;
         // A segment set aside from the middle of the log held records too.
@@ -56,7 +56,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             self.upgrade(next_id)?;
         }
         match self.segments.keys().next_back() {
-            Some(&last) if !upgraded => self.active = last,
+            // Appending to the newest segment would, at a later roll, reuse the id of a
+            // foreign file above it that could not be moved aside.
+            Some(&last) if !upgraded && left_in_place.is_none_or(|id| id < last) => {
+                self.active = last
+            }
             // Segment ids only grow, even when recovery set the newest ones aside.
             _ => self.create_segment(next_id)?,
         }
@@ -121,10 +125,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Opens every segment file, sets foreign ones aside and removes the engine's own
     /// half-written files (read-only: skips the foreign ones and leaves those files alone).
-    /// Returns the id the next new segment gets (above every segment file seen) and the ids
-    /// of the segments set aside.
-    fn open_segments(&mut self) -> Result<(u32, BTreeSet<u32>)> {
+    /// Returns the id the next new segment gets (above every segment file seen), the ids of
+    /// the segments set aside, and the highest of those that could not be moved.
+    fn open_segments(&mut self) -> Result<(u32, BTreeSet<u32>, Option<u32>)> {
         let mut set_aside = BTreeSet::new();
+        let mut left_in_place = None;
         let mut empty = Vec::new();
         let read_only = self.options.read_only;
         let mut next_id = match self.first_headed {
@@ -158,9 +163,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 empty.push(id);
                 continue;
             }
-            if let Some(why) = self.foreign_segment(&file, id, size)? {
+            if self.foreign_segment(&file, id, size)? {
                 drop(file);
-                self.set_aside(&name, &why)?;
+                if !self.set_aside(&name) {
+                    left_in_place = left_in_place.max(Some(id));
+                }
                 set_aside.insert(id);
                 continue;
             }
@@ -182,50 +189,48 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.dir_synced = false;
             }
         }
-        Ok((next_id, set_aside))
+        Ok((next_id, set_aside, left_in_place))
     }
 
-    /// Why segment file `id` (`size` bytes) cannot be part of this cache's log, if it cannot:
-    /// too big for record offsets, or a header that is missing, damaged or names another
-    /// segment or cache.
-    fn foreign_segment(&self, file: &S::File, id: u32, size: u64) -> Result<Option<String>> {
+    /// True if segment file `id` (`size` bytes) cannot be part of this cache's log: too big for
+    /// record offsets, or a header that is missing, damaged or names another segment or cache.
+    fn foreign_segment(&self, file: &S::File, id: u32, size: u64) -> Result<bool> {
         if size > u64::from(u32::MAX) {
-            return Ok(Some(format!(
-                "it is {size} bytes, more than a segment can address"
-            )));
+            return Ok(true);
         }
         if id < self.first_headed {
-            return Ok(None);
+            return Ok(false);
         }
         if size < SEGMENT_HEADER_LEN as u64 {
-            return Ok(Some("it is shorter than a segment header".into()));
+            return Ok(true);
         }
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
-        Ok(format::check_segment_header(&header, id, self.cache_id).err())
+        Ok(format::check_segment_header(&header, id, self.cache_id).is_err())
     }
 
-    /// Moves file `name` into `damaged/` (it is never read again) and counts it; read-only:
-    /// only counts it.
-    fn set_aside(&mut self, name: &str, _why: &str) -> Result<()> {
+    /// Moves file `name` into `damaged/` (it is never read again) and counts it. Read-only, or
+    /// if it cannot be moved (a file named `damaged` in the way, say), it is only counted: it
+    /// stays where it is and is ignored at every open. Returns whether it was moved.
+    fn set_aside(&mut self, name: &str) -> bool {
         self.damaged += 1;
         if self.options.read_only {
-            return Ok(());
+            return false;
         }
-        self.storage
-            .create_dir(DAMAGED_DIR)
-            .map_err(|e| io_err("create", DAMAGED_DIR, e))?;
         let to = format!(
             "{DAMAGED_DIR}/{name}.{}.{}",
             self.time.now_ms(),
             self.damaged
         );
-        self.storage
-            .rename(name, &to)
-            .map_err(|e| io_err("move aside", name, e))?;
-        self.dir_synced = false;
-        Ok(())
+        let moved = self
+            .storage
+            .create_dir(DAMAGED_DIR)
+            .and_then(|()| self.storage.rename(name, &to));
+        if moved.is_ok() {
+            self.dir_synced = false;
+        }
+        moved.is_ok()
     }
 
     /// Loads the index snapshot if it matches the log and returns the log position replay

@@ -147,3 +147,27 @@ fn a_log_cut_shorter_than_its_snapshot_says_loses_only_the_cut_records() {
     }
     assert_eq!(get(&mut e, "k672"), None, "the cut record");
 }
+
+#[test]
+fn a_file_named_damaged_does_not_stop_open_and_the_foreign_segment_stays_ignored() {
+    let (dir, clock, mut e) = fresh(LIMIT);
+    e.set("k", b"v", None).unwrap();
+    e.close().unwrap();
+    fs::write(dir.path().join(format::DAMAGED_DIR), b"in the way").unwrap();
+    let junk = dir.path().join(format::segment_file_name(8));
+    fs::write(&junk, vec![0xA5u8; 4096]).unwrap();
+    for _ in 0..2 {
+        let mut e = open_with(dir.path(), &clock, LIMIT);
+        assert_eq!(get(&mut e, "k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(e.stats().damaged, 1, "counted at every open");
+        e.close().unwrap();
+        assert!(junk.exists(), "left where it is, never read");
+    }
+    // Enough writes to roll through segment ids 2..8: the junk's id is never reused.
+    let mut e = open_with(dir.path(), &clock, LIMIT);
+    for i in 0..100 {
+        e.set(&format!("fill{i}"), &[1u8; 700], None).unwrap();
+    }
+    e.close().unwrap();
+    assert_eq!(fs::read(&junk).unwrap(), vec![0xA5u8; 4096]);
+}
