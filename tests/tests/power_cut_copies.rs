@@ -30,6 +30,7 @@ mod common;
 mod torn;
 
 use persistent_cache::{CacheOptions, PersistentCache, DATA_DIRECTORY};
+use persistent_cache_guest::format::{self, RecordKind};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -48,14 +49,6 @@ const KEYS: usize = 2_000;
 const SIZE_LIMIT: u64 = 2 << 20;
 /// Longest idle time of the writer between sessions, in milliseconds.
 const GAP_MS: u64 = 100;
-/// Bytes of a record header (guest/src/format.rs).
-const RECORD_HEADER_LEN: usize = 23;
-/// Magic of a segment header (format version 3), and its length.
-const SEGMENT_MAGIC: &[u8; 8] = b"PCSEG\0\0\0";
-const SEGMENT_HEADER_LEN: usize = 40;
-/// Record kind of a put.
-const PUT: u8 = 1;
-
 /// What the writer reported, each line with the moment it stands for.
 #[derive(Clone, Copy, Debug)]
 enum Report {
@@ -172,14 +165,6 @@ struct Scan {
     snapshot_beyond: bool,
 }
 
-fn segment_id(name: &str) -> Option<u32> {
-    name.strip_suffix(".seg")?.parse().ok()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
 fn scan(data: &Path) -> Scan {
     let mut scan = Scan {
         newest: vec![None; KEYS],
@@ -187,43 +172,27 @@ fn scan(data: &Path) -> Scan {
     };
     for entry in std::fs::read_dir(data).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        let Some(id) = segment_id(&name) else {
+        let Some(id) = format::parse_segment_file_name(&name) else {
             continue;
         };
         let bytes = std::fs::read(data.join(&name)).unwrap();
         scan.segments.insert(id, bytes.len() as u64);
-        // Whole records with a valid header after the segment header (none before format
-        // version 3); stop at the first that is not.
-        let mut pos = if bytes.starts_with(SEGMENT_MAGIC) {
-            SEGMENT_HEADER_LEN
-        } else {
-            0
-        };
-        while pos + RECORD_HEADER_LEN <= bytes.len() {
-            let header = &bytes[pos..pos + RECORD_HEADER_LEN];
-            if crc32fast::hash(&header[4..]) != u32_at(header, 0) {
-                break;
-            }
-            let key_len = u16::from_le_bytes([header[9], header[10]]) as usize;
-            let value_len = u32_at(header, 11) as usize;
-            let end = pos + RECORD_HEADER_LEN + key_len + value_len;
-            if end > bytes.len() {
-                break;
-            }
-            let key = &bytes[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + key_len];
-            let value = &bytes[pos + RECORD_HEADER_LEN + key_len..end];
-            if header[8] == PUT {
-                let k = std::str::from_utf8(key).ok().and_then(torn::key_index);
-                if let (Some(k), Ok((owner, version))) = (k, torn::decode(value)) {
+        // Whole records after the segment header; stop at the first that does not decode.
+        let mut pos = format::SEGMENT_HEADER_LEN.min(bytes.len());
+        while let Ok(record) = format::decode_record(&bytes[pos..]) {
+            if record.kind == RecordKind::Put {
+                if let (Some(k), Ok((owner, version))) =
+                    (torn::key_index(record.key), torn::decode(record.value))
+                {
                     if k == owner && k < KEYS {
                         scan.newest[k] = scan.newest[k].max(Some(version));
                     }
                 }
             }
-            pos = end;
+            pos += record.len;
         }
     }
-    if let Ok(bytes) = std::fs::read(data.join("index.hint")) {
+    if let Ok(bytes) = std::fs::read(data.join(format::SNAPSHOT_FILE)) {
         let (what, beyond) = describe_snapshot(&bytes, &scan.segments);
         scan.snapshot = Some(what);
         scan.snapshot_beyond = beyond;
@@ -232,48 +201,29 @@ fn scan(data: &Path) -> Scan {
 }
 
 /// The snapshot's covered position and how many of its entries lie beyond the copied
-/// segments (layout: docs/format.md, guest/src/format.rs); true if it claims more than the
-/// copy holds.
+/// segments; true if it claims more than the copy holds.
 fn describe_snapshot(bytes: &[u8], segments: &BTreeMap<u32, u64>) -> (String, bool) {
-    // Entries start at 44 from format version 3, at 32 before.
-    let start = if bytes.len() >= 12 && u32_at(bytes, 8) >= 3 {
-        44
-    } else {
-        32
-    };
-    if bytes.len() < start + 4
-        || crc32fast::hash(&bytes[..bytes.len() - 4]) != u32_at(bytes, bytes.len() - 4)
-    {
+    let Some(snapshot) = format::decode_snapshot(bytes) else {
         return (format!("{} bytes, damaged", bytes.len()), false);
-    }
-    let covered_segment = u32_at(bytes, 12);
-    let covered_offset = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-    let count = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+    };
     let (mut missing_segment, mut past_end) = (0, 0);
-    let mut pos = start;
-    let body = &bytes[..bytes.len() - 4];
-    while pos + 22 <= body.len() {
-        let (segment, offset, len) = (
-            u32_at(body, pos),
-            u32_at(body, pos + 4),
-            u32_at(body, pos + 8),
-        );
-        let key_len = u16::from_le_bytes([body[pos + 20], body[pos + 21]]) as usize;
-        match segments.get(&segment) {
+    for e in snapshot.entries() {
+        match segments.get(&e.segment) {
             None => missing_segment += 1,
-            Some(&size) if u64::from(offset) + u64::from(len) > size => past_end += 1,
+            Some(&size) if u64::from(e.offset) + u64::from(e.len) > size => past_end += 1,
             Some(_) => {}
         }
-        pos += 22 + key_len;
     }
+    let (covered_segment, covered_offset) = (snapshot.covered_segment, snapshot.covered_offset);
     let (covered, beyond) = match segments.get(&covered_segment) {
         None => ("a segment the copy lacks".to_owned(), true),
         Some(&size) if size < covered_offset => (format!("past its end ({size} bytes)"), true),
         Some(_) => ("within the copy".to_owned(), false),
     };
     let what = format!(
-        "covers {covered_segment}:{covered_offset} ({covered}), {count} entries, \
-         {missing_segment} in segments the copy lacks, {past_end} past a segment's end"
+        "covers {covered_segment}:{covered_offset} ({covered}), {} entries, \
+         {missing_segment} in segments the copy lacks, {past_end} past a segment's end",
+        snapshot.count
     );
     (what, beyond || missing_segment > 0 || past_end > 0)
 }
