@@ -66,6 +66,7 @@ fn to_wit(e: Error) -> wit::Error {
         Error::NotACounter(msg) => wit::Error::NotACounter(msg),
         Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
         Error::ReadOnly => wit::Error::ReadOnly,
+        Error::WouldBlock => wit::Error::WouldBlock,
     }
 }
 
@@ -193,6 +194,18 @@ impl GuestCache for CacheResource {
                 damaged: s.damaged,
             })
         })
+    }
+
+    fn flush(&self) -> Result<(), wit::Error> {
+        self.with_engine(|e| e.flush())
+    }
+
+    fn set_nonblocking(&self, on: bool) {
+        self.engine.borrow_mut().set_nonblocking(on);
+    }
+
+    fn maintain(&self) -> Result<bool, wit::Error> {
+        self.with_engine(|e| e.maintain())
     }
 
     fn close(this: Cache) -> Result<(), wit::Error> {

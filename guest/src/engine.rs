@@ -25,6 +25,10 @@ use listing::KeyListing;
 use log::Segment;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The largest record a non-blocking operation reads from disk or writes (see
+/// [`Engine::set_nonblocking`]): bigger ones take long enough to be slow work.
+pub const NONBLOCKING_MAX_RECORD: u64 = 64 << 10;
+
 /// Most memory the hot value cache uses (a quarter of the size limit when that is smaller).
 pub const HOT_CACHE_MAX: u64 = 32 << 20;
 
@@ -114,6 +118,12 @@ pub struct Engine<S: Storage, T: TimeSource> {
     damaged: u64,
     /// The key listing being paged through, if any (see `keys`).
     listing: Option<KeyListing>,
+    /// The compaction of the oldest segment in progress (see `maintain`).
+    compaction: Option<compact::Compaction>,
+    /// Bytes appended to the log since the last flush: a checkpoint is due past an interval.
+    written_since_checkpoint: u64,
+    /// Operations that would do slow work return `WouldBlock` (see `set_nonblocking`).
+    nonblocking: bool,
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
@@ -153,6 +163,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             evicted: 0,
             damaged: 0,
             listing: None,
+            compaction: None,
+            written_since_checkpoint: 0,
+            nonblocking: false,
         };
         engine
             .index
@@ -162,6 +175,32 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             engine.enforce_limit()?;
         }
         Ok(engine)
+    }
+
+    /// In non-blocking mode (off by default), an operation that would do slow work returns
+    /// `WouldBlock` before changing anything, so the caller can run it again where blocking is
+    /// fine (the host: off its async runtime's threads). Slow work is: syncing a write
+    /// (`sync_writes`), writing or reading from disk a record larger than
+    /// [`NONBLOCKING_MAX_RECORD`], and a write that would take the volume past the size limit
+    /// (it must evict and compact first). Eviction and compaction ahead of the limit are
+    /// `maintain`'s job. `clear`, `delete_prefix`, `expire`, `keys`, `flush` and `close` are
+    /// not checked: their cost depends on the cache's size, so callers run them where blocking
+    /// is fine.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// `WouldBlock` if, in non-blocking mode, appending a record of `len` bytes is slow work.
+    fn check_light_write(&self, len: u64) -> Result<()> {
+        if self.nonblocking
+            && (self.options.sync_writes
+                || len > NONBLOCKING_MAX_RECORD
+                || self.volume() + len + crate::format::SEGMENT_HEADER_LEN as u64
+                    > self.options.size_limit)
+        {
+            return Err(Error::WouldBlock);
+        }
+        Ok(())
     }
 
     /// `ReadOnly` if the engine was opened read-only: the first check of every operation that
@@ -233,6 +272,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if let Some(value) = self.index.hot_value(key) {
             return Ok(Some(value.to_vec()));
         }
+        if self.nonblocking && u64::from(slot.len) > NONBLOCKING_MAX_RECORD {
+            return Err(Error::WouldBlock);
+        }
         let value = self.read_value(key, slot)?;
         match &value {
             Some(value) => self.index.cache_value(key, value),
@@ -277,6 +319,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes a put record for a checked key and makes it the most recently used entry.
     fn put(&mut self, key: &str, value: &[u8], expires_at: u64) -> Result<()> {
         let size = self.check_fits(key, value)?;
+        self.check_light_write(size)?;
         let (segment, offset) = self.append_record(RecordKind::Put, key, value, expires_at)?;
         let old = self.index.insert(
             key,
@@ -351,6 +394,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Appends a record without a value (tombstone, touch, delete-prefix).
     fn write_marker(&mut self, kind: RecordKind, key: &str, expires_at: u64) -> Result<()> {
+        self.check_light_write(crate::format::record_len(key.len(), 0))?;
         self.append_record(kind, key, &[], expires_at)?;
         self.snapshot_stale = true;
         Ok(())
@@ -406,6 +450,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     pub fn pop(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         self.writable()?;
         check_key(key)?;
+        self.check_light_write(crate::format::record_len(key.len(), 0))?;
         let value = self.current_value(key)?;
         self.write_tombstone(key)?;
         Ok(value)
@@ -524,6 +569,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.index.clear();
         self.snapshot_stale = true;
+        self.compaction = None;
         // From here on the clear has happened (the record is durable): a failure to delete an
         // old file is finished by the next open, not reported.
         let _ = self.remove_snapshot();
@@ -591,6 +637,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.sync_log()?;
         let _ = self.write_snapshot();
+        self.written_since_checkpoint = 0;
         Ok(())
     }
 

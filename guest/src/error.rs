@@ -25,6 +25,9 @@ pub enum Error {
     CounterOverflow(String),
     /// The cache was opened read-only and the operation may write; nothing changed.
     ReadOnly,
+    /// Non-blocking mode: the operation would do slow work (see
+    /// [`Engine::set_nonblocking`](crate::Engine::set_nonblocking)); nothing changed.
+    WouldBlock,
 }
 
 impl fmt::Display for Error {
@@ -41,6 +44,7 @@ impl fmt::Display for Error {
             Error::NotACounter(msg) => write!(f, "not a counter: {msg}"),
             Error::CounterOverflow(msg) => write!(f, "counter overflow: {msg}"),
             Error::ReadOnly => write!(f, "the cache was opened read-only"),
+            Error::WouldBlock => write!(f, "the operation would block (non-blocking mode)"),
         }
     }
 }

@@ -27,6 +27,8 @@ impl From<GuestError> for Error {
             GuestError::InvalidTtl(message) => Error::InvalidTtl(message),
             GuestError::Io(io) => Error::Io(std::io::Error::new(io_kind(io.kind), io.message)),
             GuestError::ReadOnly => Error::ReadOnly,
+            // Handled by `GuestInstance::finish` (a refused non-blocking call is run again).
+            GuestError::WouldBlock => Error::Wasm("the engine refused slow work".into()),
             GuestError::Corrupt(message) => Error::Corrupt(message),
             GuestError::IncompatibleFormat(message) => Error::IncompatibleFormat(message),
             GuestError::NotACounter(message) => Error::NotACounter(message),

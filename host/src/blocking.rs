@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::expiry::Expiry;
-use crate::ops::Stats;
+use crate::ops::{written, Stats};
 use crate::options::CacheOptions;
 use crate::shared::SharedCache;
 use crate::{GetOrSetError, PersistentCache};
@@ -83,22 +83,24 @@ impl BlockingCache {
     /// See [`PersistentCache::set_raw`].
     pub fn set_raw(&self, key: &str, value: &[u8], expiry: impl Into<Expiry>) -> Result<()> {
         let expiry = expiry.into();
-        self.inner.call(|guest| guest.set(key, value, expiry))
+        self.inner.call(written(key, value.len()), |guest| {
+            guest.set(key, value, expiry)
+        })
     }
 
     /// See [`PersistentCache::get_raw`].
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.call(|guest| guest.get(key))
+        self.inner.call(0, |guest| guest.get(key))
     }
 
     /// See [`PersistentCache::delete`].
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.call(|guest| guest.delete(key))
+        self.inner.call(written(key, 0), |guest| guest.delete(key))
     }
 
     /// See [`PersistentCache::contains`].
     pub fn contains(&self, key: &str) -> Result<bool> {
-        self.inner.call(|guest| guest.contains(key))
+        self.inner.call(0, |guest| guest.contains(key))
     }
 
     /// See [`PersistentCache::add`].
@@ -114,7 +116,8 @@ impl BlockingCache {
     /// See [`PersistentCache::touch`].
     pub fn touch(&self, key: &str, expiry: impl Into<Expiry>) -> Result<bool> {
         let expiry = expiry.into();
-        self.inner.call(|guest| guest.touch(key, expiry))
+        self.inner
+            .call(written(key, 0), |guest| guest.touch(key, expiry))
     }
 
     /// See [`PersistentCache::pop`].
@@ -124,7 +127,7 @@ impl BlockingCache {
 
     /// See [`PersistentCache::pop_raw`].
     pub fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.call(|guest| guest.pop(key))
+        self.inner.call(written(key, 0), |guest| guest.pop(key))
     }
 
     /// See [`PersistentCache::incr`].
@@ -141,18 +144,20 @@ impl BlockingCache {
         expiry: impl Into<Expiry>,
     ) -> Result<i64> {
         let expiry = expiry.into();
-        self.inner
-            .call(|guest| guest.incr(key, delta, default, expiry))
+        self.inner.call(written(key, 9), |guest| {
+            guest.incr(key, delta, default, expiry)
+        })
     }
 
     /// See [`PersistentCache::delete_prefix`].
     pub fn delete_prefix(&self, prefix: &str) -> Result<u64> {
-        self.inner.call(|guest| guest.delete_prefix(prefix))
+        self.inner
+            .call(written(prefix, 0), |guest| guest.delete_prefix(prefix))
     }
 
     /// See [`PersistentCache::expire`].
     pub fn expire(&self) -> Result<u64> {
-        self.inner.call(|guest| guest.expire())
+        self.inner.call(0, |guest| guest.expire())
     }
 
     /// See [`PersistentCache::clear`].
@@ -169,7 +174,7 @@ impl BlockingCache {
 
     /// See [`PersistentCache::keys_page`].
     pub fn keys_page(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        self.inner.call(|guest| guest.keys(prefix, after, limit))
+        self.inner.call(0, |guest| guest.keys(prefix, after, limit))
     }
 
     /// See [`PersistentCache::stats`].
@@ -218,6 +223,11 @@ impl BlockingCache {
             self.to_async()
                 .try_get_or_set_with(key, expiry, || async { compute() }),
         )
+    }
+
+    /// See [`PersistentCache::flush`].
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
     }
 
     /// See [`PersistentCache::close`].

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{decode, encode};
 use crate::error::Result;
 use crate::expiry::Expiry;
-use crate::ops::Stats;
+use crate::ops::{written, Stats, KEYS_PAGE};
 use crate::options::CacheOptions;
-use crate::shared::{off_runtime, SharedCache};
+use crate::shared::{off_runtime, SharedCache, Weight};
 
 /// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
 ///
@@ -63,7 +64,7 @@ impl PersistentCache {
     /// `InvalidKey` (empty or over 4096 bytes), `ValueTooLarge` (the entry exceeds the size
     /// limit), `Serialize`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        self.inner.set_value(key, value, Expiry::Default)
+        self.set_raw(key, &encode(value)?, Expiry::Default).await
     }
 
     /// Stores `value` (CBOR-encoded) under `key`, expiring as `expiry` says: a `Duration`
@@ -77,7 +78,7 @@ impl PersistentCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<()> {
-        self.inner.set_value(key, value, expiry.into())
+        self.set_raw(key, &encode(value)?, expiry).await
     }
 
     /// The value under `key`, decoded from CBOR; `Ok(None)` on a miss or an expired entry.
@@ -86,7 +87,10 @@ impl PersistentCache {
     /// `Deserialize` if the stored bytes are not a `T`, `InvalidKey`, `Io`, `Corrupt` (the
     /// record fails its checksum), `Closed`, `Wasm`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.inner.get_value(key)
+        self.get_raw(key)
+            .await?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// Stores raw `value` bytes under `key`, expiring as `expiry` says. Replaces any previous
@@ -96,7 +100,13 @@ impl PersistentCache {
     /// Those of [`set_with_ttl`](Self::set_with_ttl), without `Serialize`.
     pub async fn set_raw(&self, key: &str, value: &[u8], expiry: impl Into<Expiry>) -> Result<()> {
         let expiry = expiry.into();
-        self.inner.call(|guest| guest.set(key, value, expiry))
+        let weight = Weight::of_write(&self.inner.options, value.len());
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.inner
+            .run(weight, written(&key, value.len()), move |guest| {
+                guest.set(&key, &value, expiry)
+            })
+            .await
     }
 
     /// The raw bytes under `key`; `Ok(None)` on a miss or an expired entry.
@@ -104,7 +114,10 @@ impl PersistentCache {
     /// # Errors
     /// Those of [`get`](Self::get), without `Deserialize`.
     pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.call(|guest| guest.get(key))
+        let key = key.to_owned();
+        self.inner
+            .run(Weight::Light, 0, move |guest| guest.get(&key))
+            .await
     }
 
     /// Removes `key`; `Ok(true)` if a live entry was removed, `Ok(false)` on a miss or an
@@ -113,7 +126,11 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.call(|guest| guest.delete(key))
+        let key = key.to_owned();
+        let weight = Weight::of_write(&self.inner.options, 0);
+        self.inner
+            .run(weight, written(&key, 0), move |guest| guest.delete(&key))
+            .await
     }
 
     /// Whether `key` holds a live (present, unexpired) entry. Answered from the engine's
@@ -123,7 +140,10 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey`, `Closed`, `Wasm`.
     pub async fn contains(&self, key: &str) -> Result<bool> {
-        self.inner.call(|guest| guest.contains(key))
+        let key = key.to_owned();
+        self.inner
+            .run(Weight::Light, 0, move |guest| guest.contains(&key))
+            .await
     }
 
     /// Stores `value` (CBOR-encoded) under `key` only if the key holds no live entry, in one
@@ -141,7 +161,15 @@ impl PersistentCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<bool> {
-        self.inner.add_value(key, value, expiry.into())
+        let bytes = encode(value)?;
+        let expiry = expiry.into();
+        let weight = Weight::of_write(&self.inner.options, bytes.len());
+        let key = key.to_owned();
+        self.inner
+            .run(weight, written(&key, bytes.len()), move |guest| {
+                guest.add(&key, &bytes, expiry)
+            })
+            .await
     }
 
     /// Marks `key` as the most recently used and gives it a new expiry from now, without
@@ -154,7 +182,13 @@ impl PersistentCache {
     /// `InvalidKey`, `InvalidTtl`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn touch(&self, key: &str, expiry: impl Into<Expiry>) -> Result<bool> {
         let expiry = expiry.into();
-        self.inner.call(|guest| guest.touch(key, expiry))
+        let key = key.to_owned();
+        let weight = Weight::of_write(&self.inner.options, 0);
+        self.inner
+            .run(weight, written(&key, 0), move |guest| {
+                guest.touch(&key, expiry)
+            })
+            .await
     }
 
     /// Removes `key` and returns its value decoded from CBOR, in one atomic step; `Ok(None)`
@@ -166,7 +200,10 @@ impl PersistentCache {
     /// # Errors
     /// `Deserialize`, `InvalidKey`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.inner.pop_value(key)
+        self.pop_raw(key)
+            .await?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// Removes `key` and returns its raw bytes, in one atomic step; `Ok(None)` on a miss or an
@@ -175,7 +212,11 @@ impl PersistentCache {
     /// # Errors
     /// Those of [`pop`](Self::pop), without `Deserialize`.
     pub async fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.call(|guest| guest.pop(key))
+        let key = key.to_owned();
+        let weight = Weight::of_write(&self.inner.options, 0);
+        self.inner
+            .run(weight, written(&key, 0), move |guest| guest.pop(&key))
+            .await
     }
 
     /// Adds `delta` to the integer counter under `key` and returns the new value, atomically
@@ -210,8 +251,13 @@ impl PersistentCache {
         expiry: impl Into<Expiry>,
     ) -> Result<i64> {
         let expiry = expiry.into();
+        let key = key.to_owned();
+        let weight = Weight::of_write(&self.inner.options, 9);
         self.inner
-            .call(|guest| guest.incr(key, delta, default, expiry))
+            .run(weight, written(&key, 9), move |guest| {
+                guest.incr(&key, delta, default, expiry)
+            })
+            .await
     }
 
     /// Removes every key that starts with `prefix` and returns how many live entries that was.
@@ -223,7 +269,12 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey` (a prefix over 4096 bytes), `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
-        self.inner.call(|guest| guest.delete_prefix(prefix))
+        let prefix = prefix.to_owned();
+        self.inner
+            .run(Weight::Heavy, written(&prefix, 0), move |guest| {
+                guest.delete_prefix(&prefix)
+            })
+            .await
     }
 
     /// Removes every expired entry now and returns how many there were. Expired entries are
@@ -233,7 +284,9 @@ impl PersistentCache {
     /// # Errors
     /// `ReadOnly` (when there is something to remove), `Closed`, `Wasm`.
     pub async fn expire(&self) -> Result<u64> {
-        self.inner.call(|guest| guest.expire())
+        self.inner
+            .run(Weight::Heavy, 0, |guest| guest.expire())
+            .await
     }
 
     /// Removes every entry (the directory itself stays), and every entry of the stores of the
@@ -258,12 +311,18 @@ impl PersistentCache {
     /// # Errors
     /// `Closed`, `Wasm`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        while !self.inner.next_keys_page(prefix, &mut keys)? {
-            // Millions of keys are thousands of engine calls: let other tasks run between them.
-            tokio::task::yield_now().await;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            // Each page is a call of its own (on a blocking thread: the first scans the index),
+            // so other tasks' calls run between pages.
+            let after = keys.last().cloned();
+            let page = self.keys_page(prefix, after.as_deref(), KEYS_PAGE).await?;
+            let done = page.len() < KEYS_PAGE as usize;
+            keys.extend(page);
+            if done {
+                return Ok(keys);
+            }
         }
-        Ok(keys)
     }
 
     /// One page of [`keys`](Self::keys): up to `limit` keys starting with `prefix`, in byte
@@ -278,7 +337,13 @@ impl PersistentCache {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        self.inner.call(|guest| guest.keys(prefix, after, limit))
+        let prefix = prefix.to_owned();
+        let after = after.map(str::to_owned);
+        self.inner
+            .run(Weight::Heavy, 0, move |guest| {
+                guest.keys(&prefix, after.as_deref(), limit)
+            })
+            .await
     }
 
     /// The cache's counters. Hit and miss counts start at zero each time the directory is
@@ -300,6 +365,25 @@ impl PersistentCache {
             .options
             .search_ttl_value()
             .map_or(Expiry::Default, Expiry::After)
+    }
+
+    /// Makes every write so far durable — synced to stable storage, so that not even a power
+    /// cut loses it — and writes the index snapshot, so that the next open replays little of
+    /// the log. Without it, writes reach stable storage at the cache's own checkpoints (about
+    /// every 8 MiB written), at compaction, and at close; with
+    /// [`CacheOptions::sync`](crate::CacheOptions::sync), every write is synced anyway.
+    ///
+    /// Edge cases: nothing written since the last flush makes it cheap (nothing to sync, no
+    /// snapshot to write); a snapshot that does not fit the size limit or cannot be written
+    /// is skipped (the next open replays more), and the flush still succeeds. Read-only: does
+    /// nothing. Runs on a blocking thread.
+    ///
+    /// # Errors
+    /// `Io` (a sync failed: what was written may not be durable), `Closed`, `Wasm`.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner
+            .run(Weight::Heavy, 0, |guest| guest.flush())
+            .await
     }
 
     /// Closes this handle. If it is the last handle to the directory in this process, the

@@ -33,6 +33,13 @@ pub(crate) struct GuestInstance {
     _ticking: Ticking,
     bindings: CacheGuest,
     trapped: bool,
+    /// The last call failed with `would-block` (non-blocking mode): it changed nothing.
+    would_block: bool,
+    /// `get` calls of this instance that found a value / nothing.
+    hits: u64,
+    misses: u64,
+    /// Hits and misses of earlier instances on the same cache (trapped and restarted).
+    carried: (u64, u64),
     /// Each call's deadline, in epoch ticks from its start.
     deadline: u64,
     time_limit: Duration,
@@ -97,10 +104,29 @@ impl GuestInstance {
             store,
             bindings,
             trapped: false,
+            would_block: false,
+            hits: 0,
+            misses: 0,
+            carried: (0, 0),
             deadline,
             time_limit,
             memory_limit,
         })
+    }
+
+    /// True (once) if the last call was refused in non-blocking mode: it changed nothing.
+    pub(crate) fn take_would_block(&mut self) -> bool {
+        std::mem::take(&mut self.would_block)
+    }
+
+    /// The hits and misses of `get` calls this instance answered, earlier instances' included.
+    pub(crate) fn hits_and_misses(&self) -> (u64, u64) {
+        (self.carried.0 + self.hits, self.carried.1 + self.misses)
+    }
+
+    /// Makes this instance's counters continue from `carried` hits and misses.
+    pub(crate) fn carry(&mut self, carried: (u64, u64)) {
+        self.carried = carried;
     }
 
     /// True once a call has trapped; the instance must then be discarded.
@@ -149,6 +175,12 @@ impl GuestInstance {
     ) -> Result<T> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(GuestError::WouldBlock)) => {
+                self.would_block = true;
+                Err(Error::Wasm(
+                    "the engine refused slow work in non-blocking mode".into(),
+                ))
+            }
             Ok(Err(guest_error)) => Err(guest_error.into()),
             Err(trap) => {
                 self.trapped = true;
@@ -182,7 +214,13 @@ impl GuestCache<'_> {
 
     /// The value under `key`; `None` on a miss or an expired entry.
     pub(crate) fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        call!(self, call_get, key)
+        let found = call!(self, call_get, key);
+        match &found {
+            Ok(Some(_)) => self.instance.hits += 1,
+            Ok(None) => self.instance.misses += 1,
+            Err(_) => {}
+        }
+        found
     }
 
     /// Stores `value` under `key`, expiring as `expiry` says.
@@ -253,7 +291,34 @@ impl GuestCache<'_> {
 
     /// The engine's counters.
     pub(crate) fn stats(&mut self) -> Result<GuestCounters> {
-        call!(self, call_stats)
+        let mut counters = call!(self, call_stats)?;
+        // Counted since the cache was opened, across restarts after traps.
+        counters.hits += self.instance.carried.0;
+        counters.misses += self.instance.carried.1;
+        Ok(counters)
+    }
+
+    /// Makes every write so far durable and writes the index snapshot.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        call!(self, call_flush)
+    }
+
+    /// Turns the guest's non-blocking mode on or off: when on, a call that would do slow work
+    /// fails with `Error::WouldBlock` having changed nothing.
+    pub(crate) fn set_nonblocking(&mut self, on: bool) -> Result<()> {
+        let instance = &mut *self.instance;
+        let store = arm(&mut instance.store, instance.deadline);
+        let outcome =
+            exports(&instance.bindings)
+                .cache()
+                .call_set_nonblocking(store, self.handle, on);
+        instance.finish(outcome.map(Ok::<(), GuestError>))
+    }
+
+    /// One bounded step of background work (compaction ahead of the limit, a checkpoint);
+    /// true while more is pending.
+    pub(crate) fn maintain(&mut self) -> Result<bool> {
+        call!(self, call_maintain)
     }
 
     /// Flushes and closes the cache files, consuming the handle.

@@ -16,7 +16,7 @@ use crate::layout;
 use crate::shared::SharedCache;
 
 /// Keys fetched from the guest per call by `keys`.
-const KEYS_PAGE: u32 = 1000;
+pub(crate) const KEYS_PAGE: u32 = 1000;
 
 /// A snapshot of a cache's counters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -51,6 +51,12 @@ pub struct Stats {
     pub plugin_budget: u64,
 }
 
+/// About how many bytes writing `key` with a `value_len`-byte value appends to the log (for
+/// the maintenance thread's wake-ups).
+pub(crate) fn written(key: &str, value_len: usize) -> u64 {
+    (persistent_cache_guest::format::RECORD_HEADER_LEN + key.len() + value_len) as u64
+}
+
 /// The `T` that found bytes encode; `None` stays `None` (a miss).
 fn decode_found<T: DeserializeOwned>(found: Option<Vec<u8>>) -> Result<Option<T>> {
     found.map(|bytes| decode(&bytes)).transpose()
@@ -64,11 +70,13 @@ impl SharedCache {
         expiry: Expiry,
     ) -> Result<()> {
         let bytes = encode(value)?;
-        self.call(|guest| guest.set(key, &bytes, expiry))
+        self.call(written(key, bytes.len()), |guest| {
+            guest.set(key, &bytes, expiry)
+        })
     }
 
     pub(crate) fn get_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        decode_found(self.call(|guest| guest.get(key))?)
+        decode_found(self.call(0, |guest| guest.get(key))?)
     }
 
     pub(crate) fn add_value<T: Serialize + ?Sized>(
@@ -78,18 +86,20 @@ impl SharedCache {
         expiry: Expiry,
     ) -> Result<bool> {
         let bytes = encode(value)?;
-        self.call(|guest| guest.add(key, &bytes, expiry))
+        self.call(written(key, bytes.len()), |guest| {
+            guest.add(key, &bytes, expiry)
+        })
     }
 
     pub(crate) fn pop_value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        decode_found(self.call(|guest| guest.pop(key))?)
+        decode_found(self.call(written(key, 0), |guest| guest.pop(key))?)
     }
 
     /// Appends to `keys` the next page (of [`KEYS_PAGE`]) of live keys starting with `prefix`,
     /// after the last key in `keys`; true once the listing is complete. One guest call.
     pub(crate) fn next_keys_page(&self, prefix: &str, keys: &mut Vec<String>) -> Result<bool> {
         let after = keys.last().map(String::as_str);
-        let page = self.call(|guest| guest.keys(prefix, after, KEYS_PAGE))?;
+        let page = self.call(0, |guest| guest.keys(prefix, after, KEYS_PAGE))?;
         let done = page.len() < KEYS_PAGE as usize;
         keys.extend(page);
         Ok(done)
@@ -97,7 +107,7 @@ impl SharedCache {
 
     /// The counters, with the plugin stores' bytes (read from disk: blocking).
     pub(crate) fn stats(&self) -> Result<Stats> {
-        let counters = self.call(|guest| guest.stats())?;
+        let counters = self.call(0, |guest| guest.stats())?;
         let plugin_volume = layout::plugin_stores(&self.directory)
             .map_err(Error::Io)?
             .iter()
@@ -120,7 +130,7 @@ impl SharedCache {
 
     /// Removes every entry, then every entry of the plugin stores (blocking).
     pub(crate) fn clear_all(&self) -> Result<()> {
-        self.call(|guest| guest.clear())?;
+        self.call(0, |guest| guest.clear())?;
         self.clear_plugin_stores()
     }
 }

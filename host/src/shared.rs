@@ -1,10 +1,13 @@
 //! `SharedCache`: the state every handle to one directory shares in a process — the
-//! directory lock, the supervised guest, the registry that hands later openers the same one.
+//! directory lock, the supervised guest, its maintenance thread, and the registry that hands
+//! later openers the same one. Where each kind of call runs is decided here (see
+//! [`PersistentCache`](crate::PersistentCache)'s architecture notes in `cache.rs`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,9 +19,39 @@ use crate::layout;
 use crate::options::CacheOptions;
 use crate::worker::GuestSupervisor;
 
-/// How long `open` waits for a cache of the same directory that is being shut down in this
-/// process to finish before going ahead (the file lock then decides).
+/// How long `open` waits for a cache of the same directory that is being opened or shut down
+/// in this process to finish before going ahead (the file lock then decides).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// Values up to this size are written inline on an async runtime's thread; bigger ones are
+/// slow work (the engine's own bound, `NONBLOCKING_MAX_RECORD`, counts the key and header too).
+const INLINE_VALUE_MAX: usize = 60 << 10;
+
+/// The guest, shared by the handles and the maintenance thread; calls run one at a time. An
+/// async lock, so that a task waiting for it never blocks a runtime thread.
+type Guest = Arc<tokio::sync::Mutex<GuestSupervisor>>;
+
+/// Where an async call may run (see `SharedCache::run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Weight {
+    /// Usually microseconds: tried inline on the runtime thread with the engine in
+    /// non-blocking mode, moved to a blocking thread if the engine says it would block.
+    Light,
+    /// Slow work whatever the engine's state (a sync per write, a big value, a scan of the
+    /// whole index, a flush): always on a blocking thread.
+    Heavy,
+}
+
+impl Weight {
+    /// The weight of a write of `value_len` bytes to a cache opened with `options`.
+    pub(crate) fn of_write(options: &CacheOptions, value_len: usize) -> Weight {
+        if options.sync_value() || value_len > INLINE_VALUE_MAX {
+            Weight::Heavy
+        } else {
+            Weight::Light
+        }
+    }
+}
 
 /// The state shared by every handle (async or blocking) to one directory.
 pub(crate) struct SharedCache {
@@ -26,12 +59,25 @@ pub(crate) struct SharedCache {
     id: u64,
     pub(crate) directory: PathBuf,
     pub(crate) options: CacheOptions,
-    /// The cache's guest; calls run one at a time.
-    guest: Mutex<GuestSupervisor>,
+    guest: Guest,
     /// Holds the lock on `<dir>/.lock` until shutdown.
     lock_file: Mutex<Option<File>>,
     /// Computations in progress for `get_or_set_with`, by key (see `single_flight`).
     pub(crate) flights: crate::single_flight::Flights,
+    /// Wakes the maintenance thread; dropping it stops the thread.
+    maintenance: Mutex<Option<SyncSender<()>>>,
+    /// Bytes written since the maintenance thread was last woken.
+    written: AtomicU64,
+    /// Wake the maintenance thread after this many bytes written.
+    maintenance_every: u64,
+}
+
+/// A directory's entry in the registry of open caches.
+enum RegistryEntry {
+    /// Being opened by another thread (recovery may take a while): wait for it.
+    Opening,
+    /// Open (or being shut down, when the `Weak` no longer upgrades).
+    Open { id: u64, shared: Weak<SharedCache> },
 }
 
 /// The caches open in this process, by canonical directory.
@@ -40,13 +86,22 @@ static OPEN_CACHES: LazyLock<Mutex<HashMap<PathBuf, RegistryEntry>>> =
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-struct RegistryEntry {
-    id: u64,
-    shared: Weak<SharedCache>,
-}
-
 fn open_caches() -> MutexGuard<'static, HashMap<PathBuf, RegistryEntry>> {
     OPEN_CACHES.lock()
+}
+
+/// Removes the `Opening` mark of a directory when its opener returns or unwinds.
+struct OpeningMark(Option<PathBuf>);
+
+impl Drop for OpeningMark {
+    fn drop(&mut self) {
+        if let Some(directory) = self.0.take() {
+            let mut registry = open_caches();
+            if matches!(registry.get(&directory), Some(RegistryEntry::Opening)) {
+                registry.remove(&directory);
+            }
+        }
+    }
 }
 
 impl SharedCache {
@@ -54,8 +109,9 @@ impl SharedCache {
     ///
     /// Edge cases: a directory already open here returns that cache; its options stay in force
     /// and each option `options` set to something else is named in a warning. A cache of the
-    /// directory being shut down on another thread is waited for (up to 10 s). Errors as
-    /// [`PersistentCache::open`](crate::PersistentCache::open).
+    /// directory being opened or shut down on another thread is waited for (up to 10 s);
+    /// other directories are not (the registry is not held while a cache opens or closes).
+    /// Errors as [`PersistentCache::open`](crate::PersistentCache::open).
     pub(crate) fn open(options: CacheOptions) -> Result<Arc<SharedCache>> {
         let read_only = options.read_only_value();
         let directory = if read_only {
@@ -64,42 +120,57 @@ impl SharedCache {
             layout::create_cache_directory(options.directory_path(), options.modes())?
         };
         let wait_started = Instant::now();
-        loop {
+        let mut mark = loop {
             let mut registry = open_caches();
-            if let Some(entry) = registry.get(&directory) {
-                if let Some(shared) = entry.shared.upgrade() {
-                    let ignored = options.differences_from(&shared.options);
-                    if !ignored.is_empty() {
-                        tracing::warn!(
-                            directory = %directory.display(),
-                            ignored = ?ignored,
-                            "the cache is already open in this process: its first opener's options stay in force"
-                        );
+            let busy = match registry.get(&directory) {
+                None => false,
+                Some(RegistryEntry::Opening) => true,
+                Some(RegistryEntry::Open { shared, .. }) => match shared.upgrade() {
+                    Some(shared) => {
+                        drop(registry);
+                        shared.warn_ignored(&options);
+                        return Ok(shared);
                     }
-                    return Ok(shared);
-                }
-                // The last handle is being dropped on another thread; its shutdown removes the
-                // entry once the files are closed and unlocked.
-                if wait_started.elapsed() < SHUTDOWN_WAIT {
-                    drop(registry);
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-                registry.remove(&directory);
-            }
-            let shared = Arc::new(SharedCache::start(directory.clone(), options)?);
-            registry.insert(
-                directory,
-                RegistryEntry {
-                    id: shared.id,
-                    shared: Arc::downgrade(&shared),
+                    // The last handle is being dropped; its shutdown removes the entry once
+                    // the files are closed and unlocked.
+                    None => true,
                 },
+            };
+            if busy && wait_started.elapsed() < SHUTDOWN_WAIT {
+                drop(registry);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            registry.insert(directory.clone(), RegistryEntry::Opening);
+            break OpeningMark(Some(directory.clone()));
+        };
+        // Recovery runs without the registry held: opening another directory does not wait.
+        let shared = Arc::new(SharedCache::start(directory.clone(), options)?);
+        let mut registry = open_caches();
+        registry.insert(
+            directory,
+            RegistryEntry::Open {
+                id: shared.id,
+                shared: Arc::downgrade(&shared),
+            },
+        );
+        mark.0 = None;
+        Ok(shared)
+    }
+
+    /// Warns about each option of `options` that differs from the ones in force.
+    fn warn_ignored(&self, options: &CacheOptions) {
+        let ignored = options.differences_from(&self.options);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                directory = %self.directory.display(),
+                ignored = ?ignored,
+                "the cache is already open in this process: its first opener's options stay in force"
             );
-            return Ok(shared);
         }
     }
 
-    /// Locks the directory and starts the guest with the cache open.
+    /// Locks the directory, starts the guest with the cache open and its maintenance thread.
     fn start(directory: PathBuf, options: CacheOptions) -> Result<SharedCache> {
         let read_only = options.read_only_value();
         let lock_file = layout::lock(&directory, options.modes(), read_only)?;
@@ -108,40 +179,108 @@ impl SharedCache {
         } else {
             layout::data_directory(&directory, options.modes())?
         };
-        let guest = GuestSupervisor::start(data, options.clone())?;
+        let guest = Arc::new(tokio::sync::Mutex::new(GuestSupervisor::start(
+            data,
+            options.clone(),
+        )?));
+        let maintenance = if read_only {
+            None
+        } else {
+            Some(start_maintenance(&guest, &directory)?)
+        };
+        let limit = options.size_limit_value();
         Ok(SharedCache {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             directory,
             options,
-            guest: Mutex::new(guest),
+            guest,
             lock_file: Mutex::new(Some(lock_file)),
             flights: crate::single_flight::Flights::default(),
+            maintenance: Mutex::new(maintenance),
+            written: AtomicU64::new(0),
+            maintenance_every: (limit / 64).clamp(4 << 10, 1 << 20),
         })
     }
 
-    /// Runs `operation` on the cache's guest; [`Error::Closed`] once the cache is closed.
+    /// Runs `operation` on the cache's guest on the calling thread, waiting for it if another
+    /// call runs (blocking: for [`BlockingCache`](crate::BlockingCache), plugins and blocking
+    /// threads, never an async runtime's threads). `written`: about how many bytes it appends
+    /// to the log, for the maintenance thread. [`Error::Closed`] once the cache is closed.
     pub(crate) fn call<T>(
         &self,
+        written: u64,
         operation: impl FnOnce(&mut GuestCache) -> Result<T>,
     ) -> Result<T> {
-        // Engine calls take microseconds (a large value or a compaction, milliseconds); they
-        // run right here, one at a time.
-        self.guest.lock().call(operation)
+        // `pollster` rather than tokio's `blocking_lock`, which panics when a blocking handle
+        // is (wrongly) used on a runtime thread: there it only blocks, as documented.
+        let result = pollster::block_on(self.guest.lock()).call(operation);
+        self.wrote(written);
+        result
+    }
+
+    /// Runs `operation` on the cache's guest for an async caller, never blocking the runtime:
+    /// waiting for the guest is an await, a `Light` call runs inline in the engine's
+    /// non-blocking mode and moves to a blocking thread only if the engine says it would
+    /// block, and a `Heavy` one always runs on a blocking thread. Spends a unit of the task's
+    /// cooperative budget, so a task looping over calls lets other tasks run.
+    ///
+    /// Edge cases: dropping the future while the call runs on a blocking thread lets it finish
+    /// there (the guest is never left half-way); [`Error::Closed`] once the cache is closed.
+    pub(crate) async fn run<T, F>(&self, weight: Weight, written: u64, operation: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut GuestCache) -> Result<T> + Send + 'static,
+    {
+        tokio::task::coop::consume_budget().await;
+        let mut guest = Arc::clone(&self.guest).lock_owned().await;
+        if weight == Weight::Light {
+            if let Some(result) = guest.try_call_nonblocking(&operation) {
+                drop(guest);
+                self.wrote(written);
+                return result;
+            }
+        }
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || guest.call(operation))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Wasm("a blocking task of the cache panicked".into()))
+                }),
+            // Driven by a minimal executor on a plain thread (`BlockingCache::get_or_set_with`):
+            // that thread may block.
+            Err(_) => guest.call(operation),
+        };
+        self.wrote(written);
+        result
+    }
+
+    /// Counts `bytes` written and wakes the maintenance thread every `maintenance_every`.
+    fn wrote(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let before = self.written.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes >= self.maintenance_every {
+            self.written.store(0, Ordering::Relaxed);
+            if let Some(wake) = &*self.maintenance.lock() {
+                // Full: it is already woken.
+                if let Err(TrySendError::Disconnected(())) = wake.try_send(()) {
+                    tracing::debug!("the maintenance thread has stopped");
+                }
+            }
+        }
+    }
+
+    /// Makes everything written so far durable and writes the index snapshot (blocking).
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.call(0, |guest| guest.flush())
     }
 
     /// Closes the guest, releases the directory lock and unregisters this cache. Idempotent.
     pub(crate) fn shutdown(&self) -> Result<()> {
-        let mut registry = open_caches();
-        let closed = self.guest.lock().close();
-        // Dropping the file releases the advisory lock.
-        drop(self.lock_file.lock().take());
-        if registry
-            .get(&self.directory)
-            .is_some_and(|entry| entry.id == self.id)
-        {
-            registry.remove(&self.directory);
-        }
-        closed
+        drop(self.maintenance.lock().take());
+        shut_down(&self.guest, &self.lock_file, &self.directory, self.id)
     }
 
     /// Closes the cache now if `shared` is its last handle in this process; otherwise leaves
@@ -150,6 +289,64 @@ impl SharedCache {
         match Arc::try_unwrap(shared) {
             Ok(shared) => shared.shutdown(),
             Err(_still_shared) => Ok(()),
+        }
+    }
+}
+
+/// Closes `guest` (blocking: it flushes), releases the directory lock, then removes the
+/// registry entry `id` of `directory` — without holding the registry meanwhile, so other
+/// directories open and close freely; an opener of this directory waits for the removal.
+fn shut_down(
+    guest: &Guest,
+    lock_file: &Mutex<Option<File>>,
+    directory: &Path,
+    id: u64,
+) -> Result<()> {
+    let closed = pollster::block_on(guest.lock()).close();
+    // Dropping the file releases the advisory lock.
+    drop(lock_file.lock().take());
+    let mut registry = open_caches();
+    if matches!(registry.get(directory), Some(RegistryEntry::Open { id: open, .. }) if *open == id)
+    {
+        registry.remove(directory);
+    }
+    closed
+}
+
+/// Starts the thread that runs the guest's background work (compaction ahead of the size
+/// limit, periodic checkpoints) one bounded step at a time, releasing the guest between
+/// steps so that calls interleave. It sleeps until woken and stops when the waker is dropped.
+fn start_maintenance(guest: &Guest, directory: &Path) -> Result<SyncSender<()>> {
+    let (wake, woken) = sync_channel(1);
+    let guest = Arc::downgrade(guest);
+    std::thread::Builder::new()
+        .name("pcache-maintenance".into())
+        .spawn(move || maintain(&guest, &woken))
+        .map_err(|source| Error::Directory {
+            path: directory.to_path_buf(),
+            source,
+        })?;
+    Ok(wake)
+}
+
+/// The maintenance thread's loop (see `start_maintenance`).
+fn maintain(guest: &Weak<tokio::sync::Mutex<GuestSupervisor>>, woken: &Receiver<()>) {
+    // At most this many steps per wake-up, so that a step that makes no progress (a failing
+    // disk) cannot spin; the next writes wake the thread again.
+    const STEPS_PER_WAKE: u32 = 256;
+    while woken.recv().is_ok() {
+        for _ in 0..STEPS_PER_WAKE {
+            let Some(guest) = guest.upgrade() else { return };
+            let step = pollster::block_on(guest.lock()).maintain();
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(Error::Closed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "background maintenance of the cache failed; retrying after the next writes");
+                    break;
+                }
+            }
         }
     }
 }
@@ -164,9 +361,27 @@ impl std::fmt::Debug for SharedCache {
 }
 
 impl Drop for SharedCache {
+    /// Shuts the cache down; on an async runtime's thread, on a blocking thread instead (the
+    /// final flush syncs files), so the lock is released a moment after the drop — an `open`
+    /// of the directory waits for it. `close().await` is the way to know it is done.
     fn drop(&mut self) {
-        if let Err(err) = self.shutdown() {
-            tracing::warn!(directory = %self.directory.display(), error = %err, "closing the cache failed");
+        drop(self.maintenance.lock().take());
+        if self.lock_file.lock().is_none() {
+            // `close` shut it down already.
+            return;
+        }
+        let guest = Arc::clone(&self.guest);
+        let lock_file = Mutex::new(self.lock_file.lock().take());
+        let directory = std::mem::take(&mut self.directory);
+        let id = self.id;
+        let shut = move || {
+            if let Err(err) = shut_down(&guest, &lock_file, &directory, id) {
+                tracing::warn!(directory = %directory.display(), error = %err, "closing the cache failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(shut)),
+            Err(_) => shut(),
         }
     }
 }
@@ -174,7 +389,10 @@ impl Drop for SharedCache {
 /// The options of the cache open in this process on the canonical `directory`, if any.
 pub(crate) fn open_options(directory: &Path) -> Option<CacheOptions> {
     let registry = open_caches();
-    let shared = registry.get(directory)?.shared.upgrade();
+    let shared = match registry.get(directory)? {
+        RegistryEntry::Open { shared, .. } => shared.upgrade(),
+        RegistryEntry::Opening => None,
+    };
     // Release the registry before `shared` may drop (the last handle's shutdown takes it).
     drop(registry);
     shared.map(|shared| shared.options.clone())
@@ -231,11 +449,20 @@ mod tests {
             layout::lock(dir.path(), crate::layout::Modes::new(false), false),
             Err(Error::Locked { .. })
         ));
+        // On a runtime thread the drop's shutdown (a flush: syncs) runs on a blocking thread:
+        // the lock is released a moment later.
         drop(cache);
-        drop(
-            layout::lock(dir.path(), crate::layout::Modes::new(false), false)
-                .expect("lock released on drop"),
-        );
+        let dropped = Instant::now();
+        let lock = loop {
+            match layout::lock(dir.path(), crate::layout::Modes::new(false), false) {
+                Ok(lock) => break lock,
+                Err(Error::Locked { .. }) if dropped.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(err) => panic!("lock not released on drop: {err}"),
+            }
+        };
+        drop(lock);
         let reopened = PersistentCache::open(CacheOptions::new(dir.path()))
             .await
             .expect("reopen");

@@ -261,10 +261,14 @@ impl PersistentCache {
         };
 
         // A flight that ended between our miss and our joining may have stored the value.
-        // On an error here the flight is dropped and the waiters retry.
-        if let Some(bytes) = self.get_raw(key).await? {
-            flight.publish(Outcome::Value(bytes.clone()));
-            return Ok(decode(&bytes)?);
+        // `contains` first: it is not counted, so the leader's miss is counted once (a `get`
+        // that finds the value counts the hit it is). On an error here the flight is dropped
+        // and the waiters retry.
+        if self.contains(key).await? {
+            if let Some(bytes) = self.get_raw(key).await? {
+                flight.publish(Outcome::Value(bytes.clone()));
+                return Ok(decode(&bytes)?);
+            }
         }
         // If this panics or our future is dropped while it runs, `flight` is dropped
         // unpublished and the waiters retry.

@@ -1,8 +1,11 @@
-//! `GuestSupervisor`: one cache's guest instance, called inline, restarted after a trap.
+//! `GuestSupervisor`: one cache's guest instance, called on the caller's thread, restarted
+//! after a trap.
 //!
 //! Calls run on the caller's thread: the filesystem bindings poll inline (see `wasi_fs`), so no
-//! thread hop or tokio `block_on` is needed. A trapped instance is dropped and a fresh one
-//! reopens the same directory, so the next call works.
+//! thread hop or tokio `block_on` is needed. A call may be tried in the engine's non-blocking
+//! mode (`try_call_nonblocking`), which refuses slow work, so that it can run on an async
+//! runtime's thread. A trapped instance is dropped and a fresh one reopens the same directory
+//! (recovery: slow work, so never in a non-blocking try), so the next call works.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,23 @@ use crate::options::CacheOptions;
 struct Running {
     instance: GuestInstance,
     cache: ResourceAny,
+    /// The guest's non-blocking mode is on.
+    nonblocking: bool,
+}
+
+impl Running {
+    /// Runs `operation` with the guest's non-blocking mode set to `on`.
+    fn call<T>(
+        &mut self,
+        on: bool,
+        operation: impl FnOnce(&mut GuestCache) -> Result<T>,
+    ) -> Result<T> {
+        if self.nonblocking != on {
+            self.instance.cache(self.cache).set_nonblocking(on)?;
+            self.nonblocking = on;
+        }
+        operation(&mut self.instance.cache(self.cache))
+    }
 }
 
 enum State {
@@ -32,6 +52,8 @@ pub(crate) struct GuestSupervisor {
     state: State,
     directory: PathBuf,
     options: CacheOptions,
+    /// Hits and misses of the instances that trapped, so the counters count since open.
+    carried: (u64, u64),
 }
 
 impl GuestSupervisor {
@@ -45,7 +67,51 @@ impl GuestSupervisor {
             state: State::Ready(running),
             directory,
             options,
+            carried: (0, 0),
         })
+    }
+
+    /// Tries `operation` in the guest's non-blocking mode, on the calling thread; `None` if it
+    /// would do slow work (it then changed nothing: run it with [`call`](Self::call)).
+    ///
+    /// Edge cases: a guest waiting for its restart after a trap is `None` (restarting
+    /// recovers the directory); after `close` → `Some(Err(Error::Closed))`; a call that traps
+    /// returns its error and leaves the restart to the next `call`.
+    pub(crate) fn try_call_nonblocking<T>(
+        &mut self,
+        operation: &impl Fn(&mut GuestCache) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let running = match &mut self.state {
+            State::Ready(running) => running,
+            State::NeedsRestart => return None,
+            State::Closed => return Some(Err(Error::Closed)),
+        };
+        let result = running.call(true, operation);
+        if running.instance.take_would_block() {
+            return None;
+        }
+        if running.instance.trapped() {
+            self.trapped(&result);
+        }
+        Some(result)
+    }
+
+    /// One step of the guest's background work (`maintain`); true while more is pending.
+    pub(crate) fn maintain(&mut self) -> Result<bool> {
+        self.call(|guest| guest.maintain())
+    }
+
+    /// Drops a trapped instance, keeping its hit and miss counts; the next `call` restarts it.
+    fn trapped<T>(&mut self, result: &Result<T>) {
+        if let State::Ready(running) = &self.state {
+            let (hits, misses) = running.instance.hits_and_misses();
+            self.carried.0 += hits;
+            self.carried.1 += misses;
+        }
+        self.state = State::NeedsRestart;
+        if let Err(err) = result {
+            tracing::warn!(directory = %self.directory.display(), error = %err, "the cache guest trapped; it restarts at the next call");
+        }
     }
 
     /// Runs `operation` on the cache, on the calling thread.
@@ -57,19 +123,16 @@ impl GuestSupervisor {
         operation: impl FnOnce(&mut GuestCache) -> Result<T>,
     ) -> Result<T> {
         if matches!(self.state, State::NeedsRestart) {
-            self.state = State::Ready(start_guest(&self.directory, &self.options)?);
+            self.state = State::Ready(self.restart()?);
         }
         let State::Ready(running) = &mut self.state else {
             return Err(Error::Closed);
         };
-        let result = operation(&mut running.instance.cache(running.cache));
+        let result = running.call(false, operation);
         if running.instance.trapped() {
             // Drop the broken instance (and its open files) before starting a new one.
-            self.state = State::NeedsRestart;
-            if let Err(err) = &result {
-                tracing::warn!(directory = %self.directory.display(), error = %err, "the cache guest trapped; restarting it");
-            }
-            match start_guest(&self.directory, &self.options) {
+            self.trapped(&result);
+            match self.restart() {
                 Ok(running) => self.state = State::Ready(running),
                 Err(err) => {
                     tracing::warn!(directory = %self.directory.display(), error = %err, "cannot restart the cache guest; will retry on the next call");
@@ -77,6 +140,13 @@ impl GuestSupervisor {
             }
         }
         result
+    }
+
+    /// A new guest on the directory, its counters continuing the trapped ones'.
+    fn restart(&self) -> Result<Box<Running>> {
+        let mut running = start_guest(&self.directory, &self.options)?;
+        running.instance.carry(self.carried);
+        Ok(running)
     }
 
     /// Closes the cache (writes the index snapshot); later calls fail with `Error::Closed`.
@@ -111,5 +181,9 @@ fn start_guest(directory: &Path, options: &CacheOptions) -> Result<Box<Running>>
             "recovery found damage: files moved into damaged/ or damaged records skipped (each costs only the entries in it)"
         );
     }
-    Ok(Box::new(Running { instance, cache }))
+    Ok(Box::new(Running {
+        instance,
+        cache,
+        nonblocking: false,
+    }))
 }

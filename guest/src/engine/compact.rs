@@ -1,14 +1,29 @@
 //! The size limit: expiring, evicting least recently used entries, and compacting the oldest
-//! segment until the volume fits.
+//! segment until the volume fits — all at once (`enforce_limit`), or one bounded step at a
+//! time in the background (`maintain`).
 
+use super::log::{scan_records, OnFailure};
 use super::Engine;
-use crate::error::Result;
-use crate::format::{decode_record, encode_record, RecordKind};
+use crate::error::{io_err, Result};
+use crate::format::{self, encode_record, RecordKind};
 use crate::storage::Storage;
 use crate::time::TimeSource;
+use std::ops::ControlFlow;
 
-/// Live records are copied forward in writes of about this many bytes.
-const COMPACTION_BATCH: usize = 1 << 20;
+/// One compaction step reads about this many bytes of the oldest segment (more for a bigger
+/// record) and copies the live records among them forward.
+pub const COMPACTION_STEP: u64 = 1 << 20;
+
+/// The compaction of the oldest segment in progress, between steps.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Compaction {
+    /// The segment being compacted (always the oldest).
+    segment: u32,
+    /// Where the next step reads.
+    next: u64,
+    /// A live record was copied forward.
+    copied: bool,
+}
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Evicts least recently used entries and compacts until the volume fits the limit.
@@ -17,31 +32,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.volume() <= limit {
             return Ok(());
         }
-        // Evict a tenth of the limit beyond what is needed, so that compaction runs once
-        // per many sets rather than on every one.
-        let slack = limit / 10;
         // Each round compacts one segment; a full rotation reclaims every dead byte.
         let mut rounds = 2 * self.segments.len() + 8;
         let mut swept = false;
         while self.volume() > limit && rounds > 0 {
             rounds -= 1;
-            let excess = self.volume() - limit;
-            let mut dead = self.log_bytes - self.index.live_bytes();
-            if dead < excess + slack && !swept {
-                // Expired entries go before any live one is evicted.
-                swept = true;
-                self.expire();
-                dead = self.log_bytes - self.index.live_bytes();
-            }
-            if dead < excess + slack {
-                // Never evict the entry just written: it is the most recent one.
-                while dead < excess + slack && self.index.len() > 1 {
-                    if let Some((_, slot)) = self.index.pop_lru() {
-                        dead += u64::from(slot.len);
-                        self.evicted += 1;
-                    }
-                }
-                self.snapshot_stale = true;
+            if self.compaction.is_none() {
+                self.make_room(limit, &mut swept);
             }
             self.compact_oldest()?;
         }
@@ -50,6 +47,82 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             self.remove_snapshot()?;
         }
         Ok(())
+    }
+
+    /// The volume above which background maintenance starts compacting: a sixteenth of the
+    /// limit below it, so that writes rarely find the limit itself in their way.
+    pub(super) fn low_water(&self) -> u64 {
+        let limit = self.options.size_limit;
+        limit - limit / 16
+    }
+
+    /// One bounded step of background work; true if more is pending.
+    ///
+    /// Past the low-water mark (see `low_water`) a step first evicts what compacting the
+    /// oldest segment must reclaim (as `enforce_limit` does, towards the low-water mark), then
+    /// copies one `COMPACTION_STEP` of that segment forward, or deletes it once all is copied.
+    /// Otherwise, once the log written since the last checkpoint is larger than the checkpoint
+    /// interval, a step is a checkpoint (`flush`), so a crash replays at most that much log.
+    /// Edge cases: a failed step is `Io` and leaves the cache consistent (the next step goes
+    /// on); read-only: does nothing, `Ok(false)`.
+    pub fn maintain(&mut self) -> Result<bool> {
+        if self.options.read_only {
+            return Ok(false);
+        }
+        let low_water = self.low_water();
+        if self.compaction.is_some() || self.volume() > low_water {
+            if self.compaction.is_none() {
+                let mut swept = false;
+                self.make_room(low_water, &mut swept);
+            }
+            self.compact_step()?;
+        } else if self.checkpoint_due() {
+            self.flush()?;
+        }
+        Ok(self.maintenance_pending())
+    }
+
+    /// True if `maintain` has work to do.
+    pub fn maintenance_pending(&self) -> bool {
+        !self.options.read_only
+            && (self.compaction.is_some()
+                || (self.volume() > self.low_water() && self.segments.len() > 1)
+                || self.checkpoint_due())
+    }
+
+    /// The log written since the last checkpoint is longer than the checkpoint interval: the
+    /// larger of 8 MiB and the snapshot itself (so a checkpoint never costs more than the
+    /// replay it saves), capped at a quarter of the size limit.
+    fn checkpoint_due(&self) -> bool {
+        let interval = (8 << 20).max(self.snapshot_len);
+        let interval = interval.min(self.options.size_limit / 4).max(1 << 20);
+        self.written_since_checkpoint >= interval
+    }
+
+    /// Evicts expired, then least recently used entries until compacting would bring the
+    /// volume to `target` with a tenth of the limit to spare (so that compaction runs once per
+    /// many writes, not on every one). Never evicts the most recent entry.
+    fn make_room(&mut self, target: u64, swept: &mut bool) {
+        let Some(excess) = self.volume().checked_sub(target) else {
+            return;
+        };
+        let slack = self.options.size_limit / 10;
+        let mut dead = self.log_bytes - self.index.live_bytes();
+        if dead < excess + slack && !*swept {
+            // Expired entries go before any live one is evicted.
+            *swept = true;
+            self.expire();
+            dead = self.log_bytes - self.index.live_bytes();
+        }
+        if dead < excess + slack {
+            while dead < excess + slack && self.index.len() > 1 {
+                if let Some((_, slot)) = self.index.pop_lru() {
+                    dead += u64::from(slot.len);
+                    self.evicted += 1;
+                }
+            }
+            self.snapshot_stale = true;
+        }
     }
 
     /// Compacts the oldest segments until none is older than `id`: after damage, so that the
@@ -69,79 +142,128 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
-    /// Copies the live records of the oldest segment to the active one and deletes it. Before
-    /// the deletion, the log is synced if the segment held a live record (now copied) or one a
-    /// write not yet synced superseded; the deletion is synced before the next one. So a power
-    /// cut never loses a key's only copy, nor both its newer and older records, nor deletes
-    /// segments out of order.
+    /// Compacts the oldest segment to the end (finishing a compaction in progress).
     fn compact_oldest(&mut self) -> Result<()> {
+        while !self.compact_step()? {}
+        Ok(())
+    }
+
+    /// One step of compacting the oldest segment: copies the live records of the next
+    /// `COMPACTION_STEP` bytes to the active segment, or, when none are left, deletes the
+    /// segment; true once it is deleted.
+    ///
+    /// Between steps other writes may supersede records not yet copied (they are then dead
+    /// and skipped) or ones already copied (the copy is then dead): the index decides at each
+    /// step. Before the deletion the log is synced if the segment held a live record (now
+    /// copied) or one a write not yet synced superseded; the deletion is synced before the
+    /// next one. So a power cut never loses a key's only copy, nor both its newer and older
+    /// records, nor deletes segments out of order.
+    fn compact_step(&mut self) -> Result<bool> {
         let Some(&oldest) = self.segments.keys().next() else {
-            return Ok(());
+            self.compaction = None;
+            return Ok(true);
         };
         if oldest == self.active {
             self.roll()?;
         }
-        let copies = self.index.live_in(oldest) > 0;
-        if copies {
-            let data_start = self.data_start(oldest) as usize;
-            let data = self.read_segment(oldest)?;
-            let mut batch: Vec<u8> = Vec::new();
-            let mut batch_keys: Vec<(String, usize)> = Vec::new();
-            let mut pos = 0;
-            while pos < data.len() {
-                let Ok(rec) = decode_record(&data[pos..]) else {
-                    // Damage (or a torn write): look for the next record that decodes, as
-                    // replay does, so live records after it are copied too.
-                    pos += 1;
-                    continue;
-                };
-                let live = rec.kind == RecordKind::Put
-                    && self.index.get(rec.key).is_some_and(|s| {
-                        s.segment == oldest && s.offset as usize == data_start + pos
-                    });
-                if live {
-                    batch_keys.push((rec.key.to_owned(), batch.len()));
-                    let expires_at = self.index.get(rec.key).map_or(0, |s| s.expires_at);
-                    if expires_at == rec.expires_at {
-                        batch.extend_from_slice(&data[pos..pos + rec.len]);
-                    } else {
-                        // A touch changed the expiry; its record will not outlive this copy.
-                        encode_record(&mut batch, RecordKind::Put, rec.key, rec.value, expires_at);
-                    }
-                }
-                pos += rec.len;
-                if batch.len() >= COMPACTION_BATCH || (pos >= data.len() && !batch.is_empty()) {
-                    self.flush_compaction_batch(&mut batch, &mut batch_keys)?;
-                }
-            }
+        let mut state = match self.compaction.take() {
+            Some(state) if state.segment == oldest => state,
+            _ => Compaction {
+                segment: oldest,
+                next: self.data_start(oldest),
+                copied: false,
+            },
+        };
+        let size = self.segments.get(&oldest).map_or(0, |s| s.size);
+        if self.index.live_in(oldest) > 0 && state.next < size {
+            let (batch, keys, next) = self.copy_step(oldest, state.next, size)?;
             if !batch.is_empty() {
-                self.flush_compaction_batch(&mut batch, &mut batch_keys)?;
+                let (segment, base) = self.append(&batch)?;
+                for (key, at) in keys {
+                    self.index.relocate(&key, segment, base + at as u32);
+                }
+                state.copied = true;
             }
-            // Entries whose records did not decode cannot be read back: they are misses now.
+            state.next = next;
+            if next < size {
+                self.compaction = Some(state);
+                return Ok(false);
+            }
+        }
+        // Entries whose records did not decode cannot be read back: they are misses now.
+        if self.index.live_in(oldest) > 0 {
             self.index.retain(|_, slot| slot.segment != oldest);
         }
         // The copies, the name of a segment a roll created for them, and the later writes that
         // made this segment's records dead are durable before the deletion can be — else a
         // power cut could take a key's newer record and its older one both.
-        if copies || self.bulk_delete_unsynced || self.superseded_unsynced.contains(&oldest) {
-            self.sync_log()?;
+        if state.copied || self.bulk_delete_unsynced || self.superseded_unsynced.contains(&oldest) {
+            if let Err(e) = self.sync_log() {
+                self.compaction = Some(state);
+                return Err(e);
+            }
         }
         self.superseded_unsynced.remove(&oldest);
         self.delete_segment(oldest)?;
-        self.sync_dir()
+        self.sync_dir()?;
+        Ok(true)
     }
 
-    /// Appends a batch of copied records and points their keys at the copies.
-    fn flush_compaction_batch(
-        &mut self,
-        batch: &mut Vec<u8>,
-        keys: &mut Vec<(String, usize)>,
-    ) -> Result<()> {
-        let (segment, base) = self.append(batch)?;
-        for (key, at) in keys.drain(..) {
-            self.index.relocate(&key, segment, base + at as u32);
-        }
-        batch.clear();
-        Ok(())
+    /// The live records of segment `id` from `from` on, about `COMPACTION_STEP` bytes of it:
+    /// the bytes to append (expiries a touch changed rewritten), each key with its offset in
+    /// them, and where the next step starts (`size` when the segment is done).
+    #[allow(clippy::type_complexity)]
+    fn copy_step(
+        &self,
+        id: u32,
+        from: u64,
+        size: u64,
+    ) -> Result<(Vec<u8>, Vec<(String, usize)>, u64)> {
+        let mut batch: Vec<u8> = Vec::new();
+        let mut keys: Vec<(String, usize)> = Vec::new();
+        let Some(segment) = self.segments.get(&id) else {
+            return Ok((batch, keys, size));
+        };
+        let index = &self.index;
+        let stop_at = from.saturating_add(COMPACTION_STEP);
+        let end = scan_records(
+            &segment.file,
+            size,
+            from,
+            self.options.size_limit,
+            // Damage (or a torn write): look for the next record that decodes, as replay does,
+            // so live records after it are copied too.
+            OnFailure::Resync,
+            |at, rec| {
+                let live_slot = index
+                    .get(rec.key)
+                    .filter(|s| rec.kind == RecordKind::Put && s.segment == id)
+                    .filter(|s| u64::from(s.offset) == at);
+                if let Some(slot) = live_slot {
+                    keys.push((rec.key.to_owned(), batch.len()));
+                    if slot.expires_at == rec.expires_at {
+                        let raw_start = batch.len();
+                        encode_record(&mut batch, rec.kind, rec.key, rec.value, rec.expires_at);
+                        debug_assert_eq!(batch.len() - raw_start, rec.len);
+                    } else {
+                        // A touch changed the expiry; its record will not outlive this copy.
+                        encode_record(
+                            &mut batch,
+                            RecordKind::Put,
+                            rec.key,
+                            rec.value,
+                            slot.expires_at,
+                        );
+                    }
+                }
+                if at + rec.len as u64 >= stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
+        Ok((batch, keys, end.stopped_at.unwrap_or(size)))
     }
 }

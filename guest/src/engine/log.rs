@@ -10,6 +10,7 @@ use crate::format::{
 use crate::index::Slot;
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
+use std::ops::ControlFlow;
 
 /// One segment file of the log and its size (the end of its last whole record).
 pub(super) struct Segment<F> {
@@ -31,6 +32,8 @@ pub(super) struct ScanEnd {
     pub(super) damaged_regions: u64,
     /// A record decoded after the first failure: the failure was not a torn end.
     pub(super) resumed: bool,
+    /// Where the scan stopped because `visit` said so (the end of the last record visited).
+    pub(super) stopped_at: Option<u64>,
 }
 
 /// How `scan_records` goes on after bytes that do not decode.
@@ -45,15 +48,16 @@ pub(super) enum OnFailure {
 }
 
 /// Reads the records of `file` (`size` bytes) from `from` on, calling `visit(offset, record)`
-/// for each, in chunks so that memory stays bounded whatever the file holds: a record longer
-/// than `max_record` or than what is left of the file is a failure, never an allocation.
+/// for each until it breaks, in chunks so that memory stays bounded whatever the file holds: a
+/// record longer than `max_record` or than what is left of the file is a failure, never an
+/// allocation.
 pub(super) fn scan_records<F: StorageFile>(
     file: &F,
     size: u64,
     from: u64,
     max_record: u64,
     on_failure: OnFailure,
-    mut visit: impl FnMut(u64, &Record<'_>),
+    mut visit: impl FnMut(u64, &Record<'_>) -> ControlFlow<()>,
 ) -> std::io::Result<ScanEnd> {
     let mut end = ScanEnd::default();
     let mut buf: Vec<u8> = Vec::new();
@@ -70,8 +74,11 @@ pub(super) fn scan_records<F: StorageFile>(
             Ok(record) => {
                 end.resumed |= searching;
                 searching = false;
-                visit(at, &record);
                 pos += record.len;
+                if visit(at, &record).is_break() {
+                    end.stopped_at = Some(at + record.len as u64);
+                    return Ok(end);
+                }
             }
             Err(DecodeError::Truncated { needed })
                 if (needed as u64) <= size - at && (needed as u64) <= max_record =>
@@ -164,6 +171,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         segment.size += bytes.len() as u64;
         segment.synced = self.options.sync_writes;
         self.log_bytes += bytes.len() as u64;
+        self.written_since_checkpoint += bytes.len() as u64;
         Ok(offset)
     }
 
@@ -295,22 +303,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             self.dir_synced = true;
         }
         Ok(())
-    }
-
-    /// The bytes of segment `id` from its first record to its end (none if there is no such
-    /// segment).
-    pub(super) fn read_segment(&self, id: u32) -> Result<Vec<u8>> {
-        let from = self.data_start(id);
-        let Some(segment) = self.segments.get(&id) else {
-            return Ok(Vec::new());
-        };
-        let len = segment.size.saturating_sub(from);
-        let mut data = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-        segment
-            .file
-            .read_exact_at(&mut data, from)
-            .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
-        Ok(data)
     }
 
     /// Reads and verifies the put record of `key` in `slot`; `None` if it is gone or damaged.

@@ -13,6 +13,7 @@ use crate::index::{LruIndex, Slot};
 use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
 /// A torn tail longer than this is set aside without looking for records in it.
 const TAIL_SCAN_MAX: u64 = 1 << 20;
@@ -368,6 +369,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                     if apply(index, id, at, record) {
                         cleared_at = Some(id);
                     }
+                    ControlFlow::Continue(())
                 },
             )
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;

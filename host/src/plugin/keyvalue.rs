@@ -126,7 +126,9 @@ impl PluginState {
         // The outer error: the cache could not run the call at all (closed, or restarting).
         self.store
             .inner
-            .call(|guest| Ok(operation(guest)))
+            // The bytes a plugin call writes are not known here: an estimate, for the maintenance
+            // thread's wake-ups.
+            .call(256, |guest| Ok(operation(guest)))
             .unwrap_or_else(|err| Err(Failed::from(err)))
     }
 

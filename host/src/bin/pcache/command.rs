@@ -80,6 +80,8 @@ pub enum Op {
     DeletePrefix { prefix: String },
     /// Remove every expired entry now and print how many there were.
     Expire,
+    /// Make every write so far durable (synced to disk) and write the index snapshot.
+    Flush,
 }
 
 /// What an operation produced.
@@ -88,7 +90,7 @@ pub enum Outcome {
     Value(Option<Json>),
     /// `get --raw`: the stored bytes, or `None` on a miss.
     Raw(Option<Vec<u8>>),
-    /// `set`, `clear`.
+    /// `set`, `clear`, `flush`.
     Done,
     /// `delete`: whether the key was there.
     Deleted(bool),
@@ -117,7 +119,12 @@ impl Op {
             | Op::Touch { key, .. }
             | Op::Pop { key }
             | Op::Incr { key, .. } => Some(key),
-            Op::Clear | Op::Stats | Op::Keys { .. } | Op::DeletePrefix { .. } | Op::Expire => None,
+            Op::Clear
+            | Op::Stats
+            | Op::Keys { .. }
+            | Op::DeletePrefix { .. }
+            | Op::Expire
+            | Op::Flush => None,
         }
     }
 
@@ -170,6 +177,10 @@ impl Op {
                 Outcome::Number(count(cache.delete_prefix(prefix).await?))
             }
             Op::Expire => Outcome::Number(count(cache.expire().await?)),
+            Op::Flush => {
+                cache.flush().await?;
+                Outcome::Done
+            }
         })
     }
 }

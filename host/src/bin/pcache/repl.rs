@@ -46,6 +46,7 @@ commands:
                                    add DELTA (1) to an integer, print it
   delete-prefix PREFIX             remove keys starting with PREFIX, print count
   expire                           remove expired entries now, print count
+  flush                            sync every write to disk and write the index snapshot
   help                             this text
   quit, exit, Ctrl-D               leave
 TTL: seconds or a duration (300, 5m, 1h 30m), never, or default (the default TTL, what
@@ -268,6 +269,7 @@ mod tests {
             "keys",
             "delete-prefix",
             "expire",
+            "flush",
             "help",
             "quit",
             "exit",
