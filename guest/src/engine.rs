@@ -124,6 +124,8 @@ pub struct Engine<S: Storage, T: TimeSource> {
     written_since_checkpoint: u64,
     /// Operations that would do slow work return `WouldBlock` (see `set_nonblocking`).
     nonblocking: bool,
+    /// Bytes one compaction step reads.
+    compaction_step: u64,
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
@@ -166,6 +168,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             compaction: None,
             written_since_checkpoint: 0,
             nonblocking: false,
+            compaction_step: compact::COMPACTION_STEP,
         };
         engine
             .index
@@ -188,6 +191,14 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// is fine.
     pub fn set_nonblocking(&mut self, on: bool) {
         self.nonblocking = on;
+    }
+
+    /// Sets how many bytes of a segment one `maintain` step reads (default
+    /// [`COMPACTION_STEP`](compact::COMPACTION_STEP)); for tests that want compactions to span
+    /// many steps.
+    #[doc(hidden)]
+    pub fn set_compaction_step(&mut self, bytes: u64) {
+        self.compaction_step = bytes.max(1);
     }
 
     /// `WouldBlock` if, in non-blocking mode, appending a record of `len` bytes is slow work.

@@ -225,7 +225,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok((batch, keys, size));
         };
         let index = &self.index;
-        let stop_at = from.saturating_add(COMPACTION_STEP);
+        let stop_at = from.saturating_add(self.compaction_step);
         let end = scan_records(
             &segment.file,
             size,

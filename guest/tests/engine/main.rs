@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod background;
 mod eviction;
 mod foreign;
 mod full_disk;

@@ -196,6 +196,9 @@ enum Op {
     Flush,
     Close,
     Clear,
+    /// Background maintenance: this many steps (compaction ahead of the limit in steps of
+    /// 1 KiB here, checkpoints).
+    Maintain(u32),
 }
 
 impl Op {
@@ -514,6 +517,7 @@ impl Run {
             650..690 => Op::Flush,
             690..720 => return None,
             720..723 => Op::Clear,
+            723..800 => Op::Maintain(1 + rng.below(4) as u32),
             _ => Op::Get(key(rng)),
         })
     }
@@ -556,7 +560,10 @@ impl Run {
         };
         if let Op::Open = op {
             let opened = Engine::open(self.disk.clone(), self.clock.clone(), self.options);
-            self.engine = Some(opened.unwrap_or_else(|e| must("open", e)));
+            let mut engine = opened.unwrap_or_else(|e| must("open", e));
+            // Small steps, so that compactions span several `Maintain` steps and writes.
+            engine.set_compaction_step(1024);
+            self.engine = Some(engine);
             return;
         }
         let mut engine = self.engine.take().expect("an open engine");
@@ -626,6 +633,13 @@ impl Run {
             }
             Op::Advance(ms) => self.clock.advance(ms),
             Op::Flush => engine.flush().unwrap_or_else(|e| must("flush", e)),
+            Op::Maintain(steps) => {
+                for _ in 0..steps {
+                    if !engine.maintain().unwrap_or_else(|e| must("maintain", e)) {
+                        break;
+                    }
+                }
+            }
             Op::Clear => {
                 engine.clear().unwrap_or_else(|e| must("clear", e));
                 (0..KEYS).for_each(|k| oracle.deleted(k));

@@ -1,0 +1,139 @@
+//! Non-blocking mode (slow work refused, nothing changed) and background maintenance
+//! (compaction ahead of the limit in bounded steps, periodic checkpoints).
+
+use crate::common::{fresh, get, reopen, scratch_dir, T0};
+use persistent_cache_guest::engine::NONBLOCKING_MAX_RECORD;
+use persistent_cache_guest::storage::StdStorage;
+use persistent_cache_guest::{Engine, EngineOptions, Error, ManualTime};
+
+#[test]
+fn nonblocking_mode_refuses_slow_work_and_changes_nothing() {
+    let limit = 2 << 20;
+    let (dir, clock, mut e) = fresh(limit);
+    e.set_nonblocking(true);
+
+    // A big value is slow work both ways.
+    let big = vec![9u8; NONBLOCKING_MAX_RECORD as usize];
+    let before = e.stats();
+    assert_eq!(e.set("big", &big, None), Err(Error::WouldBlock));
+    assert_eq!(e.stats(), before, "a refused write changes nothing");
+    assert!(!e.contains("big").unwrap());
+    e.set_nonblocking(false);
+    e.set("big", &big, None).unwrap();
+
+    // Read back from disk (a new open has nothing in memory): refused, then fine.
+    let mut e = reopen(e, true, dir.path(), &clock, limit);
+    e.set_nonblocking(true);
+    assert_eq!(e.get("big"), Err(Error::WouldBlock));
+    assert_eq!((e.stats().hits, e.stats().misses), (0, 0), "not counted");
+    e.set_nonblocking(false);
+    assert_eq!(get(&mut e, "big").as_deref(), Some(&big[..]));
+
+    // Small writes are fine until one would pass the limit: that one must evict and compact.
+    e.set_nonblocking(true);
+    let value = vec![1u8; 1000];
+    let mut i = 0;
+    let refused = loop {
+        match e.set(&format!("k{i}"), &value, None) {
+            Ok(()) => i += 1,
+            Err(Error::WouldBlock) => break format!("k{i}"),
+            Err(other) => panic!("{other}"),
+        }
+        assert!(i < 10_000, "never refused");
+    };
+    assert!(e.stats().volume <= limit);
+    assert_eq!(e.stats().evicted, 0, "nothing was evicted inline");
+    assert!(!e.contains(&refused).unwrap());
+    e.set_nonblocking(false);
+    e.set(&refused, &value, None).unwrap();
+    assert!(e.stats().evicted > 0 && e.stats().volume <= limit);
+}
+
+#[test]
+fn nonblocking_mode_refuses_every_write_when_each_is_synced() {
+    let dir = scratch_dir();
+    let clock = ManualTime::at(T0);
+    let mut e = Engine::open(
+        StdStorage::new(dir.path()).unwrap(),
+        clock,
+        EngineOptions {
+            sync_writes: true,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    e.set_nonblocking(true);
+    assert_eq!(e.set("k", b"v", None), Err(Error::WouldBlock));
+    assert_eq!(e.delete("k"), Err(Error::WouldBlock));
+    assert_eq!(e.incr("n", 1, 0, None), Err(Error::WouldBlock));
+    // Reads are fine.
+    assert_eq!(e.get("k"), Ok(None));
+    e.set_nonblocking(false);
+    e.set("k", b"v", None).unwrap();
+}
+
+/// A writer in non-blocking mode that runs `maintain` whenever it is pending (as the host's
+/// maintenance thread does) almost never meets the limit, and each step copies about one
+/// compaction step.
+#[test]
+fn maintenance_keeps_writes_off_the_limit_in_bounded_steps() {
+    let limit = 4 << 20;
+    let (_dir, _clock, mut e) = fresh(limit);
+    e.set_compaction_step(64 << 10);
+    e.set_nonblocking(true);
+    let value = vec![3u8; 1000];
+    let (mut refused, mut steps) = (0, 0);
+    for i in 0..20_000 {
+        let key = format!("k{}", i % 8_000);
+        if e.set(&key, &value, None) == Err(Error::WouldBlock) {
+            refused += 1;
+            e.set_nonblocking(false);
+            e.set(&key, &value, None).unwrap();
+            e.set_nonblocking(true);
+        }
+        if i % 64 == 0 {
+            while e.maintenance_pending() {
+                let volume = e.stats().volume;
+                e.maintain().unwrap();
+                steps += 1;
+                // One step appends at most about one step of copies.
+                assert!(e.stats().volume <= volume + (64 << 10) + 4096);
+            }
+        }
+        assert!(e.stats().volume <= limit);
+    }
+    assert!(steps > 50, "maintenance ran {steps} steps");
+    assert!(refused < 20, "{refused} writes met the limit");
+    assert!(e.stats().evicted > 0);
+}
+
+/// A checkpoint is due after 8 MiB written; after it, a crash loses nothing and the index
+/// snapshot covers all but what was written since.
+#[test]
+fn checkpoints_are_due_after_enough_writes_and_make_them_durable() {
+    let limit = 256 << 20;
+    let (dir, clock, mut e) = fresh(limit);
+    let value = vec![5u8; 4000];
+    let mut i = 0;
+    while !e.maintenance_pending() {
+        e.set(&format!("k{i}"), &value, None).unwrap();
+        i += 1;
+        assert!(i < 10_000, "no checkpoint was ever due");
+    }
+    // Records of about 4030 bytes: due at 8 MiB written, not before.
+    let written = i * 4030;
+    assert!(
+        written >= 8 << 20 && written < (8 << 20) + 8000,
+        "due after {i} writes"
+    );
+    assert!(!dir.path().join("index.hint").exists());
+    assert!(!e.maintain().unwrap(), "one step checkpoints");
+    assert!(dir.path().join("index.hint").exists());
+    assert!(!e.maintenance_pending());
+    e.set("after", b"1", None).unwrap();
+    // A crash (no close): everything is there.
+    let mut e = reopen(e, false, dir.path(), &clock, limit);
+    assert_eq!(e.stats().entries, i as u64 + 1);
+    assert_eq!(get(&mut e, "k0").as_deref(), Some(&value[..]));
+    assert_eq!(get(&mut e, "after").as_deref(), Some(&b"1"[..]));
+}
