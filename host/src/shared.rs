@@ -320,7 +320,7 @@ fn start_maintenance(guest: &Guest, directory: &Path) -> Result<SyncSender<()>> 
     let (wake, woken) = sync_channel(1);
     let guest = Arc::downgrade(guest);
     std::thread::Builder::new()
-        .name("pcache-maintenance".into())
+        .name("pcache-maintain".into())
         .spawn(move || maintain(&guest, &woken))
         .map_err(|source| Error::Directory {
             path: directory.to_path_buf(),

@@ -516,3 +516,64 @@ async fn keys_lists_by_prefix_across_pages() {
         .unwrap();
     assert_eq!(page, vec!["user:02498", "user:02499"]);
 }
+
+/// A slow open (recovery replaying a big log) does not hold up the open of another directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_open_does_not_hold_up_other_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (big, small) = (dir.path().join("big"), dir.path().join("small"));
+    let cache = open(&big).await;
+    let value = vec![1u8; 16];
+    for i in 0..200_000u32 {
+        cache
+            .set_raw(&format!("key:{i}"), &value, Expiry::Never)
+            .await
+            .unwrap();
+    }
+    cache.close().await.unwrap();
+    open(&small).await.close().await.unwrap();
+    // No snapshot: the next open replays all 200 000 records.
+    std::fs::remove_file(
+        big.join(persistent_cache::DATA_DIRECTORY)
+            .join("index.hint"),
+    )
+    .unwrap();
+
+    let started = std::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        let cache = PersistentCache::open(CacheOptions::new(&big))
+            .await
+            .unwrap();
+        (started.elapsed(), cache)
+    });
+    // Let the slow open start first.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let other = std::time::Instant::now();
+    let small_cache = open(&small).await;
+    let small_took = other.elapsed();
+    let (big_took, big_cache) = slow.await.unwrap();
+    assert_eq!(big_cache.stats().await.unwrap().entries, 200_000);
+    assert!(
+        small_took * 2 < big_took,
+        "the small open took {small_took:?} while the big one took {big_took:?}"
+    );
+    drop((small_cache, big_cache));
+}
+
+/// `flush` makes a write durable at once and writes the index snapshot: the next open after
+/// a crash (files as `flush` left them) needs no replay of what came before.
+#[tokio::test]
+async fn flush_writes_the_snapshot_and_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path()).await;
+    cache.set_raw("k", b"v", Expiry::Never).await.unwrap();
+    let snapshot = dir
+        .path()
+        .join(persistent_cache::DATA_DIRECTORY)
+        .join("index.hint");
+    assert!(!snapshot.exists());
+    cache.flush().await.unwrap();
+    assert!(snapshot.exists());
+    cache.blocking().flush().unwrap();
+    cache.close().await.unwrap();
+}

@@ -586,3 +586,25 @@ async fn a_waiter_with_another_error_type_computes_for_itself() {
     })
     .await;
 }
+
+/// The leader of a flight counts its miss once (it checks again, uncounted, before computing),
+/// and a later call counts its hit.
+#[tokio::test]
+async fn a_computed_value_counts_one_miss_and_a_later_read_one_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path()).await;
+    let value: u32 = cache
+        .get_or_set_with("k", Expiry::Never, || async { 7 })
+        .await
+        .unwrap();
+    assert_eq!(value, 7);
+    let stats = cache.stats().await.unwrap();
+    assert_eq!((stats.hits, stats.misses), (0, 1));
+    let again: u32 = cache
+        .get_or_set_with("k", Expiry::Never, || async { 8 })
+        .await
+        .unwrap();
+    assert_eq!(again, 7);
+    let stats = cache.stats().await.unwrap();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+}

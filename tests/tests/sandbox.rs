@@ -94,6 +94,27 @@ async fn a_trap_is_an_error_and_the_restarted_engine_has_every_acknowledged_writ
     );
 }
 
+/// The hit and miss counters count since open, across a trap and the engine's restart.
+#[tokio::test]
+async fn hit_and_miss_counts_survive_a_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    cache.set_raw("k", b"v", Expiry::Never).await.unwrap();
+    for _ in 0..3 {
+        assert!(cache.get_raw("k").await.unwrap().is_some());
+    }
+    for _ in 0..2 {
+        assert!(cache.get_raw("absent").await.unwrap().is_none());
+    }
+    assert!(matches!(
+        fault(&cache, "trap", b"").await,
+        Err(Error::Wasm(_))
+    ));
+    assert!(cache.get_raw("k").await.unwrap().is_some());
+    let stats = cache.stats().await.unwrap();
+    assert_eq!((stats.hits, stats.misses), (4, 2), "{stats:?}");
+}
+
 #[tokio::test]
 async fn a_call_past_the_time_limit_is_interrupted_and_the_engine_restarted() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
-//! Threads the host starts end when the caches that needed them close (a library that opens
-//! and closes caches keeps no thread behind). Its own test binary: it counts the process's
-//! threads, which other tests' open caches would disturb.
+//! Threads the host starts (the epoch ticker, each cache's maintenance thread) end when the
+//! caches that needed them close (a library that opens and closes caches keeps no thread
+//! behind). Its own test binary: it counts the process's threads, which other tests' open
+//! caches would disturb.
 
 use persistent_cache::{CacheOptions, CodeCache, PersistentCache};
 use std::time::{Duration, Instant};
@@ -56,6 +57,12 @@ async fn epoch_ticker_threads_end_when_the_caches_close() {
             1,
             "one ticker for every engine"
         );
+        // A thread names itself once it runs: wait for that.
+        assert_eq!(
+            settles_to("pcache-maintain", 3, Duration::from_secs(2)),
+            3,
+            "round {round}: one maintenance thread per open cache"
+        );
         for cache in caches {
             cache.close().await.unwrap();
         }
@@ -63,6 +70,11 @@ async fn epoch_ticker_threads_end_when_the_caches_close() {
         assert_eq!(
             left, 0,
             "round {round}: ticker threads left after every cache closed"
+        );
+        let left = settles_to("pcache-maintain", 0, Duration::from_secs(2));
+        assert_eq!(
+            left, 0,
+            "round {round}: maintenance threads left after every cache closed"
         );
     }
 }
