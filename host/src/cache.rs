@@ -1,4 +1,24 @@
 //! `PersistentCache`: the async, cloneable handle to one cache directory, backed by a sandboxed guest.
+//!
+//! # Where each kind of work runs
+//!
+//! Every handle to a directory shares one guest (`shared::SharedCache`), behind an async
+//! mutex: calls run one at a time, and a task waiting for its turn awaits — it never blocks a
+//! runtime thread. Each async call spends one unit of the task's cooperative budget (tokio's
+//! `consume_budget`), so a task looping over calls that all finish at once still lets other
+//! tasks run.
+//!
+//! | work | where it runs |
+//! |---|---|
+//! | light calls (`get`, `set` of values up to 60 KiB, `add`, `touch`, `pop`, `incr`, `delete`, `contains`) | inline on the caller's runtime thread, with the engine in non-blocking mode: a few microseconds |
+//! | a light call the engine refuses as slow (a record over 64 KiB to read from disk, a write that would pass the size limit and must evict and compact first) | run again on a blocking thread (`spawn_blocking`), holding the guest |
+//! | slow by nature: writes with `sync(true)` (an fsync each), values over 60 KiB, `flush`, `delete_prefix`, `expire`, `keys`, `stats` (lists the plugin stores), `clear`, `open` (recovery), `close`, restarting a guest after a trap | a blocking thread |
+//! | compaction ahead of the limit (1 MiB per step) and periodic checkpoints (a flush about every 8 MiB written) | the cache's maintenance thread (`pcache-maintain`), one bounded step at a time, releasing the guest between steps |
+//! | dropping the last handle on a runtime thread (its final flush) | a blocking thread; `close().await` waits for it |
+//!
+//! The blocking handle ([`BlockingCache`](crate::BlockingCache)) runs every call on its
+//! caller's thread. Issue 12's cross-process lock is to be taken where the guest is: inside a
+//! call, on whichever thread that call runs, so the same rules hold for waiting on it.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -36,6 +36,7 @@ mod shared;
 mod single_flight;
 mod stop;
 mod wasi_fs;
+mod wasi_io;
 mod worker;
 
 pub use blocking::BlockingCache;

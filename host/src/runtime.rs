@@ -84,6 +84,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         crate::wasi_fs::shadow_filesystem(&mut linker)?;
+        crate::wasi_io::shadow_streams(&mut linker)?;
         let instance_pre = CacheGuestPre::new(linker.instantiate_pre(&component)?)?;
         Ok(Runtime {
             engine,

@@ -46,7 +46,7 @@ pub(crate) fn shadow_filesystem(
 
 /// Drives `future` to completion on this thread. With blocking allowed the filesystem futures
 /// are ready at once; should one ever wait (on a blocking-pool task), this yields until done.
-fn poll_inline<F: Future>(future: F) -> F::Output {
+pub(crate) fn poll_inline<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     loop {

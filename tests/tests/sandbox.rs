@@ -94,6 +94,24 @@ async fn a_trap_is_an_error_and_the_restarted_engine_has_every_acknowledged_writ
     );
 }
 
+/// A guest that panics writes its message to stderr before it traps: on a runtime thread (this
+/// test's single-threaded runtime runs light calls inline), that write must not panic the host
+/// (wasmtime-wasi's own stream bindings call tokio's `block_on` there).
+#[tokio::test]
+async fn a_guest_panic_on_a_runtime_thread_is_an_error_not_a_host_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    cache.set_raw("k", b"v", Expiry::Never).await.unwrap();
+    match fault(&cache, "panic", b"").await {
+        Err(Error::Wasm(message)) => assert!(!message.contains('\n'), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(
+        cache.get_raw("k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
 /// The hit and miss counters count since open, across a trap and the engine's restart.
 #[tokio::test]
 async fn hit_and_miss_counts_survive_a_trap() {

@@ -7,7 +7,8 @@ pub(super) const PREFIX: &str = "\u{0}pcache-fault:";
 
 /// Runs the fault command `command` (a `set` key after [`PREFIX`]) with the `set`'s `value`.
 ///
-/// `trap` traps at once; `trap-after-set:KEY` stores `value` under KEY, then traps before
+/// `trap` traps at once; `panic` panics (Rust's handler writes the message to stderr, then
+/// traps); `trap-after-set:KEY` stores `value` under KEY, then traps before
 /// returning; `spin` loops forever (for the host's time limit); `grow-memory` allocates until the
 /// host's memory limit stops it; `open-outside` tries to create the file named by `value` (UTF-8,
 /// lossily decoded) through every preopened directory and returns `io` listing the refusals, or
@@ -18,6 +19,7 @@ pub(super) fn inject(cache: &CacheResource, command: &str, value: &[u8]) -> Resu
     use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     match command {
         "trap" => core::arch::wasm32::unreachable(),
+        "panic" => panic!("pcache-fault: injected panic"),
         "spin" => {
             let mut n = 0u64;
             loop {
