@@ -361,7 +361,7 @@ impl std::fmt::Debug for SharedCache {
 }
 
 impl Drop for SharedCache {
-    /// Shuts the cache down; on an async runtime's thread, on a blocking thread instead (the
+    /// Shuts the cache down; on an async runtime's thread, on a thread of its own instead (the
     /// final flush syncs files), so the lock is released a moment after the drop — an `open`
     /// of the directory waits for it. `close().await` is the way to know it is done.
     fn drop(&mut self) {
@@ -379,9 +379,17 @@ impl Drop for SharedCache {
                 tracing::warn!(directory = %directory.display(), error = %err, "closing the cache failed");
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(shut)),
-            Err(_) => shut(),
+        if tokio::runtime::Handle::try_current().is_err() {
+            return shut();
+        }
+        // A thread of its own rather than `spawn_blocking`: a runtime shutting down cancels
+        // blocking tasks that have not started, which would skip the flush and leave the
+        // registry entry behind.
+        let spawned = std::thread::Builder::new()
+            .name("pcache-close".into())
+            .spawn(shut);
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot start a thread to close the cache: it is dropped without its final flush (recovery replays the log at the next open)");
         }
     }
 }
