@@ -208,6 +208,10 @@ impl GuestCache for CacheResource {
         self.with_engine(|e| e.maintain())
     }
 
+    fn maintenance_pending(&self) -> bool {
+        self.engine.borrow().maintenance_pending()
+    }
+
     fn close(this: Cache) -> Result<(), wit::Error> {
         let resource: CacheResource = this.into_inner();
         resource.engine.into_inner().close().map_err(to_wit)

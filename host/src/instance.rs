@@ -321,6 +321,16 @@ impl GuestCache<'_> {
         call!(self, call_maintain)
     }
 
+    /// Whether `maintain` has work to do now.
+    pub(crate) fn maintenance_pending(&mut self) -> Result<bool> {
+        let instance = &mut *self.instance;
+        let store = arm(&mut instance.store, instance.deadline);
+        let outcome = exports(&instance.bindings)
+            .cache()
+            .call_maintenance_pending(store, self.handle);
+        instance.finish(outcome.map(Ok::<bool, GuestError>))
+    }
+
     /// Flushes and closes the cache files, consuming the handle.
     pub(crate) fn close(self) -> Result<()> {
         let instance = self.instance;

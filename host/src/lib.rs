@@ -30,6 +30,7 @@ mod instance;
 mod layout;
 mod ops;
 mod options;
+mod presync;
 mod plugin;
 mod runtime;
 mod shared;

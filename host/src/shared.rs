@@ -179,6 +179,7 @@ impl SharedCache {
         } else {
             layout::data_directory(&directory, options.modes())?
         };
+        let data_directory = crate::presync::Presync::new(data.clone());
         let guest = Arc::new(tokio::sync::Mutex::new(GuestSupervisor::start(
             data,
             options.clone(),
@@ -186,7 +187,7 @@ impl SharedCache {
         let maintenance = if read_only {
             None
         } else {
-            Some(start_maintenance(&guest, &directory)?)
+            Some(start_maintenance(&guest, &directory, data_directory)?)
         };
         let limit = options.size_limit_value();
         Ok(SharedCache {
@@ -316,12 +317,16 @@ fn shut_down(
 /// Starts the thread that runs the guest's background work (compaction ahead of the size
 /// limit, periodic checkpoints) one bounded step at a time, releasing the guest between
 /// steps so that calls interleave. It sleeps until woken and stops when the waker is dropped.
-fn start_maintenance(guest: &Guest, directory: &Path) -> Result<SyncSender<()>> {
+fn start_maintenance(
+    guest: &Guest,
+    directory: &Path,
+    mut presync: crate::presync::Presync,
+) -> Result<SyncSender<()>> {
     let (wake, woken) = sync_channel(1);
     let guest = Arc::downgrade(guest);
     std::thread::Builder::new()
         .name("pcache-maintain".into())
-        .spawn(move || maintain(&guest, &woken))
+        .spawn(move || maintain(&guest, &woken, &mut presync))
         .map_err(|source| Error::Directory {
             path: directory.to_path_buf(),
             source,
@@ -330,13 +335,26 @@ fn start_maintenance(guest: &Guest, directory: &Path) -> Result<SyncSender<()>> 
 }
 
 /// The maintenance thread's loop (see `start_maintenance`).
-fn maintain(guest: &Weak<tokio::sync::Mutex<GuestSupervisor>>, woken: &Receiver<()>) {
+fn maintain(
+    guest: &Weak<tokio::sync::Mutex<GuestSupervisor>>,
+    woken: &Receiver<()>,
+    presync: &mut crate::presync::Presync,
+) {
     // At most this many steps per wake-up, so that a step that makes no progress (a failing
     // disk) cannot spin; the next writes wake the thread again.
     const STEPS_PER_WAKE: u32 = 256;
     while woken.recv().is_ok() {
         for _ in 0..STEPS_PER_WAKE {
             let Some(guest) = guest.upgrade() else { return };
+            match pollster::block_on(guest.lock()).call(|guest| guest.maintenance_pending()) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(Error::Closed) => return,
+                Err(_) => break,
+            }
+            // The step may sync (compaction, a checkpoint): do the slow part of that first,
+            // while calls go on.
+            presync.run();
             let step = pollster::block_on(guest.lock()).maintain();
             match step {
                 Ok(true) => {}
