@@ -231,6 +231,8 @@ pub struct Record<'a> {
     pub expires_at: u64,
     /// Total bytes of the record (header + key + value).
     pub len: usize,
+    /// The record's bytes as stored (`len` of them), checksums included.
+    pub raw: &'a [u8],
 }
 
 /// Why bytes did not decode as a record.
@@ -325,6 +327,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
         value,
         expires_at,
         len,
+        raw: &buf[..len],
     })
 }
 
