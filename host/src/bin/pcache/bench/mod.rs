@@ -5,10 +5,12 @@
 //! as ratios against baselines measured in the same run on the same machine.
 //!
 //! This file is the driver (`pcache bench`); [`workload`] runs one measurement in a child,
-//! [`diskcache`] runs the Python baseline, [`report`] prints the table.
+//! [`stall`] the latency workloads of issue 14, [`diskcache`] runs the Python baseline,
+//! [`report`] prints the tables.
 
 mod diskcache;
 mod report;
+mod stall;
 mod workload;
 
 use std::path::PathBuf;
@@ -25,11 +27,14 @@ pub use workload::{run_one, RunArgs};
 /// Options of `pcache bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Entries per workload (values of 64 KiB and more use fewer, at most 256 MiB of values).
-    #[arg(long, default_value_t = 20_000)]
-    pub n: u64,
+    /// Entries per workload [default: 20000] (values of 64 KiB and more use fewer, at most
+    /// 256 MiB of values). The stall workloads default to issue 14's sizes (set counts 25600,
+    /// 192 and 800) and reopen-crash (with its clean reopen) to 1000000 entries; `--n` sets
+    /// those too.
+    #[arg(long)]
+    pub n: Option<u64>,
     /// Workloads to run (default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, visible_alias = "workload", value_delimiter = ',')]
     pub workloads: Vec<Workload>,
     /// Value sizes in bytes for the size sweep.
     #[arg(long, value_delimiter = ',', default_value = "100,1024,65536,1048576")]
@@ -63,6 +68,10 @@ pub enum Workload {
     Memory,
     RawWrite,
     Incr,
+    StallSmall,
+    StallBig,
+    StallSync,
+    ReopenCrash,
 }
 
 impl Workload {
@@ -79,8 +88,60 @@ impl Workload {
             Workload::Memory => "memory",
             Workload::RawWrite => "raw-write",
             Workload::Incr => "incr",
+            Workload::StallSmall => "stall-small",
+            Workload::StallBig => "stall-big",
+            Workload::StallSync => "stall-sync",
+            Workload::ReopenCrash => "reopen-crash",
         }
     }
+
+    /// The shape of a stall workload (issue 14), `None` for the others.
+    fn stall(self) -> Option<StallShape> {
+        let kib = 1 << 10;
+        let mib = 1 << 20;
+        let shape = |tasks, sets, value_size, size_limit| StallShape {
+            tasks,
+            sets,
+            value_size,
+            size_limit,
+        };
+        match self {
+            // 64 tasks x 400 x (set + get): eviction and compaction all the time.
+            Workload::StallSmall => Some(shape(64, 64 * 400, kib, 8 * mib)),
+            Workload::StallBig => Some(shape(8, 8 * 24, mib, 64 * mib)),
+            // Every set synced (`CacheOptions::sync`).
+            Workload::StallSync => Some(shape(16, 16 * 50, kib, 500 * mib)),
+            _ => None,
+        }
+    }
+}
+
+/// Tasks, default total sets, value size and size limit of a stall workload.
+#[derive(Clone, Copy, Debug)]
+struct StallShape {
+    tasks: u64,
+    sets: u64,
+    value_size: u64,
+    size_limit: u64,
+}
+
+/// Per-operation latency of a stall workload, in microseconds (nearest-rank percentiles).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// How late a task sleeping 1 ms in a loop woke up while a stall workload ran.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Ticker {
+    pub ticks: u64,
+    pub late_p50_us: f64,
+    pub late_p99_us: f64,
+    pub late_max_us: f64,
 }
 
 /// One result line, the same shape the Python baseline prints.
@@ -98,6 +159,16 @@ pub struct Measurement {
     pub peak_rss_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<u64>,
+    /// Stall workloads: every cache call's latency; `set_latency` and `get_latency` split it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_latency: Option<Latency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get_latency: Option<Latency>,
+    /// Stall workloads: the ticker's lateness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<Ticker>,
 }
 
 /// Which runs make up the suite.
@@ -108,9 +179,14 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
     } else {
         args.workloads.clone()
     };
-    let scaled = |size: u64| args.n.min((256u64 << 20) / size.max(1)).max(1);
+    let n = args.n.unwrap_or(20_000);
+    let scaled = |size: u64| n.min((256u64 << 20) / size.max(1)).max(1);
     let mut runs = Vec::new();
     for w in chosen {
+        if let Some(shape) = w.stall() {
+            runs.push((w, args.n.unwrap_or(shape.sets).max(1), shape.value_size));
+            continue;
+        }
         match w {
             // The value-size sweep.
             Workload::Set | Workload::GetHit => {
@@ -122,10 +198,25 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
                 let mib = 1 << 20;
                 runs.push((w, scaled(mib), mib));
             }
-            _ => runs.push((w, args.n, 1024)),
+            // Recovery after a crash, next to a clean reopen of the same size.
+            Workload::ReopenCrash => {
+                let n = args.n.unwrap_or(1_000_000);
+                if !runs.contains(&(Workload::Reopen, n, 100)) {
+                    runs.push((Workload::Reopen, n, 100));
+                }
+                runs.push((w, n, 100));
+            }
+            _ => runs.push((w, n, 1024)),
         }
     }
     runs
+}
+
+/// Whether diskcache has a counterpart of `workload` (the Python script knows it).
+fn has_diskcache(workload: Workload) -> bool {
+    workload != Workload::RawWrite
+        && workload != Workload::ReopenCrash
+        && workload.stall().is_none()
 }
 
 /// Runs the suite: every planned run for each implementation, then the table of ratios.
@@ -144,8 +235,14 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
         Some(Baseline::new(&args.python)?)
     };
     let runs = plan(&args);
-    let per_run = 2 + usize::from(baseline.is_some());
-    let bar = indicatif::ProgressBar::new((runs.len() * per_run) as u64).with_style(
+    let steps: usize = runs
+        .iter()
+        .map(|(w, _, _)| {
+            let targets = if *w == Workload::RawWrite { 1 } else { 2 };
+            targets + usize::from(baseline.is_some() && has_diskcache(*w))
+        })
+        .sum();
+    let bar = indicatif::ProgressBar::new(steps as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
@@ -167,12 +264,16 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             // Reopen and memory measure n live entries: make room for all of them.
             let size_limit = match workload {
-                Workload::Reopen | Workload::Memory => (2 * n * (size + 64)).max(524_288_000),
-                _ => 524_288_000,
+                Workload::Reopen | Workload::Memory | Workload::ReopenCrash => {
+                    (2 * n * (size + 64)).max(524_288_000)
+                }
+                w => w.stall().map_or(524_288_000, |shape| shape.size_limit),
             };
+            let tasks = workload.stall().map_or(64, |shape| shape.tasks);
             let out = Command::new(&exe)
                 .arg("bench-run")
                 .args(["--size-limit", &size_limit.to_string()])
+                .args(["--tasks", &tasks.to_string()])
                 .args(["--target", &format!("{target:?}").to_lowercase()])
                 .args(["--workload", workload.name()])
                 .args(["--n", &n.to_string(), "--value-size", &size.to_string()])
@@ -184,18 +285,20 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
             bar.inc(1);
         }
         if let Some(baseline) = &baseline {
-            if workload != Workload::RawWrite {
+            if has_diskcache(workload) {
                 bar.set_message(format!("{} diskcache n={n} size={size}", workload.name()));
                 let dir = scratch.join(format!("run{i}-diskcache"));
                 let out = baseline.run(workload, n, size, &dir)?;
                 results.push(parse_child(&out, workload.name())?);
                 let _ = std::fs::remove_dir_all(&dir);
+                bar.inc(1);
             }
-            bar.inc(1);
         }
     }
     bar.finish_and_clear();
     report::print_table(&results);
+    report::print_stall_table(&results);
+    report::print_recovery_table(&results);
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
         println!("results written to {}", path.display());

@@ -1,10 +1,22 @@
-//! The table of a suite's results, as ratios against the baselines of the same run.
+//! The tables of a suite's results: throughput as ratios against the baselines of the same run,
+//! then the stall workloads' latencies and the recovery times.
 
 use super::Measurement;
 
 /// Prints one row per measurement of the component (and raw disk), with the native engine's
 /// and diskcache's figures and the ratios.
 pub fn print_table(results: &[Measurement]) {
+    let rows: Vec<&Measurement> = results
+        .iter()
+        .filter(|r| {
+            (r.implementation == "persistent-cache" || r.implementation == "raw-disk")
+                && r.ticker.is_none()
+                && r.workload != "reopen-crash"
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
     println!(
         "{:<18} {:>8} {:>9} {:>14} {:>14} {:>14} {:>9} {:>9}",
         "workload", "n", "value", "pcache ops/s", "native ops/s", "diskcache", "vs disk", "vs nat."
@@ -20,10 +32,7 @@ pub fn print_table(results: &[Measurement]) {
             })
             .cloned()
     };
-    for m in results
-        .iter()
-        .filter(|r| r.implementation == "persistent-cache" || r.implementation == "raw-disk")
-    {
+    for m in rows {
         let native = find("native-engine", m);
         let disk = find("diskcache-wrapper", m);
         let metric = |r: &Measurement| match r.workload.as_str() {
@@ -59,4 +68,76 @@ pub fn print_table(results: &[Measurement]) {
         );
     }
     println!("(reopen: opens/s, i.e. 1/seconds; memory: peak RSS bytes, ratios = times smaller)");
+}
+
+/// Prints one row per stall workload and implementation: throughput, every call's latency and
+/// the ticker's lateness (all times in milliseconds). Nothing if there are none.
+pub fn print_stall_table(results: &[Measurement]) {
+    let stalls: Vec<&Measurement> = results.iter().filter(|r| r.ticker.is_some()).collect();
+    if stalls.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<12} {:<17} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9}",
+        "workload", "impl", "ops/s", "p50", "p99", "p99.9", "max", "ticks", "late p99", "late max"
+    );
+    let ms = |us: f64| format!("{:.3}", us / 1e3);
+    for r in stalls {
+        let (Some(l), Some(t)) = (r.latency, r.ticker) else {
+            continue;
+        };
+        println!(
+            "{:<12} {:<17} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9}",
+            r.workload,
+            r.implementation,
+            r.ops_per_sec,
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us),
+            t.ticks,
+            ms(t.late_p99_us),
+            ms(t.late_max_us),
+        );
+    }
+    println!("(latency of every cache call and ticker lateness in ms; 2 worker threads)");
+}
+
+/// Prints open → first get after a crash next to a clean reopen of the same size, per
+/// implementation. Nothing if there was no reopen-crash run.
+pub fn print_recovery_table(results: &[Measurement]) {
+    let crashes: Vec<&Measurement> = results
+        .iter()
+        .filter(|r| r.workload == "reopen-crash")
+        .collect();
+    if crashes.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<17} {:>8} {:>6} {:>12} {:>12} {:>9}",
+        "impl", "n", "value", "clean s", "crash s", "crash/cl."
+    );
+    for crash in crashes {
+        let clean = results.iter().find(|r| {
+            r.workload == "reopen"
+                && r.implementation == crash.implementation
+                && r.n == crash.n
+                && r.value_size == crash.value_size
+        });
+        println!(
+            "{:<17} {:>8} {:>6} {:>12} {:>12.4} {:>9}",
+            crash.implementation,
+            crash.n,
+            crash.value_size,
+            clean.map_or("-".into(), |c| format!("{:.4}", c.seconds)),
+            crash.seconds,
+            clean.map_or("-".into(), |c| format!(
+                "{:.2}x",
+                crash.seconds / c.seconds.max(1e-9)
+            )),
+        );
+    }
+    println!("(open -> first get of an entry, in seconds: after close, and after exit without it)");
 }

@@ -30,34 +30,48 @@ pub enum Target {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[arg(long)]
-    target: Target,
+    pub(super) target: Target,
     #[arg(long)]
-    workload: Workload,
+    pub(super) workload: Workload,
     #[arg(long)]
-    n: u64,
+    pub(super) n: u64,
     #[arg(long)]
-    value_size: u64,
+    pub(super) value_size: u64,
     #[arg(long)]
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     #[arg(long, default_value_t = 524_288_000)]
-    size_limit: u64,
+    pub(super) size_limit: u64,
     #[arg(long, default_value_t = 64)]
-    tasks: u64,
+    pub(super) tasks: u64,
+    /// reopen-crash's first phase: fill the cache, then exit without closing it.
+    #[arg(long, hide = true)]
+    crash_fill: bool,
 }
 
 /// The cache under test, behind one async interface.
-enum Subject {
+pub(super) enum Subject {
     Wasm(PersistentCache),
     Native(Box<Mutex<Engine<StdStorage, WallClock>>>),
 }
 
 impl Subject {
     async fn open(target: Target, dir: &Path, size_limit: u64) -> anyhow::Result<Subject> {
+        Subject::open_synced(target, dir, size_limit, false).await
+    }
+
+    /// Opens the cache; `sync`: every write is synced to stable storage before it returns.
+    pub(super) async fn open_synced(
+        target: Target,
+        dir: &Path,
+        size_limit: u64,
+        sync: bool,
+    ) -> anyhow::Result<Subject> {
         Ok(match target {
             Target::Wasm => Subject::Wasm(
                 PersistentCache::open(
                     CacheOptions::new(dir)
                         .size_limit(size_limit)
+                        .sync(sync)
                         .code_cache(persistent_cache::CodeCache::for_user()),
                 )
                 .await?,
@@ -67,13 +81,14 @@ impl Subject {
                 WallClock,
                 EngineOptions {
                     size_limit,
+                    sync_writes: sync,
                     ..EngineOptions::default()
                 },
             )?))),
         })
     }
 
-    async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    pub(super) async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match self {
             Subject::Wasm(cache) => cache.set_raw(key, value, Expiry::Never).await?,
             Subject::Native(engine) => engine.lock().set(key, value, None)?,
@@ -81,7 +96,7 @@ impl Subject {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub(super) async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(match self {
             Subject::Wasm(cache) => cache.get_raw(key).await?,
             Subject::Native(engine) => engine.lock().get(key)?,
@@ -102,7 +117,7 @@ impl Subject {
         })
     }
 
-    async fn close(self) -> anyhow::Result<()> {
+    pub(super) async fn close(self) -> anyhow::Result<()> {
         match self {
             Subject::Wasm(cache) => cache.close().await?,
             Subject::Native(engine) => engine.into_inner().close()?,
@@ -112,10 +127,10 @@ impl Subject {
 }
 
 /// A small deterministic generator (splitmix64): no dependency, same sequence every run.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -155,11 +170,11 @@ impl Zipf {
 /// How many counters the `incr` workload spreads its increments over.
 const INCR_COUNTERS: u64 = 100;
 
-fn key(i: u64) -> String {
+pub(super) fn key(i: u64) -> String {
     format!("key:{i}")
 }
 
-fn peak_rss_bytes() -> u64 {
+pub(super) fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -172,6 +187,11 @@ fn peak_rss_bytes() -> u64 {
 
 /// Runs one workload in this process and prints its measurement as one JSON line.
 pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
+    if args.workload.stall().is_some() {
+        // On a runtime of its own with exactly 2 workers (this one has one per CPU); building
+        // and running it needs a thread outside this runtime's workers.
+        return tokio::task::spawn_blocking(move || super::stall::run(&args)).await?;
+    }
     let value: Vec<u8> = {
         let mut rng = Rng(7);
         (0..args.value_size).map(|_| rng.next() as u8).collect()
@@ -189,6 +209,49 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
             }
             file.flush()?;
             (n, started.elapsed())
+        }
+        Workload::ReopenCrash if args.crash_fill => {
+            let subject = Subject::open(args.target, dir, args.size_limit).await?;
+            prefill(&subject, n, &value).await?;
+            // Time for a background checkpoint, should the cache run one; then end as a
+            // kill -9 would: the cache is never closed (its writes are in the OS already).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::process::exit(0);
+        }
+        Workload::ReopenCrash => {
+            // The fill runs in a child that exits without closing the cache.
+            let cache_dir = dir.join("cache");
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .arg("bench-run")
+                .args(["--target", &format!("{:?}", args.target).to_lowercase()])
+                .args(["--workload", args.workload.name(), "--crash-fill"])
+                .args([
+                    "--n",
+                    &n.to_string(),
+                    "--value-size",
+                    &args.value_size.to_string(),
+                ])
+                .args(["--size-limit", &args.size_limit.to_string()])
+                .arg("--dir")
+                .arg(&cache_dir)
+                .status()?;
+            if !status.success() {
+                bail!("reopen-crash: the filling child failed ({status})");
+            }
+            // As in `reopen`, the component is already compiled when the timed open starts.
+            Subject::open(args.target, &dir.join("warm-up"), args.size_limit)
+                .await?
+                .close()
+                .await?;
+            let started = Instant::now();
+            let subject = Subject::open(args.target, &cache_dir, args.size_limit).await?;
+            let got = subject.get(&key(n / 2)).await?;
+            let elapsed = started.elapsed();
+            if got.is_none() || subject.get(&key(n - 1)).await?.is_none() {
+                bail!("reopen-crash lost {} or {}", key(n / 2), key(n - 1));
+            }
+            subject.close().await?;
+            (1, elapsed)
         }
         Workload::Reopen => {
             let subject = Subject::open(args.target, dir, args.size_limit).await?;
@@ -306,7 +369,12 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                     }
                     n
                 }
-                Workload::Reopen | Workload::RawWrite => unreachable!("handled above"),
+                Workload::Reopen
+                | Workload::RawWrite
+                | Workload::ReopenCrash
+                | Workload::StallSmall
+                | Workload::StallBig
+                | Workload::StallSync => unreachable!("handled above"),
             };
             let elapsed = started.elapsed();
             if workload == Workload::Eviction {
@@ -339,8 +407,18 @@ async fn prefill(subject: &Subject, n: u64, value: &[u8]) -> anyhow::Result<()> 
 }
 
 fn finish(args: &RunArgs, ops: u64, elapsed: Duration, volume: Option<u64>) -> anyhow::Result<()> {
-    let seconds = elapsed.as_secs_f64();
     let m = Measurement {
+        volume,
+        ..measurement(args, ops, elapsed)
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// The measurement of `ops` operations in `elapsed`, without the optional figures.
+pub(super) fn measurement(args: &RunArgs, ops: u64, elapsed: Duration) -> Measurement {
+    let seconds = elapsed.as_secs_f64();
+    Measurement {
         implementation: match (args.workload, args.target) {
             (Workload::RawWrite, _) => "raw-disk".into(),
             (_, Target::Wasm) => "persistent-cache".into(),
@@ -353,8 +431,10 @@ fn finish(args: &RunArgs, ops: u64, elapsed: Duration, volume: Option<u64>) -> a
         seconds,
         ops_per_sec: ops as f64 / seconds.max(1e-9),
         peak_rss_bytes: peak_rss_bytes(),
-        volume,
-    };
-    println!("{}", serde_json::to_string(&m)?);
-    Ok(())
+        volume: None,
+        latency: None,
+        set_latency: None,
+        get_latency: None,
+        ticker: None,
+    }
 }
