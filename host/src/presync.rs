@@ -37,7 +37,10 @@ impl Presync {
     /// I/O error is skipped.
     pub(crate) fn run(&mut self) {
         let started = SystemTime::now();
-        let since = self.last.checked_sub(SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+        let since = self
+            .last
+            .checked_sub(SLACK)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let Ok(entries) = std::fs::read_dir(&self.data) else {
             return;
         };

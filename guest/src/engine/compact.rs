@@ -66,7 +66,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// oldest segment must reclaim (as `enforce_limit` does, towards the low-water mark), then
     /// copies one `COMPACTION_STEP` of that segment forward, or deletes it once all is copied.
     /// Otherwise, once the log written since the last checkpoint is larger than the checkpoint
-    /// interval, a step is a checkpoint (`flush`), so a crash replays at most that much log.
+    /// interval, a step is a checkpoint (a `flush` whose snapshot is not synced), so a crash
+    /// replays at most that much log.
     /// Edge cases: a failed step is `Io` and leaves the cache consistent (the next step goes
     /// on); read-only: does nothing, `Ok(false)`.
     pub fn maintain(&mut self) -> Result<bool> {
@@ -81,7 +82,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             }
             self.compact_step()?;
         } else if self.checkpoint_due() {
-            self.flush()?;
+            // The log is synced (the maintenance thread synced most of it beforehand, outside
+            // the engine), the snapshot not: it only saves replay time, and syncing it would
+            // hold every call up for milliseconds.
+            self.checkpoint(false)?;
         }
         Ok(self.maintenance_pending())
     }

@@ -8,10 +8,12 @@ use crate::storage::Storage;
 use crate::time::TimeSource;
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
-    /// Writes the index snapshot if it is stale, synced; the caller has synced the log it
-    /// describes. If it would not fit the size limit, or writing it fails, the previous one
-    /// stays: it still matches the log (the next open replays more of it).
-    pub(super) fn write_snapshot(&mut self) -> Result<()> {
+    /// Writes the index snapshot if it is stale, synced (`sync`) or not; the caller has synced
+    /// the log it describes. If it would not fit the size limit, or writing it fails, the
+    /// previous one stays: it still matches the log (the next open replays more of it). An
+    /// unsynced snapshot that a power cut tears or loses fails its checksum or its match with
+    /// the log at the next open, which then replays the whole log: it costs time, never data.
+    pub(super) fn write_snapshot(&mut self, sync: bool) -> Result<()> {
         if !self.snapshot_stale {
             return Ok(());
         }
@@ -30,7 +32,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if volume_with_snapshot > self.options.size_limit {
             return Ok(());
         }
-        if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, true) {
+        if !sync {
+            self.dir_synced = false;
+        }
+        if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, sync) {
             let _ = self
                 .storage
                 .remove(&format!("{SNAPSHOT_FILE}{}", format::TMP_SUFFIX));
