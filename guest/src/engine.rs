@@ -10,6 +10,7 @@
 //! compaction), `listing` (paging through keys) and `snapshot` (the index snapshot file).
 
 mod compact;
+pub use compact::Maintenance;
 mod listing;
 mod log;
 mod recover;

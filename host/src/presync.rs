@@ -1,70 +1,77 @@
 //! `Presync`: syncs a cache's recently written segment files and its data directory from the
 //! maintenance thread without holding the guest, so that the syncs the engine makes next
-//! (before compaction deletes a segment, at a checkpoint) find nothing left to write and take
-//! ~0.1 ms instead of milliseconds while every other call waits.
+//! (before compaction deletes a segment, at a checkpoint) find little left to write instead of
+//! taking milliseconds while every other call waits.
 //!
 //! Only an optimisation: the engine's own syncs are what its durability rests on, so failures
 //! here are ignored. Files are opened read-only without following symlinks (`fdatasync` works on
 //! a read-only descriptor), and only names the engine gives segments are touched.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 use persistent_cache_guest::format::parse_segment_file_name;
 
-/// Files modified this long before the previous run are synced again, so that a coarse or
-/// skewed modification time never hides a write.
-const SLACK: Duration = Duration::from_secs(2);
-
-/// The data directory of one cache and when it was last synced from here.
+/// The data directory of one cache, and the segments as they were when last synced from here.
 pub(crate) struct Presync {
     data: PathBuf,
-    last: SystemTime,
+    /// Segment file name → its length when it was last synced from here.
+    synced: HashMap<String, u64>,
 }
 
 impl Presync {
     pub(crate) fn new(data: PathBuf) -> Presync {
         Presync {
             data,
-            last: SystemTime::UNIX_EPOCH,
+            synced: HashMap::new(),
         }
     }
 
-    /// Syncs every segment file modified since the last run (less `SLACK`), then the
-    /// directory. Edge cases: a file that vanishes (compacted meanwhile), a symlink, or any
-    /// I/O error is skipped.
+    /// Syncs every segment file whose length changed since the last run (segments only grow
+    /// by appends, and a new one is new), then the directory if a segment came or went. Edge
+    /// cases: a file that vanishes (compacted meanwhile), a symlink, or any I/O error is
+    /// skipped (and tried again next time).
     pub(crate) fn run(&mut self) {
-        let started = SystemTime::now();
-        let since = self
-            .last
-            .checked_sub(SLACK)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
         let Ok(entries) = std::fs::read_dir(&self.data) else {
             return;
         };
+        let mut seen = HashMap::with_capacity(self.synced.len() + 1);
+        let mut names_changed = false;
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if parse_segment_file_name(name).is_none() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if parse_segment_file_name(&name).is_none() {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() || meta.modified().is_ok_and(|m| m < since) {
+            if !meta.is_file() {
                 continue;
             }
-            let opened = OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(entry.path());
-            if let Ok(file) = opened {
-                let _ = file.sync_data();
+            let len = meta.len();
+            let mut synced_len = self.synced.get(&name).copied();
+            names_changed |= synced_len.is_none();
+            if synced_len != Some(len) {
+                let opened = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(entry.path());
+                if opened.and_then(|file| file.sync_data()).is_ok() {
+                    synced_len = Some(len);
+                }
+            }
+            if let Some(len) = synced_len {
+                seen.insert(name, len);
             }
         }
-        if let Ok(dir) = File::open(&self.data) {
-            let _ = dir.sync_all();
+        names_changed |= seen.len() != self.synced.len();
+        if names_changed {
+            if let Ok(dir) = File::open(&self.data) {
+                let _ = dir.sync_all();
+            }
         }
-        self.last = started;
+        self.synced = seen;
     }
 }

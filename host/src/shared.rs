@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::bindings::GuestMaintenance;
 use crate::error::{Error, Result};
 use crate::instance::GuestCache;
 use crate::layout;
@@ -347,14 +348,13 @@ fn maintain(
         for _ in 0..STEPS_PER_WAKE {
             let Some(guest) = guest.upgrade() else { return };
             match pollster::block_on(guest.lock()).call(|guest| guest.maintenance_pending()) {
-                Ok(true) => {}
-                Ok(false) => break,
+                Ok(GuestMaintenance::Idle) => break,
+                // Sync what was written since the last step first, while calls go on, so that
+                // the step's own syncs (the end of a compaction, a checkpoint) are quick.
+                Ok(GuestMaintenance::Step | GuestMaintenance::SyncingStep) => presync.run(),
                 Err(Error::Closed) => return,
                 Err(_) => break,
             }
-            // The step may sync (compaction, a checkpoint): do the slow part of that first,
-            // while calls go on.
-            presync.run();
             let step = pollster::block_on(guest.lock()).maintain();
             match step {
                 Ok(true) => {}

@@ -15,6 +15,17 @@ use std::ops::ControlFlow;
 /// Small enough that a step holds the engine for a fraction of a millisecond.
 pub const COMPACTION_STEP: u64 = 256 << 10;
 
+/// What the next `maintain` step would do (see [`Engine::maintenance`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maintenance {
+    /// Nothing is pending.
+    Idle,
+    /// A compaction step that syncs nothing.
+    Step,
+    /// A step that syncs the log: the end of a compaction, or a checkpoint.
+    SyncingStep,
+}
+
 /// A checkpoint is due after at least this many bytes of log (see `checkpoint_due`).
 pub const CHECKPOINT_MIN: u64 = 8 << 20;
 
@@ -42,7 +53,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         while self.volume() > limit && rounds > 0 {
             rounds -= 1;
             if self.compaction.is_none() {
-                self.make_room(limit, &mut swept);
+                self.make_room(limit, limit / 10, &mut swept);
             }
             self.compact_oldest()?;
         }
@@ -53,11 +64,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
-    /// The volume above which background maintenance starts compacting: a sixteenth of the
+    /// The volume above which background maintenance starts compacting: a quarter of the
     /// limit below it, so that writes rarely find the limit itself in their way.
     pub(super) fn low_water(&self) -> u64 {
         let limit = self.options.size_limit;
-        limit - limit / 16
+        limit - limit / 4
     }
 
     /// One bounded step of background work; true if more is pending.
@@ -78,7 +89,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.compaction.is_some() || self.volume() > low_water {
             if self.compaction.is_none() {
                 let mut swept = false;
-                self.make_room(low_water, &mut swept);
+                let slack = self.options.size_limit / 16;
+                self.make_room(low_water, slack, &mut swept);
             }
             self.compact_step()?;
         } else if self.checkpoint_due() {
@@ -92,10 +104,40 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// True if `maintain` has work to do.
     pub fn maintenance_pending(&self) -> bool {
-        !self.options.read_only
-            && (self.compaction.is_some()
-                || (self.volume() > self.low_water() && self.segments.len() > 1)
-                || self.checkpoint_due())
+        self.maintenance() != Maintenance::Idle
+    }
+
+    /// What the next `maintain` step would do: nothing, work that syncs nothing, or work that
+    /// syncs (the end of a compaction, a checkpoint) — for a caller that can sync the files
+    /// beforehand, outside the engine, so that the step's own sync finds little to write.
+    pub fn maintenance(&self) -> Maintenance {
+        let compacting = self.compaction.is_some()
+            || (self.volume() > self.low_water() && self.segments.len() > 1);
+        if self.options.read_only || !(compacting || self.checkpoint_due()) {
+            return Maintenance::Idle;
+        }
+        if !compacting {
+            return Maintenance::SyncingStep;
+        }
+        let Some((&oldest, segment)) = self.segments.iter().next() else {
+            return Maintenance::Idle;
+        };
+        let (next, copied) = match self.compaction {
+            Some(state) if state.segment == oldest => (state.next, state.copied),
+            _ => (self.data_start(oldest), false),
+        };
+        let live = self.index.live_in(oldest) > 0;
+        let last_step = !live || next + self.compaction_step >= segment.size;
+        // The same condition as `compact_step`'s sync before the deletion.
+        let syncs = copied
+            || live
+            || self.bulk_delete_unsynced
+            || self.superseded_unsynced.contains(&oldest);
+        if last_step && syncs {
+            Maintenance::SyncingStep
+        } else {
+            Maintenance::Step
+        }
     }
 
     /// The log written since the last checkpoint is longer than the checkpoint interval: the
@@ -108,11 +150,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Evicts expired, then least recently used entries until compacting would bring the
     /// volume to `target` with a tenth of the limit to spare (so that compaction runs once per
     /// many writes, not on every one). Never evicts the most recent entry.
-    fn make_room(&mut self, target: u64, swept: &mut bool) {
+    fn make_room(&mut self, target: u64, slack: u64, swept: &mut bool) {
         let Some(excess) = self.volume().checked_sub(target) else {
             return;
         };
-        let slack = self.options.size_limit / 10;
         let mut dead = self.log_bytes - self.index.live_bytes();
         if dead < excess + slack && !*swept {
             // Expired entries go before any live one is evicted.
