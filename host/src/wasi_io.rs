@@ -10,6 +10,8 @@
 //! LLVM-exception) with `in_tokio` replaced by `poll_inline`, on a wrapper type (the upstream
 //! impls are on `ResourceTable` itself).
 
+#![allow(clippy::needless_question_mark)] // kept as in the upstream file
+
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::io::streams::{
     Host as AsyncHost, HostInputStream as AsyncHostInputStream,

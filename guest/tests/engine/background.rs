@@ -126,7 +126,7 @@ fn checkpoints_are_due_after_enough_writes_and_make_them_durable() {
     // Records of about 4030 bytes: due at 8 MiB written, not before.
     let written = i * 4030;
     assert!(
-        written >= 8 << 20 && written < (8 << 20) + 8000,
+        (8 << 20..(8 << 20) + 8000).contains(&written),
         "due after {i} writes"
     );
     assert!(!dir.path().join("index.hint").exists());
