@@ -208,12 +208,8 @@ impl GuestCache for CacheResource {
         self.with_engine(|e| e.maintain())
     }
 
-    fn maintenance_pending(&self) -> wit::Maintenance {
-        match self.engine.borrow().maintenance() {
-            crate::engine::Maintenance::Idle => wit::Maintenance::Idle,
-            crate::engine::Maintenance::Step => wit::Maintenance::Step,
-            crate::engine::Maintenance::SyncingStep => wit::Maintenance::SyncingStep,
-        }
+    fn maintenance_pending(&self) -> bool {
+        self.engine.borrow().maintenance_pending()
     }
 
     fn close(this: Cache) -> Result<(), wit::Error> {

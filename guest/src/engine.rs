@@ -10,7 +10,6 @@
 //! compaction), `listing` (paging through keys) and `snapshot` (the index snapshot file).
 
 mod compact;
-pub use compact::Maintenance;
 mod listing;
 mod log;
 mod recover;

@@ -16,6 +16,9 @@
 //! | compaction ahead of the limit (256 KiB read per step) and periodic checkpoints (a flush about every 8 MiB written) | the cache's maintenance thread (`pcache-maintain`), one bounded step at a time, releasing the guest between steps |
 //! | dropping the last handle on a runtime thread (its final flush) | a thread of its own (`pcache-close`); `close().await` is the way to wait for it |
 //!
+//! What stays on the caller's thread: CBOR encoding and decoding of typed values, and one copy
+//! of a `set_raw` value (the blocking thread needs it owned; a memcpy, proportional to its size).
+//!
 //! The blocking handle ([`BlockingCache`](crate::BlockingCache)) runs every call on its
 //! caller's thread. Issue 12's cross-process lock is to be taken where the guest is: inside a
 //! call, on whichever thread that call runs, so the same rules hold for waiting on it.
@@ -84,7 +87,7 @@ impl PersistentCache {
     /// `InvalidKey` (empty or over 4096 bytes), `ValueTooLarge` (the entry exceeds the size
     /// limit), `Serialize`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
-        self.set_raw(key, &encode(value)?, Expiry::Default).await
+        self.set_bytes(key, encode(value)?, Expiry::Default).await
     }
 
     /// Stores `value` (CBOR-encoded) under `key`, expiring as `expiry` says: a `Duration`
@@ -98,7 +101,7 @@ impl PersistentCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<()> {
-        self.set_raw(key, &encode(value)?, expiry).await
+        self.set_bytes(key, encode(value)?, expiry.into()).await
     }
 
     /// The value under `key`, decoded from CBOR; `Ok(None)` on a miss or an expired entry.
@@ -119,9 +122,14 @@ impl PersistentCache {
     /// # Errors
     /// Those of [`set_with_ttl`](Self::set_with_ttl), without `Serialize`.
     pub async fn set_raw(&self, key: &str, value: &[u8], expiry: impl Into<Expiry>) -> Result<()> {
-        let expiry = expiry.into();
+        self.set_bytes(key, value.to_vec(), expiry.into()).await
+    }
+
+    /// `set_raw` with bytes it owns (the call may move to a blocking thread, so it needs them):
+    /// a typed `set` hands over its encoding instead of having it copied again.
+    async fn set_bytes(&self, key: &str, value: Vec<u8>, expiry: Expiry) -> Result<()> {
         let weight = Weight::of_write(&self.inner.options, value.len());
-        let (key, value) = (key.to_owned(), value.to_vec());
+        let key = key.to_owned();
         self.inner
             .run(weight, written(&key, value.len()), move |guest| {
                 guest.set(&key, &value, expiry)

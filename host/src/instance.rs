@@ -9,9 +9,7 @@ use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::bindings::{
-    CacheExports, CacheGuest, GuestCounters, GuestError, GuestMaintenance, GuestOpenOptions,
-};
+use crate::bindings::{CacheExports, CacheGuest, GuestCounters, GuestError, GuestOpenOptions};
 use crate::epoch::Ticking;
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
@@ -323,14 +321,14 @@ impl GuestCache<'_> {
         call!(self, call_maintain)
     }
 
-    /// What the next `maintain` step would do.
-    pub(crate) fn maintenance_pending(&mut self) -> Result<GuestMaintenance> {
+    /// Whether `maintain` has work to do now.
+    pub(crate) fn maintenance_pending(&mut self) -> Result<bool> {
         let instance = &mut *self.instance;
         let store = arm(&mut instance.store, instance.deadline);
         let outcome = exports(&instance.bindings)
             .cache()
             .call_maintenance_pending(store, self.handle);
-        instance.finish(outcome.map(Ok::<GuestMaintenance, GuestError>))
+        instance.finish(outcome.map(Ok::<bool, GuestError>))
     }
 
     /// Flushes and closes the cache files, consuming the handle.

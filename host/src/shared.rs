@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::bindings::GuestMaintenance;
 use crate::error::{Error, Result};
 use crate::instance::GuestCache;
 use crate::layout;
@@ -348,10 +347,10 @@ fn maintain(
         for _ in 0..STEPS_PER_WAKE {
             let Some(guest) = guest.upgrade() else { return };
             match pollster::block_on(guest.lock()).call(|guest| guest.maintenance_pending()) {
-                Ok(GuestMaintenance::Idle) => break,
+                Ok(false) => break,
                 // Sync what was written since the last step first, while calls go on, so that
                 // the step's own syncs (the end of a compaction, a checkpoint) are quick.
-                Ok(GuestMaintenance::Step | GuestMaintenance::SyncingStep) => presync.run(),
+                Ok(true) => presync.run(),
                 Err(Error::Closed) => return,
                 Err(_) => break,
             }

@@ -15,17 +15,6 @@ use std::ops::ControlFlow;
 /// Small enough that a step holds the engine for a fraction of a millisecond.
 pub const COMPACTION_STEP: u64 = 256 << 10;
 
-/// What the next `maintain` step would do (see [`Engine::maintenance`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Maintenance {
-    /// Nothing is pending.
-    Idle,
-    /// A compaction step that syncs nothing.
-    Step,
-    /// A step that syncs the log: the end of a compaction, or a checkpoint.
-    SyncingStep,
-}
-
 /// A checkpoint is due after at least this many bytes of log (see `checkpoint_due`).
 pub const CHECKPOINT_MIN: u64 = 8 << 20;
 
@@ -104,40 +93,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// True if `maintain` has work to do.
     pub fn maintenance_pending(&self) -> bool {
-        self.maintenance() != Maintenance::Idle
-    }
-
-    /// What the next `maintain` step would do: nothing, work that syncs nothing, or work that
-    /// syncs (the end of a compaction, a checkpoint) — for a caller that can sync the files
-    /// beforehand, outside the engine, so that the step's own sync finds little to write.
-    pub fn maintenance(&self) -> Maintenance {
-        let compacting = self.compaction.is_some()
-            || (self.volume() > self.low_water() && self.segments.len() > 1);
-        if self.options.read_only || !(compacting || self.checkpoint_due()) {
-            return Maintenance::Idle;
-        }
-        if !compacting {
-            return Maintenance::SyncingStep;
-        }
-        let Some((&oldest, segment)) = self.segments.iter().next() else {
-            return Maintenance::Idle;
-        };
-        let (next, copied) = match self.compaction {
-            Some(state) if state.segment == oldest => (state.next, state.copied),
-            _ => (self.data_start(oldest), false),
-        };
-        let live = self.index.live_in(oldest) > 0;
-        let last_step = !live || next + self.compaction_step >= segment.size;
-        // The same condition as `compact_step`'s sync before the deletion.
-        let syncs = copied
-            || live
-            || self.bulk_delete_unsynced
-            || self.superseded_unsynced.contains(&oldest);
-        if last_step && syncs {
-            Maintenance::SyncingStep
-        } else {
-            Maintenance::Step
-        }
+        !self.options.read_only
+            && (self.compaction.is_some()
+                || (self.volume() > self.low_water() && self.segments.len() > 1)
+                || self.checkpoint_due())
     }
 
     /// The log written since the last checkpoint is longer than the checkpoint interval: the
