@@ -204,12 +204,13 @@ impl GuestCache for CacheResource {
         self.engine.borrow_mut().set_nonblocking(on);
     }
 
-    fn maintain(&self) -> Result<bool, wit::Error> {
-        self.with_engine(|e| e.maintain())
+    fn maintain(&self, durable_through: u64) -> Result<wit::Maintenance, wit::Error> {
+        self.with_engine(|e| e.maintain(durable_through))
+            .map(to_wit_maintenance)
     }
 
-    fn maintenance_pending(&self) -> bool {
-        self.engine.borrow().maintenance_pending()
+    fn maintenance_pending(&self) -> wit::Maintenance {
+        to_wit_maintenance(self.engine.borrow().maintenance())
     }
 
     fn close(this: Cache) -> Result<(), wit::Error> {
@@ -219,3 +220,11 @@ impl GuestCache for CacheResource {
 }
 
 export!(Component);
+
+/// The engine's `Maintenance` as the WIT record.
+fn to_wit_maintenance(m: crate::engine::Maintenance) -> wit::Maintenance {
+    wit::Maintenance {
+        pending: m.pending,
+        sync_through: m.sync_through,
+    }
+}

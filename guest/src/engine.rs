@@ -21,6 +21,7 @@ use crate::format::{RecordKind, MAX_KEY_LEN, META_LEN, RECORD_HEADER_LEN};
 use crate::index::{LruIndex, Slot};
 use crate::storage::Storage;
 use crate::time::TimeSource;
+pub use compact::Maintenance;
 use listing::KeyListing;
 use log::Segment;
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,13 @@ pub struct Engine<S: Storage, T: TimeSource> {
     meta_len: u64,
     /// No file was created or deleted since the directory's last sync.
     dir_synced: bool,
+    /// Counts changes to the log's files and the directory: the position a host that syncs
+    /// them itself hands back to `maintain` (see `Maintenance`).
+    log_seq: u64,
+    /// Every change up to this position is durable (the host synced it, see `maintain`).
+    durable_seq: u64,
+    /// The position of the directory's last change.
+    dir_changed: u64,
     /// Segments holding a record that a write not yet synced superseded (an overwrite or a
     /// delete of its key): compaction must sync the log before deleting one of them.
     superseded_unsynced: BTreeSet<u32>,
@@ -120,12 +128,17 @@ pub struct Engine<S: Storage, T: TimeSource> {
     listing: Option<KeyListing>,
     /// The compaction of the oldest segment in progress (see `maintain`).
     compaction: Option<compact::Compaction>,
+    /// A checkpoint's snapshot written to its temporary file, waiting for the log it describes
+    /// to be durable before it replaces the snapshot (see `maintain`).
+    pending_checkpoint: Option<snapshot::PendingCheckpoint>,
     /// Bytes appended to the log since the last flush: a checkpoint is due past an interval.
     written_since_checkpoint: u64,
     /// Operations that would do slow work return `WouldBlock` (see `set_nonblocking`).
     nonblocking: bool,
     /// Bytes one compaction step reads.
     compaction_step: u64,
+    /// The least log written between checkpoints (see `checkpoint_due`).
+    checkpoint_interval: u64,
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
@@ -153,6 +166,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             first_headed: 1,
             meta_len: META_LEN as u64,
             dir_synced: false,
+            log_seq: 1,
+            durable_seq: 0,
+            dir_changed: 1,
             superseded_unsynced: BTreeSet::new(),
             bulk_delete_unsynced: false,
             log_bytes: 0,
@@ -166,9 +182,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             damaged: 0,
             listing: None,
             compaction: None,
+            pending_checkpoint: None,
             written_since_checkpoint: 0,
             nonblocking: false,
             compaction_step: compact::COMPACTION_STEP,
+            checkpoint_interval: compact::CHECKPOINT_MIN,
         };
         engine
             .index
@@ -199,6 +217,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     #[doc(hidden)]
     pub fn set_compaction_step(&mut self, bytes: u64) {
         self.compaction_step = bytes.max(1);
+    }
+
+    /// Sets the least log written between checkpoints (default
+    /// [`CHECKPOINT_MIN`](compact::CHECKPOINT_MIN)); for tests that want many checkpoints.
+    #[doc(hidden)]
+    pub fn set_checkpoint_interval(&mut self, bytes: u64) {
+        self.checkpoint_interval = bytes.max(1);
     }
 
     /// `WouldBlock` if, in non-blocking mode, appending a record of `len` bytes is slow work.
@@ -659,7 +684,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Bytes the cache occupies on disk.
     fn volume(&self) -> u64 {
-        self.meta_len + self.snapshot_len + self.log_bytes
+        let pending = self.pending_checkpoint.as_ref().map_or(0, |p| p.len);
+        self.meta_len + self.snapshot_len + self.log_bytes + pending
     }
 }
 

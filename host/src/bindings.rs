@@ -10,7 +10,7 @@ mod generated {
 pub(crate) use generated::exports::pcache::cache::cache::Guest as CacheExports;
 pub(crate) use generated::pcache::cache::types::{
     CacheStats as GuestCounters, Error as GuestError, Expiry as GuestExpiry, IoKind,
-    OpenOptions as GuestOpenOptions,
+    Maintenance as GuestMaintenance, OpenOptions as GuestOpenOptions,
 };
 pub(crate) use generated::{CacheGuest, CacheGuestPre};
 

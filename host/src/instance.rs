@@ -9,7 +9,9 @@ use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::bindings::{CacheExports, CacheGuest, GuestCounters, GuestError, GuestOpenOptions};
+use crate::bindings::{
+    CacheExports, CacheGuest, GuestCounters, GuestError, GuestMaintenance, GuestOpenOptions,
+};
 use crate::epoch::Ticking;
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
@@ -315,20 +317,21 @@ impl GuestCache<'_> {
         instance.finish(outcome.map(Ok::<(), GuestError>))
     }
 
-    /// One bounded step of background work (compaction ahead of the limit, a checkpoint);
-    /// true while more is pending.
-    pub(crate) fn maintain(&mut self) -> Result<bool> {
-        call!(self, call_maintain)
+    /// One bounded step of background work (compaction ahead of the limit, half of a
+    /// checkpoint), after noting that the log is durable through `durable_through` (a
+    /// `sync_through` the caller synced; 0 for none); returns what is left.
+    pub(crate) fn maintain(&mut self, durable_through: u64) -> Result<GuestMaintenance> {
+        call!(self, call_maintain, durable_through)
     }
 
-    /// Whether `maintain` has work to do now.
-    pub(crate) fn maintenance_pending(&mut self) -> Result<bool> {
+    /// What `maintain` has to do now.
+    pub(crate) fn maintenance_pending(&mut self) -> Result<GuestMaintenance> {
         let instance = &mut *self.instance;
         let store = arm(&mut instance.store, instance.deadline);
         let outcome = exports(&instance.bindings)
             .cache()
             .call_maintenance_pending(store, self.handle);
-        instance.finish(outcome.map(Ok::<bool, GuestError>))
+        instance.finish(outcome.map(Ok::<GuestMaintenance, GuestError>))
     }
 
     /// Flushes and closes the cache files, consuming the handle.

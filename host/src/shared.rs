@@ -179,7 +179,7 @@ impl SharedCache {
         } else {
             layout::data_directory(&directory, options.modes())?
         };
-        let data_directory = crate::presync::Presync::new(data.clone());
+        let log_sync = crate::log_sync::LogSync::new(data.clone());
         let guest = Arc::new(tokio::sync::Mutex::new(GuestSupervisor::start(
             data,
             options.clone(),
@@ -187,7 +187,7 @@ impl SharedCache {
         let maintenance = if read_only {
             None
         } else {
-            Some(start_maintenance(&guest, &directory, data_directory)?)
+            Some(start_maintenance(&guest, &directory, log_sync)?)
         };
         let limit = options.size_limit_value();
         Ok(SharedCache {
@@ -320,13 +320,13 @@ fn shut_down(
 fn start_maintenance(
     guest: &Guest,
     directory: &Path,
-    mut presync: crate::presync::Presync,
+    log_sync: crate::log_sync::LogSync,
 ) -> Result<SyncSender<()>> {
     let (wake, woken) = sync_channel(1);
     let guest = Arc::downgrade(guest);
     std::thread::Builder::new()
         .name("pcache-maintain".into())
-        .spawn(move || maintain(&guest, &woken, &mut presync))
+        .spawn(move || maintain(&guest, &woken, &log_sync))
         .map_err(|source| Error::Directory {
             path: directory.to_path_buf(),
             source,
@@ -334,30 +334,44 @@ fn start_maintenance(
     Ok(wake)
 }
 
-/// The maintenance thread's loop (see `start_maintenance`).
+/// The maintenance thread's loop (see `start_maintenance`). Each step holds the guest for
+/// one bounded `maintain` call; when a step waits for the log to be durable, the thread syncs
+/// it here, between steps, while other calls go on, and tells the next step how far.
 fn maintain(
     guest: &Weak<tokio::sync::Mutex<GuestSupervisor>>,
     woken: &Receiver<()>,
-    presync: &mut crate::presync::Presync,
+    log_sync: &crate::log_sync::LogSync,
 ) {
     // At most this many steps per wake-up, so that a step that makes no progress (a failing
     // disk) cannot spin; the next writes wake the thread again.
     const STEPS_PER_WAKE: u32 = 256;
     while woken.recv().is_ok() {
+        let Some(strong) = guest.upgrade() else {
+            return;
+        };
+        let first = pollster::block_on(strong.lock()).call(|guest| guest.maintenance_pending());
+        drop(strong);
+        let mut left = match first {
+            Ok(left) => left,
+            Err(Error::Closed) => return,
+            Err(_) => continue,
+        };
         for _ in 0..STEPS_PER_WAKE {
-            let Some(guest) = guest.upgrade() else { return };
-            match pollster::block_on(guest.lock()).call(|guest| guest.maintenance_pending()) {
-                Ok(false) => break,
-                // Sync what was written since the last step first, while calls go on, so that
-                // the step's own syncs (the end of a compaction, a checkpoint) are quick.
-                Ok(true) => presync.run(),
-                Err(Error::Closed) => return,
-                Err(_) => break,
+            if !left.pending {
+                break;
             }
-            let step = pollster::block_on(guest.lock()).maintain();
+            // Everything the engine had written when it reported `position` is in the files
+            // now, so syncing them all makes it durable.
+            let durable = match left.sync_through {
+                Some(position) if log_sync.sync_all() => position,
+                _ => 0,
+            };
+            let Some(strong) = guest.upgrade() else {
+                return;
+            };
+            let step = pollster::block_on(strong.lock()).maintain(durable);
             match step {
-                Ok(true) => {}
-                Ok(false) => break,
+                Ok(next) => left = next,
                 Err(Error::Closed) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, "background maintenance of the cache failed; retrying after the next writes");

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::component::ResourceAny;
 
+use crate::bindings::GuestMaintenance;
 use crate::error::{Error, Result};
 use crate::instance::{GuestCache, GuestInstance, OpenSettings, GUEST_DIRECTORY};
 use crate::options::CacheOptions;
@@ -96,9 +97,9 @@ impl GuestSupervisor {
         Some(result)
     }
 
-    /// One step of the guest's background work (`maintain`); true while more is pending.
-    pub(crate) fn maintain(&mut self) -> Result<bool> {
-        self.call(|guest| guest.maintain())
+    /// One step of the guest's background work (`maintain`, see there); what is left.
+    pub(crate) fn maintain(&mut self, durable_through: u64) -> Result<GuestMaintenance> {
+        self.call(|guest| guest.maintain(durable_through))
     }
 
     /// Drops a trapped instance, keeping its hit and miss counts; the next `call` restarts it.

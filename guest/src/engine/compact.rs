@@ -27,6 +27,21 @@ pub(super) struct Compaction {
     next: u64,
     /// A live record was copied forward.
     copied: bool,
+    /// All is copied, and the segment is deleted once the log through this position is
+    /// durable (a deferred deletion, see `maintain`).
+    ready: Option<u64>,
+}
+
+/// What background maintenance has to do (from `Engine::maintain` and
+/// `Engine::maintenance`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// `maintain` has work to do.
+    pub pending: bool,
+    /// The next step waits until the log is durable through this position: sync every
+    /// segment file and the directory, then pass it to `maintain`. (The engine never syncs
+    /// in `maintain`, so that a host can sync while other calls go on.)
+    pub sync_through: Option<u64>,
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
@@ -60,20 +75,25 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         limit - limit / 4
     }
 
-    /// One bounded step of background work; true if more is pending.
+    /// One bounded step of background work, after noting that the log is durable through
+    /// `durable_through` (a position from `Maintenance::sync_through` that the caller synced
+    /// every segment file and the directory after reading; 0 for none). Returns what is left.
     ///
     /// Past the low-water mark (see `low_water`) a step first evicts what compacting the
     /// oldest segment must reclaim (as `enforce_limit` does, towards the low-water mark), then
-    /// copies one `COMPACTION_STEP` of that segment forward, or deletes it once all is copied.
-    /// Otherwise, once the log written since the last checkpoint is larger than the checkpoint
-    /// interval, a step is a checkpoint (a `flush` whose snapshot is not synced), so a crash
-    /// replays at most that much log.
+    /// copies one `COMPACTION_STEP` of that segment forward, or deletes it once all is copied
+    /// and the log through that moment is durable. Otherwise, once the log written since the
+    /// last checkpoint is longer than the checkpoint interval, a step is one half of a
+    /// checkpoint (see `checkpoint_step`). A step never syncs: a deletion or checkpoint waiting
+    /// for durability asks for it in `sync_through` and waits (a host that cannot sync files
+    /// calls `flush` instead, which syncs under its own lock).
     /// Edge cases: a failed step is `Io` and leaves the cache consistent (the next step goes
-    /// on); read-only: does nothing, `Ok(false)`.
-    pub fn maintain(&mut self) -> Result<bool> {
+    /// on); read-only: does nothing, nothing pending.
+    pub fn maintain(&mut self, durable_through: u64) -> Result<Maintenance> {
         if self.options.read_only {
-            return Ok(false);
+            return Ok(Maintenance::default());
         }
+        self.mark_durable(durable_through);
         let low_water = self.low_water();
         if self.compaction.is_some() || self.volume() > low_water {
             if self.compaction.is_none() {
@@ -81,29 +101,37 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 let slack = self.options.size_limit / 16;
                 self.make_room(low_water, slack, &mut swept);
             }
-            self.compact_step()?;
-        } else if self.checkpoint_due() {
-            // The log is synced (the maintenance thread synced most of it beforehand, outside
-            // the engine), the snapshot not: it only saves replay time, and syncing it would
-            // hold every call up for milliseconds.
-            self.checkpoint(false)?;
+            self.compact_step(true)?;
+        } else if self.pending_checkpoint.is_some() || self.checkpoint_due() {
+            self.checkpoint_step()?;
         }
-        Ok(self.maintenance_pending())
+        Ok(self.maintenance())
     }
 
-    /// True if `maintain` has work to do.
-    pub fn maintenance_pending(&self) -> bool {
-        !self.options.read_only
-            && (self.compaction.is_some()
-                || (self.volume() > self.low_water() && self.segments.len() > 1)
-                || self.checkpoint_due())
+    /// What `maintain` has to do now (no file is touched). Edge case: read-only: nothing.
+    pub fn maintenance(&self) -> Maintenance {
+        if self.options.read_only {
+            return Maintenance::default();
+        }
+        let waits = |at: u64| self.durable_seq < at;
+        let waiting = self.compaction.and_then(|c| c.ready).is_some_and(waits)
+            || self.pending_checkpoint.is_some_and(|p| waits(p.at));
+        let pending = waiting
+            || self.compaction.is_some()
+            || self.pending_checkpoint.is_some()
+            || (self.volume() > self.low_water() && self.segments.len() > 1)
+            || self.checkpoint_due();
+        Maintenance {
+            pending,
+            sync_through: waiting.then_some(self.log_seq),
+        }
     }
 
     /// The log written since the last checkpoint is longer than the checkpoint interval: the
     /// larger of 8 MiB and the snapshot itself, so that checkpoints never write more than the
     /// log they save replaying (and replaying 8 MiB takes milliseconds).
     fn checkpoint_due(&self) -> bool {
-        self.written_since_checkpoint >= CHECKPOINT_MIN.max(self.snapshot_len)
+        self.written_since_checkpoint >= self.checkpoint_interval.max(self.snapshot_len)
     }
 
     /// Evicts expired, then least recently used entries until compacting would bring the
@@ -150,7 +178,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 
     /// Compacts the oldest segment to the end (finishing a compaction in progress).
     fn compact_oldest(&mut self) -> Result<()> {
-        while !self.compact_step()? {}
+        while !self.compact_step(false)? {}
         Ok(())
     }
 
@@ -163,8 +191,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// step. Before the deletion the log is synced if the segment held a live record (now
     /// copied) or one a write not yet synced superseded; the deletion is synced before the
     /// next one. So a power cut never loses a key's only copy, nor both its newer and older
-    /// records, nor deletes segments out of order.
-    fn compact_step(&mut self) -> Result<bool> {
+    /// records, nor deletes segments out of order. With `defer` the step syncs nothing: it
+    /// deletes only once the log through the moment all was copied is durable (see
+    /// `mark_durable`), which covers all of the above, and waits until then.
+    fn compact_step(&mut self, defer: bool) -> Result<bool> {
         let Some(&oldest) = self.segments.keys().next() else {
             self.compaction = None;
             return Ok(true);
@@ -178,6 +208,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 segment: oldest,
                 next: self.data_start(oldest),
                 copied: false,
+                ready: None,
             },
         };
         let size = self.segments.get(&oldest).map_or(0, |s| s.size);
@@ -203,15 +234,30 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         // The copies, the name of a segment a roll created for them, and the later writes that
         // made this segment's records dead are durable before the deletion can be — else a
         // power cut could take a key's newer record and its older one both.
-        if state.copied || self.bulk_delete_unsynced || self.superseded_unsynced.contains(&oldest) {
+        if defer {
+            let ready = *state.ready.get_or_insert(self.log_seq);
+            if self.durable_seq < ready {
+                self.compaction = Some(state);
+                return Ok(false);
+            }
+        } else if state.copied
+            || self.bulk_delete_unsynced
+            || self.superseded_unsynced.contains(&oldest)
+        {
             if let Err(e) = self.sync_log() {
                 self.compaction = Some(state);
                 return Err(e);
             }
+        } else if let Err(e) = self.sync_dir() {
+            // An earlier deferred deletion is durable before this one.
+            self.compaction = Some(state);
+            return Err(e);
         }
         self.superseded_unsynced.remove(&oldest);
         self.delete_segment(oldest)?;
-        self.sync_dir()?;
+        if !defer {
+            self.sync_dir()?;
+        }
         Ok(true)
     }
 

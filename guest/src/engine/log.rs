@@ -18,6 +18,8 @@ pub(super) struct Segment<F> {
     pub(super) size: u64,
     /// Nothing was written to it since its last sync.
     pub(super) synced: bool,
+    /// The log position (`Engine::log_seq`) of its last change.
+    pub(super) changed: u64,
 }
 
 /// Records are read back from disk in chunks of this many bytes (more for a bigger record).
@@ -149,6 +151,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 message: format!("segment {} is missing", name()),
             });
         };
+        self.log_seq += 1;
+        segment.changed = self.log_seq;
         let offset = segment.size;
         if self.tail_unclean {
             segment
@@ -188,8 +192,17 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Makes `file` (`size` bytes, not known to be synced) segment `id` of the log.
     pub(super) fn adopt_segment(&mut self, id: u32, file: S::File, size: u64) {
         self.log_bytes += size;
-        let synced = false;
-        self.segments.insert(id, Segment { file, size, synced });
+        self.log_seq += 1;
+        let (synced, changed) = (false, self.log_seq);
+        self.segments.insert(
+            id,
+            Segment {
+                file,
+                size,
+                synced,
+                changed,
+            },
+        );
     }
 
     /// Where records start in segment `id`: after its header, or at 0 in a headerless segment
@@ -226,7 +239,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Err(io_err("create", &name, e));
         }
         self.adopt_segment(id, file, header.len() as u64);
-        self.dir_synced = self.options.sync_writes;
+        if self.options.sync_writes {
+            self.dir_synced = true;
+        } else {
+            self.dir_unsynced();
+        }
         self.active = id;
         Ok(())
     }
@@ -234,7 +251,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Cuts segment `id` to `len` bytes (a torn write at the end of the log).
     pub(super) fn truncate_segment(&mut self, id: u32, len: u64) -> Result<()> {
         self.writable()?;
+        self.abandon_checkpoint();
+        self.log_seq += 1;
         if let Some(segment) = self.segments.get_mut(&id) {
+            segment.changed = self.log_seq;
             segment
                 .file
                 .set_len(len)
@@ -249,6 +269,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Deletes segment file `id`; a missing file is not an error.
     pub(super) fn delete_segment(&mut self, id: u32) -> Result<()> {
         self.writable()?;
+        // A pending checkpoint's snapshot may point into this segment.
+        self.abandon_checkpoint();
         let name = format::segment_file_name(id);
         self.storage
             .remove(&name)
@@ -256,7 +278,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if let Some(segment) = self.segments.remove(&id) {
             self.log_bytes -= segment.size;
         }
-        self.dir_synced = false;
+        self.dir_unsynced();
         Ok(())
     }
 
@@ -291,6 +313,33 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.superseded_unsynced.clear();
         self.bulk_delete_unsynced = false;
         Ok(())
+    }
+
+    /// Notes that a file was created, renamed or deleted since the directory's last sync.
+    pub(super) fn dir_unsynced(&mut self) {
+        self.log_seq += 1;
+        self.dir_changed = self.log_seq;
+        self.dir_synced = false;
+    }
+
+    /// Notes that a host synced every segment file and the directory after the log reached
+    /// position `through` (from `Maintenance::sync_through`): everything changed up to it is
+    /// durable. A position from the future counts as now.
+    pub(super) fn mark_durable(&mut self, through: u64) {
+        let through = through.min(self.log_seq);
+        if through <= self.durable_seq {
+            return;
+        }
+        self.durable_seq = through;
+        for segment in self.segments.values_mut() {
+            segment.synced |= segment.changed <= through;
+        }
+        self.dir_synced |= self.dir_changed <= through;
+        if through == self.log_seq {
+            // Every write is durable, as after `sync_log`.
+            self.superseded_unsynced.clear();
+            self.bulk_delete_unsynced = false;
+        }
     }
 
     /// Flushes the directory's entries (created and deleted files) to stable storage, unless

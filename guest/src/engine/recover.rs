@@ -187,7 +187,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.storage
                     .remove(&name)
                     .map_err(|e| io_err("remove", &name, e))?;
-                self.dir_synced = false;
+                self.dir_unsynced();
             }
         }
         Ok((next_id, set_aside, left_in_place))
@@ -229,7 +229,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .create_dir(DAMAGED_DIR)
             .and_then(|()| self.storage.rename(name, &to));
         if moved.is_ok() {
-            self.dir_synced = false;
+            self.dir_unsynced();
         }
         moved.is_ok()
     }

@@ -3,9 +3,24 @@
 
 use super::Engine;
 use crate::error::{io_err, Result};
-use crate::format::{self, SNAPSHOT_FILE};
-use crate::storage::Storage;
+use crate::format::{self, SNAPSHOT_FILE, TMP_SUFFIX};
+use crate::storage::{Storage, StorageFile};
 use crate::time::TimeSource;
+
+/// A checkpoint's snapshot, written (unsynced) to the snapshot's temporary file, that replaces
+/// the snapshot once the log it describes is durable.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingCheckpoint {
+    /// The log position the snapshot describes: the log through it must be durable first.
+    pub(super) at: u64,
+    /// Its bytes (on disk, so counted in the volume).
+    pub(super) len: u64,
+}
+
+/// The temporary file snapshots are written to before they are renamed into place.
+fn snapshot_tmp() -> String {
+    format!("{SNAPSHOT_FILE}{TMP_SUFFIX}")
+}
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Writes the index snapshot if it is stale, synced (`sync`) or not; the caller has synced
@@ -14,31 +29,21 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// unsynced snapshot that a power cut tears or loses fails its checksum or its match with
     /// the log at the next open, which then replays the whole log: it costs time, never data.
     pub(super) fn write_snapshot(&mut self, sync: bool) -> Result<()> {
+        self.abandon_checkpoint();
         if !self.snapshot_stale {
             return Ok(());
         }
         self.writable()?;
-        let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
-        let bytes = format::encode_snapshot(
-            self.active,
-            covered_offset,
-            self.cache_id,
-            self.index.len(),
-            self.index
-                .iter()
-                .map(|(k, s)| (k, s.segment, s.offset, s.len, s.expires_at)),
-        );
+        let bytes = self.encode_snapshot();
         let volume_with_snapshot = self.volume() - self.snapshot_len + bytes.len() as u64;
         if volume_with_snapshot > self.options.size_limit {
             return Ok(());
         }
         if !sync {
-            self.dir_synced = false;
+            self.dir_unsynced();
         }
         if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, sync) {
-            let _ = self
-                .storage
-                .remove(&format!("{SNAPSHOT_FILE}{}", format::TMP_SUFFIX));
+            let _ = self.storage.remove(&snapshot_tmp());
             return Err(io_err("write", SNAPSHOT_FILE, e));
         }
         self.snapshot_len = bytes.len() as u64;
@@ -46,9 +51,86 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
+    /// The index as a snapshot of the log as it is now.
+    fn encode_snapshot(&self) -> Vec<u8> {
+        let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
+        format::encode_snapshot(
+            self.active,
+            covered_offset,
+            self.cache_id,
+            self.index.len(),
+            self.index
+                .iter()
+                .map(|(k, s)| (k, s.segment, s.offset, s.len, s.expires_at)),
+        )
+    }
+
+    /// One step of a checkpoint that syncs nothing itself (for `maintain`): first writes the
+    /// snapshot of the index now to its temporary file, unsynced, and remembers the log
+    /// position it describes; once a host reported the log durable through that position,
+    /// renames it into place. Until then `Maintenance::sync_through` asks for that sync. So
+    /// the snapshot in place never describes log bytes a power cut could take.
+    /// Edge cases: a snapshot that would not fit the size limit is skipped (the old one
+    /// stays); anything that changes the log's files meanwhile (a segment deleted or cut, a
+    /// `flush`) abandons the pending one; a failed write or rename is `Io` and leaves the old
+    /// snapshot in place.
+    pub(super) fn checkpoint_step(&mut self) -> Result<()> {
+        self.writable()?;
+        match self.pending_checkpoint {
+            None => {
+                self.written_since_checkpoint = 0;
+                if !self.snapshot_stale {
+                    return Ok(());
+                }
+                let bytes = self.encode_snapshot();
+                let len = bytes.len() as u64;
+                if self.volume() + len > self.options.size_limit {
+                    return Ok(());
+                }
+                let tmp = snapshot_tmp();
+                let written = self.storage.open(&tmp, true).and_then(|file| {
+                    file.set_len(0)?;
+                    file.write_all_at(&bytes, 0)
+                });
+                if let Err(e) = written {
+                    let _ = self.storage.remove(&tmp);
+                    return Err(io_err("write", &tmp, e));
+                }
+                self.dir_unsynced();
+                self.pending_checkpoint = Some(PendingCheckpoint {
+                    at: self.log_seq,
+                    len,
+                });
+                // Writes from now on make the index differ from this snapshot again.
+                self.snapshot_stale = false;
+            }
+            Some(pending) if self.durable_seq >= pending.at => {
+                self.pending_checkpoint = None;
+                if let Err(e) = self.storage.rename(&snapshot_tmp(), SNAPSHOT_FILE) {
+                    self.snapshot_stale = true;
+                    let _ = self.storage.remove(&snapshot_tmp());
+                    return Err(io_err("rename", SNAPSHOT_FILE, e));
+                }
+                self.dir_unsynced();
+                self.snapshot_len = pending.len;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Drops a pending checkpoint (see `checkpoint_step`), removing its temporary file.
+    pub(super) fn abandon_checkpoint(&mut self) {
+        if self.pending_checkpoint.take().is_some() {
+            self.snapshot_stale = true;
+            let _ = self.storage.remove(&snapshot_tmp());
+        }
+    }
+
     /// Removes the snapshot file (a missing one is fine) and marks the index as unsaved.
     pub(super) fn remove_snapshot(&mut self) -> Result<()> {
         self.writable()?;
+        self.abandon_checkpoint();
         self.storage
             .remove(SNAPSHOT_FILE)
             .map_err(|e| io_err("remove", SNAPSHOT_FILE, e))?;

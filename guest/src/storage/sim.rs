@@ -241,6 +241,26 @@ impl SimStorage {
         self.0.borrow_mut().capacity = bytes;
     }
 
+    /// Syncs the data of every top-level file whose name `pick` accepts, then the directory,
+    /// as a host that syncs the engine's files from outside does (what the host's `LogSync`
+    /// does between `maintain` steps).
+    pub fn sync_files_then_dir(&self, pick: impl Fn(&str) -> bool) {
+        let mut disk = self.0.borrow_mut();
+        let picked: Vec<Ino> = disk
+            .entries
+            .iter()
+            .filter(|(name, _)| !name.contains('/') && pick(name))
+            .filter_map(|(_, entry)| match entry {
+                Entry::File(ino) => Some(*ino),
+                Entry::Dir => None,
+            })
+            .collect();
+        for ino in picked {
+            disk.sync_data(ino);
+        }
+        disk.sync_dir();
+    }
+
     /// Bytes stored in files that are named or still open.
     pub fn stored_bytes(&self) -> u64 {
         self.0.borrow().stored_bytes()

@@ -51,6 +51,7 @@
 //! `PCACHE_POWER_CUT_SEED=S` starts at seed S (`PCACHE_POWER_CUTS=1` then runs just that one).
 
 use crate::common::{Rng, T0};
+use persistent_cache_guest::format::parse_segment_file_name;
 use persistent_cache_guest::storage::sim::{Captured, SimStorage};
 use persistent_cache_guest::{counter, Engine, EngineOptions, ManualTime, TimeSource};
 use std::collections::BTreeMap;
@@ -197,8 +198,14 @@ enum Op {
     Close,
     Clear,
     /// Background maintenance: this many steps (compaction ahead of the limit in steps of
-    /// 1 KiB here, checkpoints).
-    Maintain(u32),
+    /// 1 KiB here, checkpoints). With `sync`, a step that waits for the log to be durable
+    /// gets it as from the host (every segment file synced, then the directory); without,
+    /// it is told only the last position synced before, which a deferred deletion or
+    /// checkpoint must not take for more.
+    Maintain {
+        steps: u32,
+        sync: bool,
+    },
 }
 
 impl Op {
@@ -432,6 +439,8 @@ struct Run {
     keys: Vec<String>,
     /// Entries the engine evicted (summed at every close).
     evicted: u64,
+    /// The last log position this open's segments were synced through from outside (0: none).
+    synced_through: u64,
 }
 
 impl Run {
@@ -458,6 +467,7 @@ impl Run {
             engine: None,
             rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             oracle: Oracle::new(sync),
+            synced_through: 0,
             step: 0,
             keys: (0..KEYS).map(key_name).collect(),
             evicted: 0,
@@ -517,7 +527,10 @@ impl Run {
             650..690 => Op::Flush,
             690..720 => return None,
             720..723 => Op::Clear,
-            723..800 => Op::Maintain(1 + rng.below(4) as u32),
+            723..800 => Op::Maintain {
+                steps: 1 + rng.below(4) as u32,
+                sync: rng.below(3) > 0,
+            },
             _ => Op::Get(key(rng)),
         })
     }
@@ -563,7 +576,10 @@ impl Run {
             let mut engine = opened.unwrap_or_else(|e| must("open", e));
             // Small steps, so that compactions span several `Maintain` steps and writes.
             engine.set_compaction_step(1024);
+            // And checkpoints every few KiB.
+            engine.set_checkpoint_interval(4096);
             self.engine = Some(engine);
+            self.synced_through = 0;
             return;
         }
         let mut engine = self.engine.take().expect("an open engine");
@@ -633,11 +649,20 @@ impl Run {
             }
             Op::Advance(ms) => self.clock.advance(ms),
             Op::Flush => engine.flush().unwrap_or_else(|e| must("flush", e)),
-            Op::Maintain(steps) => {
+            Op::Maintain { steps, sync } => {
                 for _ in 0..steps {
-                    if !engine.maintain().unwrap_or_else(|e| must("maintain", e)) {
+                    let left = engine.maintenance();
+                    if !left.pending {
                         break;
                     }
+                    if let (Some(position), true) = (left.sync_through, sync) {
+                        self.disk
+                            .sync_files_then_dir(|name| parse_segment_file_name(name).is_some());
+                        self.synced_through = position;
+                    }
+                    engine
+                        .maintain(self.synced_through)
+                        .unwrap_or_else(|e| must("maintain", e));
                 }
             }
             Op::Clear => {
