@@ -671,13 +671,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.options.read_only {
             return Ok(());
         }
-        self.checkpoint(true)
-    }
-
-    /// Syncs the log, then writes the index snapshot, synced or not (`sync_snapshot`).
-    fn checkpoint(&mut self, sync_snapshot: bool) -> Result<()> {
         self.sync_log()?;
-        let _ = self.write_snapshot(sync_snapshot);
+        let _ = self.write_snapshot();
         self.written_since_checkpoint = 0;
         Ok(())
     }

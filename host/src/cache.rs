@@ -13,7 +13,7 @@
 //! | light calls (`get`, `set` of values up to 60 KiB, `add`, `touch`, `pop`, `incr`, `delete`, `contains`) | inline on the caller's runtime thread, with the engine in non-blocking mode: a few microseconds |
 //! | a light call the engine refuses as slow (a record over 64 KiB to read from disk, a write that would pass the size limit and must evict and compact first) | run again on a blocking thread (`spawn_blocking`), holding the guest |
 //! | slow by nature: writes with `sync(true)` (an fsync each), values over 60 KiB, `flush`, `delete_prefix`, `expire`, `keys`, `stats` (lists the plugin stores), `clear`, `open` (recovery), `close`, restarting a guest after a trap | a blocking thread |
-//! | compaction ahead of the limit (256 KiB read per step) and periodic checkpoints (a flush about every 8 MiB written) | the cache's maintenance thread (`pcache-maintain`), one bounded step at a time, releasing the guest between steps |
+//! | compaction ahead of the limit (256 KiB read per step) and periodic checkpoints (an index snapshot about every 8 MiB written) | the cache's maintenance thread (`pcache-maintain`), one bounded step at a time, releasing the guest between steps; a step never syncs: the syncs a segment deletion or a checkpoint needs run on that thread between steps, without the guest |
 //! | dropping the last handle on a runtime thread (its final flush) | a thread of its own (`pcache-close`); `close().await` is the way to wait for it |
 //!
 //! What stays on the caller's thread: CBOR encoding and decoding of typed values, and one copy

@@ -214,6 +214,14 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let size = self.segments.get(&oldest).map_or(0, |s| s.size);
         if self.index.live_in(oldest) > 0 && state.next < size {
             let (batch, keys, next) = self.copy_step(oldest, state.next, size)?;
+            if defer && self.volume() + batch.len() as u64 > self.options.size_limit {
+                // No room for the copies while the segment waits for its deferred deletion
+                // (the background fell behind the writes): finish this compaction now, as a
+                // write at the limit does, syncing under the lock.
+                self.compaction = Some(state);
+                self.compact_oldest()?;
+                return Ok(true);
+            }
             if !batch.is_empty() {
                 let (segment, base) = self.append(&batch)?;
                 for (key, at) in keys {

@@ -23,12 +23,11 @@ fn snapshot_tmp() -> String {
 }
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
-    /// Writes the index snapshot if it is stale, synced (`sync`) or not; the caller has synced
-    /// the log it describes. If it would not fit the size limit, or writing it fails, the
-    /// previous one stays: it still matches the log (the next open replays more of it). An
-    /// unsynced snapshot that a power cut tears or loses fails its checksum or its match with
-    /// the log at the next open, which then replays the whole log: it costs time, never data.
-    pub(super) fn write_snapshot(&mut self, sync: bool) -> Result<()> {
+    /// Writes the index snapshot, synced, if it is stale (abandoning a pending checkpoint);
+    /// the caller has synced the log it describes. If it would not fit the size limit, or
+    /// writing it fails, the previous one stays: it still matches the log (the next open
+    /// replays more of it).
+    pub(super) fn write_snapshot(&mut self) -> Result<()> {
         self.abandon_checkpoint();
         if !self.snapshot_stale {
             return Ok(());
@@ -39,10 +38,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if volume_with_snapshot > self.options.size_limit {
             return Ok(());
         }
-        if !sync {
-            self.dir_unsynced();
-        }
-        if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, sync) {
+        if let Err(e) = self.storage.write_file_atomic(SNAPSHOT_FILE, &bytes, true) {
             let _ = self.storage.remove(&snapshot_tmp());
             return Err(io_err("write", SNAPSHOT_FILE, e));
         }

@@ -122,6 +122,7 @@ fn maintenance_keeps_writes_off_the_limit_in_bounded_steps() {
                     |name: &str| std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len());
                 let snapshot = len("index.hint").max(len("index.hint.tmp"));
                 assert!(e.stats().volume <= volume + (64 << 10) + 4096 + snapshot);
+                assert!(e.stats().volume <= limit, "a step passed the limit");
             }
         }
         assert!(e.stats().volume <= limit);
@@ -171,4 +172,40 @@ fn checkpoints_are_due_after_enough_writes_and_make_them_durable() {
     assert_eq!(get(&mut e, "k0").as_deref(), Some(&value[..]));
     assert_eq!(get(&mut e, "after").as_deref(), Some(&b"1"[..]));
     assert_eq!(get(&mut e, "during").as_deref(), Some(&b"2"[..]));
+}
+
+/// Maintenance interleaved step by step with writes that outgrow the limit five times over
+/// (as the host's maintenance thread races them): the volume never passes the limit, whether
+/// a deferred deletion is waiting or a step's copies would not fit beside it.
+#[test]
+fn maintenance_steps_between_writes_never_pass_the_limit() {
+    let limit = 512 << 10;
+    let (dir, _clock, mut e) = fresh(limit);
+    e.set_checkpoint_interval(64 << 10);
+    let mut written = 0;
+    let mut steps = 0;
+    for i in 0u64.. {
+        if written >= 5 * limit {
+            break;
+        }
+        let value = vec![(i % 256) as u8; 500 + (i as usize * 131) % 4000];
+        e.set_nonblocking(true);
+        if e.set(&format!("blob:{}", i % 300), &value, None) == Err(Error::WouldBlock) {
+            e.set_nonblocking(false);
+            e.set(&format!("blob:{}", i % 300), &value, None).unwrap();
+        }
+        written += value.len() as u64;
+        assert!(e.stats().volume <= limit, "a write passed the limit");
+        // Every other write one step, told of a sync only every third time.
+        if i % 2 == 0 && e.maintenance().pending {
+            if i % 3 == 0 {
+                step(&mut e, dir.path());
+            } else {
+                e.maintain(0).unwrap();
+            }
+            steps += 1;
+            assert!(e.stats().volume <= limit, "a step passed the limit");
+        }
+    }
+    assert!(steps > 100, "{steps} steps");
 }
