@@ -67,6 +67,8 @@ fn to_wit(e: Error) -> wit::Error {
         Error::CounterOverflow(msg) => wit::Error::CounterOverflow(msg),
         Error::ReadOnly => wit::Error::ReadOnly,
         Error::WouldBlock => wit::Error::WouldBlock,
+        Error::NeedsLock => wit::Error::NeedsLock,
+        Error::Stale => wit::Error::Stale,
     }
 }
 
@@ -104,6 +106,7 @@ impl GuestCache for CacheResource {
                 size_limit: options.size_limit,
                 sync_writes: options.sync_writes,
                 read_only: options.read_only,
+                shared: options.shared,
             },
         )
         .map_err(to_wit)?;
@@ -207,6 +210,14 @@ impl GuestCache for CacheResource {
     fn maintain(&self, durable_through: u64) -> Result<wit::Maintenance, wit::Error> {
         self.with_engine(|e| e.maintain(durable_through))
             .map(to_wit_maintenance)
+    }
+
+    fn catch_up(&self) -> Result<(), wit::Error> {
+        self.with_engine(|e| e.catch_up())
+    }
+
+    fn set_write_locked(&self, locked: bool) -> Result<(), wit::Error> {
+        self.with_engine(|e| e.set_write_locked(locked))
     }
 
     fn maintenance_pending(&self) -> wit::Maintenance {

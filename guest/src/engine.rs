@@ -10,6 +10,7 @@
 //! compaction), `listing` (paging through keys) and `snapshot` (the index snapshot file).
 
 mod compact;
+mod follow;
 mod listing;
 mod log;
 mod recover;
@@ -46,6 +47,11 @@ pub struct EngineOptions {
     /// past the size limit. Reads work (their recency and expiry changes are kept in memory);
     /// every operation that may write returns `ReadOnly`; `flush` and `close` write nothing.
     pub read_only: bool,
+    /// Other processes may open the directory at the same time (default false). Every
+    /// operation that may write then returns `NeedsLock` unless the host holds the directory's
+    /// write lock (`set_write_locked`), and `catch_up` replays what others wrote. `open` must
+    /// run under the write lock.
+    pub shared: bool,
 }
 
 impl Default for EngineOptions {
@@ -54,6 +60,7 @@ impl Default for EngineOptions {
             size_limit: 500 << 20,
             sync_writes: false,
             read_only: false,
+            shared: false,
         }
     }
 }
@@ -137,6 +144,8 @@ pub struct Engine<S: Storage, T: TimeSource> {
     nonblocking: bool,
     /// Bytes one compaction step reads.
     compaction_step: u64,
+    /// Shared: the host holds the directory's write lock now (see `set_write_locked`).
+    write_locked: bool,
     /// The least log written between checkpoints (see `checkpoint_due`).
     checkpoint_interval: u64,
 }
@@ -187,6 +196,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             nonblocking: false,
             compaction_step: compact::COMPACTION_STEP,
             checkpoint_interval: compact::CHECKPOINT_MIN,
+            // `open` runs under the host's write lock.
+            write_locked: true,
         };
         engine
             .index
@@ -195,6 +206,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if !options.read_only {
             engine.enforce_limit()?;
         }
+        // Shared: the host releases the write lock when `open` returns.
+        engine.write_locked = !options.shared;
         Ok(engine)
     }
 
@@ -244,6 +257,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     fn writable(&self) -> Result<()> {
         if self.options.read_only {
             return Err(Error::ReadOnly);
+        }
+        if self.options.shared && !self.write_locked {
+            return Err(Error::NeedsLock);
         }
         Ok(())
     }
@@ -662,7 +678,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// stale, so the next open replays little or nothing. After `Ok`, a power cut loses
     /// nothing the cache held at this point (see the format docs).
     ///
-    /// Edge cases: a failed sync of the log or the directory is `Io` (the data may then not be
+    /// Edge cases: shared without the write lock: `NeedsLock`. A failed sync of the log or the
+    /// directory is `Io` (the data may then not be
     /// durable). The snapshot only saves time at the next open: if writing it fails (a full
     /// disk) or it would push the volume past the size limit, the previous one stays (the
     /// next open replays more of the log) and this still succeeds. Read-only: writes nothing
@@ -671,6 +688,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.options.read_only {
             return Ok(());
         }
+        self.writable()?;
         self.sync_log()?;
         let _ = self.write_snapshot();
         self.written_since_checkpoint = 0;

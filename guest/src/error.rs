@@ -28,6 +28,13 @@ pub enum Error {
     /// Non-blocking mode: the operation would do slow work (see
     /// [`Engine::set_nonblocking`](crate::Engine::set_nonblocking)); nothing changed.
     WouldBlock,
+    /// Shared directory: the operation may write and the host does not hold the directory's
+    /// write lock (see [`Engine::set_write_locked`](crate::Engine::set_write_locked));
+    /// nothing changed.
+    NeedsLock,
+    /// Shared directory: other processes deleted the segment this engine was appending to (it
+    /// missed a whole rotation of the log); reopen the cache.
+    Stale,
 }
 
 impl fmt::Display for Error {
@@ -45,6 +52,11 @@ impl fmt::Display for Error {
             Error::CounterOverflow(msg) => write!(f, "counter overflow: {msg}"),
             Error::ReadOnly => write!(f, "the cache was opened read-only"),
             Error::WouldBlock => write!(f, "the operation would block (non-blocking mode)"),
+            Error::NeedsLock => write!(f, "a write without the directory's write lock"),
+            Error::Stale => write!(
+                f,
+                "other processes rewrote the whole log since this engine last looked; reopen"
+            ),
         }
     }
 }

@@ -33,6 +33,8 @@ pub trait Storage {
     fn list(&self) -> io::Result<Vec<String>>;
     /// Removes `name`; a missing file is not an error.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Whether `name` exists (as anything; a symlink is not followed).
+    fn exists(&self, name: &str) -> io::Result<bool>;
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Flushes the directory's entries (new, renamed, removed files) to stable storage.
@@ -148,6 +150,13 @@ mod native {
             match std::fs::remove_file(self.dir.join(name)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 other => other,
+            }
+        }
+        fn exists(&self, name: &str) -> io::Result<bool> {
+            match std::fs::symlink_metadata(self.dir.join(name)) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
             }
         }
         fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -314,6 +323,13 @@ mod wasi {
         fn remove(&self, name: &str) -> io::Result<()> {
             match self.dir.unlink_file_at(name) {
                 Ok(()) | Err(ErrorCode::NoEntry) => Ok(()),
+                Err(code) => Err(io_error(code)),
+            }
+        }
+        fn exists(&self, name: &str) -> io::Result<bool> {
+            match self.dir.stat_at(PathFlags::empty(), name) {
+                Ok(_) => Ok(true),
+                Err(ErrorCode::NoEntry) => Ok(false),
                 Err(code) => Err(io_error(code)),
             }
         }

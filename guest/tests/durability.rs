@@ -224,6 +224,9 @@ impl Storage for CrashStorage {
     fn list(&self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
+    fn exists(&self, name: &str) -> io::Result<bool> {
+        self.inner.exists(name)
+    }
     fn remove(&self, name: &str) -> io::Result<()> {
         if !spend(&self.budget) || self.budget.get() == 0 {
             return Err(dead());

@@ -29,6 +29,12 @@ impl From<GuestError> for Error {
             GuestError::ReadOnly => Error::ReadOnly,
             // Handled by `GuestInstance::finish` (a refused non-blocking call is run again).
             GuestError::WouldBlock => Error::Wasm("the engine refused slow work".into()),
+            // Both are handled by `GuestSupervisor` (the lock is taken, the guest reopened);
+            // seen here only if the host broke its own protocol.
+            GuestError::NeedsLock => Error::Wasm(
+                "the engine refused a write made without the directory's write lock".into(),
+            ),
+            GuestError::Stale => Error::Wasm("the engine's view of the shared log is stale".into()),
             GuestError::Corrupt(message) => Error::Corrupt(message),
             GuestError::IncompatibleFormat(message) => Error::IncompatibleFormat(message),
             GuestError::NotACounter(message) => Error::NotACounter(message),

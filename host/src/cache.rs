@@ -410,7 +410,7 @@ impl PersistentCache {
     /// `Io` (a sync failed: what was written may not be durable), `Closed`, `Wasm`.
     pub async fn flush(&self) -> Result<()> {
         self.inner
-            .run(Weight::Heavy, 0, |guest| guest.flush())
+            .run(Weight::Heavy, crate::shared::WRITES, |guest| guest.flush())
             .await
     }
 

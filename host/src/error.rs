@@ -74,8 +74,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Another process holds the cache directory's lock.
-    #[error("cache directory {} is locked by another process", path.display())]
+    /// Another process holds the cache directory open exclusively (or this one asked for
+    /// `exclusive` and another process has it open).
+    #[error("cache directory {} is open exclusively in another process (or this process asked for exclusive access and another has it open)", path.display())]
     Locked {
         /// The locked directory.
         path: PathBuf,

@@ -37,6 +37,8 @@ pub(crate) struct GuestInstance {
     trapped: bool,
     /// The last call failed with `would-block` (non-blocking mode): it changed nothing.
     would_block: bool,
+    /// The last call failed with `stale`: the guest must be reopened (see `take_stale`).
+    stale: bool,
     /// `get` calls of this instance that found a value / nothing.
     hits: u64,
     misses: u64,
@@ -55,6 +57,8 @@ pub(crate) struct OpenSettings {
     pub(crate) sync_writes: bool,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) read_only: bool,
+    /// Other processes may have the directory open (the host mediates with `WriteLock`).
+    pub(crate) shared: bool,
 }
 
 impl GuestInstance {
@@ -107,6 +111,7 @@ impl GuestInstance {
             bindings,
             trapped: false,
             would_block: false,
+            stale: false,
             hits: 0,
             misses: 0,
             carried: (0, 0),
@@ -119,6 +124,12 @@ impl GuestInstance {
     /// True (once) if the last call was refused in non-blocking mode: it changed nothing.
     pub(crate) fn take_would_block(&mut self) -> bool {
         std::mem::take(&mut self.would_block)
+    }
+
+    /// True (once) if the last call found the guest's view of a shared directory stale:
+    /// other processes rewrote the whole log since it last looked, and it must be reopened.
+    pub(crate) fn take_stale(&mut self) -> bool {
+        std::mem::take(&mut self.stale)
     }
 
     /// The hits and misses of `get` calls this instance answered, earlier instances' included.
@@ -151,6 +162,7 @@ impl GuestInstance {
             sync_writes: settings.sync_writes,
             default_ttl_ms: settings.default_ttl.map(Expiry::millis),
             read_only: settings.read_only,
+            shared: settings.shared,
         };
         let outcome = exports(&self.bindings)
             .cache()
@@ -181,6 +193,12 @@ impl GuestInstance {
                 self.would_block = true;
                 Err(Error::Wasm(
                     "the engine refused slow work in non-blocking mode".into(),
+                ))
+            }
+            Ok(Err(GuestError::Stale)) => {
+                self.stale = true;
+                Err(Error::Wasm(
+                    "other processes rewrote the whole log since this cache last looked".into(),
                 ))
             }
             Ok(Err(guest_error)) => Err(guest_error.into()),
@@ -324,6 +342,17 @@ impl GuestCache<'_> {
         call!(self, call_maintain, durable_through)
     }
 
+    /// Shared directory: replays what other processes appended since the last look.
+    pub(crate) fn catch_up(&mut self) -> Result<()> {
+        call!(self, call_catch_up)
+    }
+
+    /// Shared directory: tells the guest whether this process holds the write lock now
+    /// (taking it catches up first).
+    pub(crate) fn set_write_locked(&mut self, locked: bool) -> Result<()> {
+        call!(self, call_set_write_locked, locked)
+    }
+
     /// What `maintain` has to do now.
     pub(crate) fn maintenance_pending(&mut self) -> Result<GuestMaintenance> {
         let instance = &mut *self.instance;
@@ -359,6 +388,7 @@ mod tests {
             sync_writes: false,
             default_ttl: None,
             read_only: false,
+            shared: false,
         }
     }
 

@@ -122,18 +122,24 @@ pub(crate) fn real_subdirectory(parent: &Path, name: &str, mode: u32) -> Result<
 /// reopened while another thread spawns a process can find its own lock briefly held.
 const LOCK_WAIT: Duration = Duration::from_millis(250);
 
-/// Takes the advisory lock on `<directory>/.lock`, retrying for up to [`LOCK_WAIT`]: exclusive,
-/// or shared with other read-only openers when `read_only` (which opens `.lock` read-only and
-/// never creates it).
+/// Takes the advisory lock on `<directory>/.lock` for as long as the cache is open, retrying for
+/// up to [`LOCK_WAIT`]: exclusive with `exclusive` (no other process may open the directory),
+/// else shared with every other non-exclusive opener (each write then takes the write lock,
+/// see `sharing.rs`). `read_only` opens `.lock` read-only and never creates it.
 ///
 /// Edge cases: another process holds it (exclusively, or at all when we want it exclusively)
 /// → [`Error::Locked`]; `.lock` is a symlink (or not a regular file) → [`Error::Directory`],
 /// and nothing is created at the symlink's target; `read_only` and no `.lock` →
 /// [`Error::Directory`] (not a cache directory).
-pub(crate) fn lock(directory: &Path, modes: Modes, read_only: bool) -> Result<File> {
+pub(crate) fn lock(
+    directory: &Path,
+    modes: Modes,
+    read_only: bool,
+    exclusive: bool,
+) -> Result<File> {
     let started = Instant::now();
     loop {
-        match try_lock(directory, modes, read_only) {
+        match try_lock(directory, modes, read_only, exclusive) {
             Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -143,7 +149,7 @@ pub(crate) fn lock(directory: &Path, modes: Modes, read_only: bool) -> Result<Fi
 }
 
 /// One attempt at the advisory lock on `<directory>/.lock` (see [`lock`]).
-fn try_lock(directory: &Path, modes: Modes, read_only: bool) -> Result<File> {
+fn try_lock(directory: &Path, modes: Modes, read_only: bool, exclusive: bool) -> Result<File> {
     let path = directory.join(LOCK_FILE_NAME);
     let file = OpenOptions::new()
         .read(true)
@@ -174,10 +180,10 @@ fn try_lock(directory: &Path, modes: Modes, read_only: bool) -> Result<File> {
             tracing::debug!(path = %path.display(), error = %err, "cannot set the lock file's mode");
         }
     }
-    let locked = if read_only {
-        file.try_lock_shared()
-    } else {
+    let locked = if exclusive && !read_only {
         file.try_lock()
+    } else {
+        file.try_lock_shared()
     };
     match locked {
         Ok(()) => Ok(file),
@@ -298,16 +304,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_is_exclusive_and_released_on_drop() {
+    fn lock_is_exclusive_or_shared_and_released_on_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let modes = Modes::new(false);
-        let held = lock(dir.path(), modes, false).expect("first lock");
-        assert!(matches!(
-            lock(dir.path(), modes, false),
-            Err(Error::Locked { path }) if path == dir.path()
-        ));
+        let held = lock(dir.path(), modes, false, true).expect("first lock");
+        for exclusive in [true, false] {
+            assert!(matches!(
+                lock(dir.path(), modes, false, exclusive),
+                Err(Error::Locked { path }) if path == dir.path()
+            ));
+        }
         drop(held);
-        assert!(lock(dir.path(), modes, false).is_ok());
+        // Shared openers share; an exclusive one waits for them all.
+        let shared = lock(dir.path(), modes, false, false).expect("shared");
+        let also = lock(dir.path(), modes, false, false).expect("shared too");
+        assert!(matches!(
+            lock(dir.path(), modes, false, true),
+            Err(Error::Locked { .. })
+        ));
+        drop((shared, also));
+        assert!(lock(dir.path(), modes, false, true).is_ok());
         let mode = fs::metadata(dir.path().join(LOCK_FILE_NAME))
             .unwrap()
             .permissions()
@@ -322,7 +338,7 @@ mod tests {
         let cache = dir.path().join("cache");
         fs::create_dir(&cache).unwrap();
         std::os::unix::fs::symlink(&target, cache.join(LOCK_FILE_NAME)).unwrap();
-        match lock(&cache, Modes::new(false), false) {
+        match lock(&cache, Modes::new(false), false, false) {
             Err(Error::Directory { source, .. }) => {
                 assert!(source.to_string().contains("symlink"), "{source}")
             }

@@ -34,6 +34,7 @@ mod options;
 mod plugin;
 mod runtime;
 mod shared;
+mod sharing;
 mod single_flight;
 mod stop;
 mod wasi_fs;

@@ -130,7 +130,7 @@ impl SharedCache {
 
     /// Removes every entry, then every entry of the plugin stores (blocking).
     pub(crate) fn clear_all(&self) -> Result<()> {
-        self.call(0, |guest| guest.clear())?;
+        self.call(crate::shared::WRITES, |guest| guest.clear())?;
         self.clear_plugin_stores()
     }
 }

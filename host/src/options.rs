@@ -39,6 +39,7 @@ pub struct CacheOptions {
     search_ttl: Option<Duration>,
     sync: Option<bool>,
     read_only: Option<bool>,
+    exclusive: Option<bool>,
     clock: Option<Arc<dyn Clock>>,
     memory_limit: Option<u64>,
     time_limit: Option<Duration>,
@@ -64,6 +65,7 @@ impl fmt::Debug for CacheOptions {
             .field("search_ttl", &self.search_ttl)
             .field("sync", &self.sync_value())
             .field("read_only", &self.read_only_value())
+            .field("exclusive", &self.exclusive_value())
             .field("memory_limit", &self.effective_memory_limit())
             .field("time_limit", &self.time_limit_value())
             .field("component", &self.component)
@@ -83,6 +85,7 @@ impl CacheOptions {
             search_ttl: None,
             sync: None,
             read_only: None,
+            exclusive: None,
             clock: None,
             memory_limit: None,
             time_limit: None,
@@ -139,10 +142,24 @@ impl CacheOptions {
     /// [`Error::ReadOnly`]. Recency changes are kept in memory only.
     ///
     /// Edge cases: the directory must already hold a cache (its `.lock` and `data/`), else
-    /// [`Error::Directory`]; another process holding the cache open for writing →
-    /// [`Error::Locked`] (read-only openers share the lock with each other).
+    /// [`Error::Directory`]; another process holding the cache open with
+    /// [`exclusive`](Self::exclusive) → [`Error::Locked`]. Other processes may write
+    /// meanwhile: each call sees what they wrote.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = Some(read_only);
+        self
+    }
+
+    /// Keeps the directory to this process alone (off by default): another process opening
+    /// it gets [`Error::Locked`], and calls skip the cross-process protocol (the write lock
+    /// around each write, the look at what others wrote before each call), for its last bit
+    /// of speed. By default any number of processes may open one directory and read and
+    /// write it concurrently (see the README's "Several processes").
+    ///
+    /// Edge cases: another process has the directory open at all → [`Error::Locked`]; a
+    /// later shared opener gets `Locked` while this one has it open.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = Some(exclusive);
         self
     }
 
@@ -263,6 +280,10 @@ impl CacheOptions {
         self.read_only.unwrap_or(false)
     }
 
+    pub(crate) fn exclusive_value(&self) -> bool {
+        self.exclusive.unwrap_or(false)
+    }
+
     pub(crate) fn clock_ref(&self) -> &Arc<dyn Clock> {
         static SYSTEM: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
         self.clock.as_ref().unwrap_or(&SYSTEM)
@@ -327,6 +348,11 @@ impl CacheOptions {
             "read_only",
             self.read_only.is_some(),
             self.read_only_value() == in_force.read_only_value(),
+        );
+        check(
+            "exclusive",
+            self.exclusive.is_some(),
+            self.exclusive_value() == in_force.exclusive_value(),
         );
         check(
             "clock",

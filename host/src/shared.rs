@@ -17,11 +17,24 @@ use crate::error::{Error, Result};
 use crate::instance::GuestCache;
 use crate::layout;
 use crate::options::CacheOptions;
-use crate::worker::GuestSupervisor;
+use crate::worker::{Access, GuestSupervisor};
 
 /// How long `open` waits for a cache of the same directory that is being opened or shut down
 /// in this process to finish before going ahead (the file lock then decides).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// The `written` of a call that writes without appending (`flush`, `clear`): it must hold
+/// the write lock of a shared directory all the same.
+pub(crate) const WRITES: u64 = 1;
+
+/// Whether a call that appends about `written` bytes may write.
+fn access(written: u64) -> Access {
+    if written > 0 {
+        Access::Write
+    } else {
+        Access::Read
+    }
+}
 
 /// Values up to this size are written inline on an async runtime's thread; bigger ones are
 /// slow work (the engine's own bound, `NONBLOCKING_MAX_RECORD`, counts the key and header too).
@@ -173,7 +186,12 @@ impl SharedCache {
     /// Locks the directory, starts the guest with the cache open and its maintenance thread.
     fn start(directory: PathBuf, options: CacheOptions) -> Result<SharedCache> {
         let read_only = options.read_only_value();
-        let lock_file = layout::lock(&directory, options.modes(), read_only)?;
+        let lock_file = layout::lock(
+            &directory,
+            options.modes(),
+            read_only,
+            options.exclusive_value(),
+        )?;
         let data = if read_only {
             layout::existing_data_directory(&directory)?
         } else {
@@ -206,7 +224,9 @@ impl SharedCache {
     /// Runs `operation` on the cache's guest on the calling thread, waiting for it if another
     /// call runs (blocking: for [`BlockingCache`](crate::BlockingCache), plugins and blocking
     /// threads, never an async runtime's threads). `written`: about how many bytes it appends
-    /// to the log, for the maintenance thread. [`Error::Closed`] once the cache is closed.
+    /// to the log, for the maintenance thread; more than 0 for every call that may write (it
+    /// then holds the write lock of a shared directory). [`Error::Closed`] once the cache is
+    /// closed.
     pub(crate) fn call<T>(
         &self,
         written: u64,
@@ -214,7 +234,7 @@ impl SharedCache {
     ) -> Result<T> {
         // `pollster` rather than tokio's `blocking_lock`, which panics when a blocking handle
         // is (wrongly) used on a runtime thread: there it only blocks, as documented.
-        let result = pollster::block_on(self.guest.lock()).call(operation);
+        let result = pollster::block_on(self.guest.lock()).call(access(written), operation);
         self.wrote(written);
         result
     }
@@ -235,7 +255,7 @@ impl SharedCache {
         tokio::task::coop::consume_budget().await;
         let mut guest = Arc::clone(&self.guest).lock_owned().await;
         if weight == Weight::Light {
-            if let Some(result) = guest.try_call_nonblocking(&operation) {
+            if let Some(result) = guest.try_call_nonblocking(access(written), &operation) {
                 drop(guest);
                 self.wrote(written);
                 return result;
@@ -243,14 +263,14 @@ impl SharedCache {
         }
         let result = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime
-                .spawn_blocking(move || guest.call(operation))
+                .spawn_blocking(move || guest.call(access(written), operation))
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::Wasm("a blocking task of the cache panicked".into()))
                 }),
             // Driven by a minimal executor on a plain thread (`BlockingCache::get_or_set_with`):
             // that thread may block.
-            Err(_) => guest.call(operation),
+            Err(_) => guest.call(access(written), operation),
         };
         self.wrote(written);
         result
@@ -275,7 +295,7 @@ impl SharedCache {
 
     /// Makes everything written so far durable and writes the index snapshot (blocking).
     pub(crate) fn flush(&self) -> Result<()> {
-        self.call(0, |guest| guest.flush())
+        self.call(WRITES, |guest| guest.flush())
     }
 
     /// Closes the guest, releases the directory lock and unregisters this cache. Idempotent.
@@ -349,7 +369,8 @@ fn maintain(
         let Some(strong) = guest.upgrade() else {
             return;
         };
-        let first = pollster::block_on(strong.lock()).call(|guest| guest.maintenance_pending());
+        let first = pollster::block_on(strong.lock())
+            .call(Access::Read, |guest| guest.maintenance_pending());
         drop(strong);
         let mut left = match first {
             Ok(left) => left,
@@ -485,7 +506,7 @@ mod tests {
             .expect("open");
         cache.set("kept", &7_u8).await.expect("set");
         assert!(matches!(
-            layout::lock(dir.path(), crate::layout::Modes::new(false), false),
+            layout::lock(dir.path(), crate::layout::Modes::new(false), false, true),
             Err(Error::Locked { .. })
         ));
         // On a runtime thread the drop's shutdown (a flush: syncs) runs on a blocking thread:
@@ -493,7 +514,7 @@ mod tests {
         drop(cache);
         let dropped = Instant::now();
         let lock = loop {
-            match layout::lock(dir.path(), crate::layout::Modes::new(false), false) {
+            match layout::lock(dir.path(), crate::layout::Modes::new(false), false, true) {
                 Ok(lock) => break lock,
                 Err(Error::Locked { .. }) if dropped.elapsed() < Duration::from_secs(10) => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -511,7 +532,8 @@ mod tests {
     #[tokio::test]
     async fn a_directory_locked_elsewhere_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let held = layout::lock(dir.path(), crate::layout::Modes::new(false), false).expect("lock");
+        let held =
+            layout::lock(dir.path(), crate::layout::Modes::new(false), false, true).expect("lock");
         assert!(matches!(
             PersistentCache::open(CacheOptions::new(dir.path())).await,
             Err(Error::Locked { .. })

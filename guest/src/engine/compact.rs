@@ -44,6 +44,13 @@ pub struct Maintenance {
     pub sync_through: Option<u64>,
 }
 
+impl Compaction {
+    /// The segment being compacted.
+    pub(super) fn segment(&self) -> u32 {
+        self.segment
+    }
+}
+
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Evicts least recently used entries and compacts until the volume fits the limit.
     pub(super) fn enforce_limit(&mut self) -> Result<()> {
@@ -88,11 +95,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// for durability asks for it in `sync_through` and waits (a host that cannot sync files
     /// calls `flush` instead, which syncs under its own lock).
     /// Edge cases: a failed step is `Io` and leaves the cache consistent (the next step goes
-    /// on); read-only: does nothing, nothing pending.
+    /// on); read-only: does nothing, nothing pending; shared without the write lock:
+    /// `NeedsLock`.
     pub fn maintain(&mut self, durable_through: u64) -> Result<Maintenance> {
         if self.options.read_only {
             return Ok(Maintenance::default());
         }
+        self.writable()?;
         self.mark_durable(durable_through);
         let low_water = self.low_water();
         if self.compaction.is_some() || self.volume() > low_water {

@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 const TAIL_SCAN_MAX: u64 = 1 << 20;
 /// Records up to this size are read back even when the size limit is smaller (it may have been
 /// lowered since they were written).
-const MIN_MAX_RECORD: u64 = 256 << 20;
+pub(super) const MIN_MAX_RECORD: u64 = 256 << 20;
 
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Brings a freshly built engine to the state its directory holds, with an active segment
@@ -485,7 +485,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
 }
 
 /// Applies one replayed record of segment `id` at offset `at` to `index`; true for a clear.
-fn apply(index: &mut LruIndex, id: u32, at: u64, record: &Record<'_>) -> bool {
+pub(super) fn apply(index: &mut LruIndex, id: u32, at: u64, record: &Record<'_>) -> bool {
     match record.kind {
         RecordKind::Put => {
             let slot = Slot {

@@ -15,6 +15,9 @@ pub(super) struct PendingCheckpoint {
     pub(super) at: u64,
     /// Its bytes (on disk, so counted in the volume).
     pub(super) len: u64,
+    /// Its last 4 bytes (the snapshot's crc32): with the length, tells it from a snapshot
+    /// another process sharing the directory wrote to the same temporary file since.
+    pub(super) tail: [u8; 4],
 }
 
 /// The temporary file snapshots are written to before they are renamed into place.
@@ -93,15 +96,23 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                     return Err(io_err("write", &tmp, e));
                 }
                 self.dir_unsynced();
+                let mut tail = [0u8; 4];
+                tail.copy_from_slice(&bytes[bytes.len() - 4..]);
                 self.pending_checkpoint = Some(PendingCheckpoint {
                     at: self.log_seq,
                     len,
+                    tail,
                 });
                 // Writes from now on make the index differ from this snapshot again.
                 self.snapshot_stale = false;
             }
             Some(pending) if self.durable_seq >= pending.at => {
                 self.pending_checkpoint = None;
+                if !self.pending_file_is(&pending) {
+                    // Another process sharing the directory replaced or removed it.
+                    self.snapshot_stale = true;
+                    return Ok(());
+                }
                 if let Err(e) = self.storage.rename(&snapshot_tmp(), SNAPSHOT_FILE) {
                     self.snapshot_stale = true;
                     let _ = self.storage.remove(&snapshot_tmp());
@@ -115,11 +126,25 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
+    /// True if the snapshot's temporary file still holds `pending`'s snapshot.
+    fn pending_file_is(&self, pending: &PendingCheckpoint) -> bool {
+        let Ok(file) = self.storage.open_read_only(&snapshot_tmp()) else {
+            return false;
+        };
+        let mut tail = [0u8; 4];
+        file.size().is_ok_and(|len| len == pending.len)
+            && file.read_exact_at(&mut tail, pending.len - 4).is_ok()
+            && tail == pending.tail
+    }
+
     /// Drops a pending checkpoint (see `checkpoint_step`), removing its temporary file.
     pub(super) fn abandon_checkpoint(&mut self) {
-        if self.pending_checkpoint.take().is_some() {
+        if let Some(pending) = self.pending_checkpoint.take() {
             self.snapshot_stale = true;
-            let _ = self.storage.remove(&snapshot_tmp());
+            // Not another sharing process's pending snapshot.
+            if self.pending_file_is(&pending) {
+                let _ = self.storage.remove(&snapshot_tmp());
+            }
         }
     }
 

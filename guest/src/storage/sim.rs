@@ -317,6 +317,10 @@ impl Storage for SimStorage {
         }
     }
 
+    fn exists(&self, name: &str) -> io::Result<bool> {
+        Ok(self.0.borrow().entries.contains_key(name))
+    }
+
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut disk = self.0.borrow_mut();
         match disk.entries.get(from) {

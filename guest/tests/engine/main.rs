@@ -13,3 +13,4 @@ mod operations;
 mod power_cut;
 mod read_only;
 mod recovery;
+mod shared;

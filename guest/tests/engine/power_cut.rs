@@ -461,6 +461,7 @@ impl Run {
                 size_limit,
                 sync_writes: sync,
                 read_only: false,
+                shared: false,
             },
             clock: ManualTime::at(T0),
             disk: SimStorage::new(),

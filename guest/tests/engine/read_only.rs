@@ -73,6 +73,9 @@ impl Storage for NoWrites {
     fn list(&self) -> io::Result<Vec<String>> {
         self.inner.list()
     }
+    fn exists(&self, name: &str) -> io::Result<bool> {
+        self.inner.exists(name)
+    }
     fn remove(&self, name: &str) -> io::Result<()> {
         Err(refuse(&self.calls, format!("remove {name}")))
     }

@@ -42,7 +42,7 @@ impl SharedCache {
             let options = self.plugin_store_options(&name, MIN_PLUGIN_STORE);
             let cleared = SharedCache::open(options).and_then(|store| {
                 // A plugin store's own entries (plugins do not run plugins).
-                let cleared = store.call(0, |guest| guest.clear());
+                let cleared = store.call(crate::shared::WRITES, |guest| guest.clear());
                 cleared.and(SharedCache::close(store))
             });
             if let Err(err) = cleared {

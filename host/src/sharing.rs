@@ -1,0 +1,128 @@
+//! `WriteLock`: the host's half of several processes sharing one cache directory (WASI has no
+//! file locks, so the host takes them for its guest): an exclusive lock on `<dir>/.write-lock`
+//! around every call that writes, and the *generation* stored in that file, which every writer
+//! bumps before it releases the lock, so that each process knows at the cost of one 8-byte
+//! read whether another one wrote since its last call (its guest then catches up first).
+//!
+//! The generation is only a hint to look: what the guest replays is decided from the files
+//! (see the engine's `catch_up`), so a junk or truncated `.write-lock` costs at most a
+//! needless catch-up, never a wrong value.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::layout::Modes;
+
+/// Name of the write lock file inside the cache directory.
+pub const WRITE_LOCK_FILE_NAME: &str = ".write-lock";
+
+/// The write lock of one shared cache directory, and the generation this process last saw.
+pub(crate) struct WriteLock {
+    file: File,
+    /// The generation after this process's last catch-up or write.
+    seen: u64,
+    /// This process holds the lock now.
+    held: bool,
+}
+
+impl WriteLock {
+    /// Opens (creating) `<directory>/.write-lock`, without following a symlink planted there;
+    /// `read_only` opens it read-only and creates nothing (`Ok(None)` if it does not exist:
+    /// no process has written the directory shared yet; try again later).
+    pub(crate) fn open(
+        directory: &Path,
+        modes: Modes,
+        read_only: bool,
+    ) -> Result<Option<WriteLock>> {
+        let path = directory.join(WRITE_LOCK_FILE_NAME);
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .create(!read_only)
+            .truncate(false)
+            .mode(modes.file)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if read_only && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Directory { path, source }),
+        };
+        let mut lock = WriteLock {
+            file,
+            seen: 0,
+            held: false,
+        };
+        lock.seen = lock.generation();
+        Ok(Some(lock))
+    }
+
+    /// The generation stored now (0 for a new or damaged file).
+    fn generation(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        match self.file.read_exact_at(&mut bytes, 0) {
+            Ok(()) => u64::from_le_bytes(bytes),
+            Err(_) => 0,
+        }
+    }
+
+    /// True if another process wrote since this one last looked (and remembers the new
+    /// generation): one `pread` of 8 bytes.
+    pub(crate) fn others_wrote(&mut self) -> bool {
+        let now = self.generation();
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+
+    /// Takes the lock if nobody holds it; false if another process does. (Read-only: a
+    /// read-only file can be locked too, but read-only caches never write.)
+    pub(crate) fn try_lock(&mut self) -> Result<bool> {
+        match self.file.try_lock() {
+            Ok(()) => {
+                self.held = true;
+                Ok(true)
+            }
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+        }
+    }
+
+    /// Takes the lock, waiting for the process that holds it (blocking: never on an async
+    /// runtime's thread). A process that dies holding it releases it.
+    pub(crate) fn lock(&mut self) -> Result<()> {
+        self.file.lock().map_err(Error::Io)?;
+        self.held = true;
+        Ok(())
+    }
+
+    /// Bumps the generation (this process wrote) and releases the lock. Edge case: not held:
+    /// does nothing.
+    pub(crate) fn publish_and_unlock(&mut self) -> Result<()> {
+        if !self.held {
+            return Ok(());
+        }
+        let next = self.generation().wrapping_add(1);
+        let written = self.file.write_all_at(&next.to_le_bytes(), 0);
+        if written.is_ok() {
+            self.seen = next;
+        }
+        self.held = false;
+        let unlocked = self.file.unlock();
+        written.and(unlocked).map_err(Error::Io)
+    }
+
+    /// Releases the lock without publishing (the call changed nothing). Not held: nothing.
+    pub(crate) fn unlock(&mut self) -> io::Result<()> {
+        if !self.held {
+            return Ok(());
+        }
+        self.held = false;
+        self.file.unlock()
+    }
+}
