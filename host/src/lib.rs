@@ -54,6 +54,7 @@ pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use ops::Stats;
 pub use options::{CacheOptions, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT};
 pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
+pub use sharing::WRITE_LOCK_FILE_NAME;
 pub use single_flight::GetOrSetError;
 
 /// What the workspace's own tests need from the build; not a stable API. The test components

@@ -199,6 +199,7 @@ impl SharedCache {
         };
         let log_sync = crate::log_sync::LogSync::new(data.clone());
         let guest = Arc::new(tokio::sync::Mutex::new(GuestSupervisor::start(
+            &directory,
             data,
             options.clone(),
         )?));

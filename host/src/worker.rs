@@ -52,6 +52,7 @@ enum Before {
 struct Sharing {
     /// `None` until a process creates `.write-lock` (only a read-only opener sees that).
     lock: Option<WriteLock>,
+    /// The cache directory (where `.lock` and `.write-lock` are, outside the guest's sight).
     directory: PathBuf,
     options: CacheOptions,
 }
@@ -176,10 +177,14 @@ impl GuestSupervisor {
     ///
     /// Edge cases: the errors of `open` (locked out by nobody here: the host lock is taken
     /// before), a component that fails to compile or instantiate (`Error::Wasm`).
-    pub(crate) fn start(directory: PathBuf, options: CacheOptions) -> Result<GuestSupervisor> {
+    pub(crate) fn start(
+        cache_directory: &Path,
+        directory: PathBuf,
+        options: CacheOptions,
+    ) -> Result<GuestSupervisor> {
         let mut sharing = (!options.exclusive_value()).then(|| Sharing {
             lock: None,
-            directory: directory.clone(),
+            directory: cache_directory.to_path_buf(),
             options: options.clone(),
         });
         let running = start_guest(&directory, &options, sharing.as_mut())?;
@@ -352,7 +357,12 @@ fn start_guest(
     }
     let started = open_guest(directory, options);
     if let Some(lock) = lock {
-        lock.publish_and_unlock()?;
+        // Recovery may have changed the files (cut a torn tail, set a file aside).
+        if started.is_ok() {
+            lock.publish_and_unlock()?;
+        } else {
+            lock.unlock().map_err(Error::Io)?;
+        }
     }
     started
 }

@@ -133,9 +133,11 @@ async fn a_second_process_sees_what_the_first_acknowledged() {
 }
 
 #[tokio::test]
-async fn a_second_process_is_refused_while_the_first_holds_the_directory() {
+async fn a_second_process_is_refused_while_the_first_holds_the_directory_exclusively() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = open(dir.path()).await;
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).exclusive(true))
+        .await
+        .unwrap();
     cache.set("k", &1).await.unwrap();
     let out = child()
         .args([dir.path().to_str().unwrap(), "get", "k"])
@@ -178,8 +180,9 @@ async fn a_killed_holder_releases_the_directory() {
     )
     .unwrap();
     assert_eq!(line.trim(), "open");
+    // The holder shares the directory: an exclusive opener waits for it to go.
     assert!(matches!(
-        PersistentCache::open(CacheOptions::new(dir.path())).await,
+        PersistentCache::open(CacheOptions::new(dir.path()).exclusive(true)).await,
         Err(Error::Locked { .. })
     ));
     holder.kill().unwrap(); // SIGKILL

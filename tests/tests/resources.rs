@@ -246,6 +246,10 @@ fn read_only_and_inaccessible_directories_are_clear_errors() {
     // The lock file stays usable (by the unprivileged child too): the engine's own files are
     // what cannot be written.
     chmod(&existing.join(persistent_cache::LOCK_FILE_NAME), 0o666);
+    chmod(
+        &existing.join(persistent_cache::WRITE_LOCK_FILE_NAME),
+        0o666,
+    );
     for entry in std::fs::read_dir(&data).unwrap() {
         chmod(&entry.unwrap().path(), 0o444);
     }
@@ -278,12 +282,13 @@ fn read_only_and_inaccessible_directories_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn a_second_process_is_refused_at_once_naming_the_directory_until_the_first_closes() {
+async fn a_second_process_is_refused_at_once_naming_the_directory_until_an_exclusive_first_closes()
+{
     let dir = tempfile::tempdir().unwrap();
     let canonical = dir.path().canonicalize().unwrap();
     let mut holder = child()
         .arg(dir.path())
-        .arg("hold")
+        .args(["hold", "exclusive"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -317,7 +322,7 @@ async fn a_second_process_is_refused_at_once_naming_the_directory_until_the_firs
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "cache directory {} is locked by another process",
+            "cache directory {} is open exclusively in another process",
             canonical.display()
         )),
         "{stderr}"

@@ -1,7 +1,8 @@
 //! A second process for the end-to-end tests: opens a cache directory and runs one command.
 //!
 //! `cache-child DIR set KEY JSON` · `cache-child DIR get KEY` (prints JSON or `null`) ·
-//! `cache-child DIR hold` (opens, prints `open`, waits for stdin to close) ·
+//! `cache-child DIR hold [exclusive]` (opens, exclusively if asked, prints `open`, waits for
+//! stdin to close) ·
 //! `cache-child DIR plugin MEMORY_BYTES TIME_MS ARGS...` (runs the probe plugin under those
 //! limits, prints `outcome=`, `elapsed_ms=` and whether both caches work afterwards) ·
 //! `cache-child DIR workload SEED SIZE_LIMIT SYNC(0|1) MAX_LEN` (runs the crash test's workload
@@ -9,6 +10,12 @@
 //! `cache-child DIR sessions SIZE_LIMIT KEYS GAP_MS SEED` (the torn-copies test's writer: until
 //! stdin closes, opens the cache, overwrites every key with the next version, closes, reports
 //! it and idles up to GAP_MS; see `torn.rs`) ·
+//! `cache-child DIR race TASKS INCRS` (TASKS tasks each `incr` key `n` INCRS times and try
+//! `add("winner")` and `pop("prize")` once; prints `wins=W pops=P`) ·
+//! `cache-child DIR mixed ID SEED OPS SIZE_LIMIT` (another process's share of a mixed workload:
+//! writes and deletes keys `ID:k` with increasing versions, reads the other writers' keys and
+//! checks their versions never go back; prints `ack KEY VERSION` (`VERSION` -1: deleted) after
+//! each acknowledged write, then `done`) ·
 //! `cache-child SCRATCH diskfull tmpfs|fsize` (fills a cache until its writes fail — on a 1 MiB
 //! tmpfs in a private mount namespace, or under `RLIMIT_FSIZE` — and prints what it observed).
 //! Errors print `error: ...` on stderr and exit 2.
@@ -69,7 +76,11 @@ async fn run(args: &[String]) -> AnyResult<()> {
     if command == "sessions" {
         return run_sessions(dir, rest).await;
     }
-    let cache = PersistentCache::open(CacheOptions::new(dir)).await?;
+    if command == "mixed" {
+        return run_mixed(dir, rest).await;
+    }
+    let exclusive = command == "hold" && rest == ["exclusive"];
+    let cache = PersistentCache::open(CacheOptions::new(dir).exclusive(exclusive)).await?;
     match (command.as_str(), rest) {
         ("set", [key, json]) => {
             let value: serde_json::Value = serde_json::from_str(json)?;
@@ -82,7 +93,35 @@ async fn run(args: &[String]) -> AnyResult<()> {
         ("plugin", [memory, time_ms, args @ ..]) => {
             run_probe(&cache, memory.parse()?, time_ms.parse()?, args).await?;
         }
-        ("hold", []) => {
+        ("race", [tasks, incrs]) => {
+            let (tasks, incrs): (usize, usize) = (tasks.parse()?, incrs.parse()?);
+            let mut joined = Vec::new();
+            for task in 0..tasks {
+                let cache = cache.clone();
+                joined.push(tokio::spawn(async move {
+                    for _ in 0..incrs {
+                        cache.incr("n", 1, 0).await?;
+                    }
+                    let won = cache
+                        .add(
+                            "winner",
+                            &format!("{}:{task}", std::process::id()),
+                            Expiry::Never,
+                        )
+                        .await?;
+                    let popped = cache.pop_raw("prize").await?.is_some();
+                    Ok::<_, Error>((won, popped))
+                }));
+            }
+            let (mut wins, mut pops) = (0, 0);
+            for task in joined {
+                let (won, popped) = task.await??;
+                wins += usize::from(won);
+                pops += usize::from(popped);
+            }
+            println!("wins={wins} pops={pops}");
+        }
+        ("hold", [] | [_]) => {
             println!("open");
             let mut sink = Vec::new();
             std::io::stdin().read_to_end(&mut sink)?;
@@ -458,4 +497,62 @@ mod disk_full {
             Err(why) => println!("{name} FAIL {why}"),
         }
     }
+}
+
+/// `mixed ID SEED OPS SIZE_LIMIT`: see the module docs. Keys of writer `w` are `w:0` to
+/// `w:49`, their values `"w:k:version"`; a version seen for another writer's key must never be
+/// older than one seen before (a deleted key may reappear with a newer version).
+async fn run_mixed(dir: &str, args: &[String]) -> AnyResult<()> {
+    let [id, seed, ops, size_limit] = args else {
+        return Err("usage: mixed ID SEED OPS SIZE_LIMIT".into());
+    };
+    let (id, mut seed, ops): (u64, u64, u64) = (id.parse()?, seed.parse()?, ops.parse()?);
+    let cache =
+        PersistentCache::open(CacheOptions::new(dir).size_limit(size_limit.parse()?)).await?;
+    let mut next = || {
+        // SplitMix64: a deterministic sequence for the test (no dependency needed).
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = std::io::stdout().lock();
+    let mut version = 0u64;
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for _ in 0..ops {
+        let roll = next() % 10;
+        if roll < 5 {
+            let key = format!("{id}:{}", next() % 50);
+            version += 1;
+            let value = format!("{key}:{version}:{}", "x".repeat((next() % 2000) as usize));
+            cache.set_raw(&key, value.as_bytes(), Expiry::Never).await?;
+            writeln!(out, "ack {key} {version}")?;
+        } else if roll < 6 {
+            let key = format!("{id}:{}", next() % 50);
+            cache.delete(&key).await?;
+            writeln!(out, "ack {key} -1")?;
+        } else {
+            let writer = next() % 4;
+            let key = format!("{writer}:{}", next() % 50);
+            if let Some(bytes) = cache.get_raw(&key).await? {
+                let text = String::from_utf8(bytes)?;
+                let mut parts = text.splitn(4, ':');
+                let (w, k, v) = (parts.next(), parts.next(), parts.next());
+                if Some(format!("{}:{}", w.unwrap_or(""), k.unwrap_or(""))) != Some(key.clone()) {
+                    return Err(format!("{key} holds a value of another key: {text:.40}").into());
+                }
+                let v: u64 = v.ok_or("no version")?.parse()?;
+                let before = seen.insert(key.clone(), v).unwrap_or(0);
+                if v < before {
+                    return Err(format!("{key} went back from version {before} to {v}").into());
+                }
+            }
+        }
+        out.flush()?;
+    }
+    writeln!(out, "done")?;
+    out.flush()?;
+    cache.close().await?;
+    Ok(())
 }

@@ -34,6 +34,10 @@ struct Cli {
     /// of a directory you cannot write fall back to this by themselves.
     #[arg(long, global = true)]
     read_only: bool,
+    /// Keep the directory to this process alone: another process opening it gets "open
+    /// exclusively". By default any number of processes share a directory.
+    #[arg(long, global = true)]
+    exclusive: bool,
     /// Run this guest component (.wasm) instead of the embedded one.
     #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
@@ -162,6 +166,9 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
     }
     if cli.read_only {
         options = options.read_only(true);
+    }
+    if cli.exclusive {
+        options = options.exclusive(true);
     }
     Ok(options
         .component(cli.component.clone())
