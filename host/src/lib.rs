@@ -33,6 +33,7 @@ mod ops;
 mod options;
 mod plugin;
 mod runtime;
+mod settings;
 mod shared;
 mod sharing;
 mod single_flight;
@@ -54,6 +55,7 @@ pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use ops::Stats;
 pub use options::{CacheOptions, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT};
 pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
+pub use settings::SETTINGS_FILE_NAME;
 pub use sharing::WRITE_LOCK_FILE_NAME;
 pub use single_flight::GetOrSetError;
 

@@ -268,6 +268,11 @@ impl CacheOptions {
         self.default_ttl.flatten()
     }
 
+    /// The caller set the default TTL (to a TTL or to none).
+    pub(crate) fn default_ttl_is_set(&self) -> bool {
+        self.default_ttl.is_some()
+    }
+
     pub(crate) fn search_ttl_value(&self) -> Option<Duration> {
         self.search_ttl
     }

@@ -192,6 +192,9 @@ impl SharedCache {
             read_only,
             options.exclusive_value(),
         )?;
+        // The size limit and default TTL the caller left unset are the ones stored with the
+        // cache (and what it set is stored).
+        let options = crate::settings::resolve(&directory, options);
         let data = if read_only {
             layout::existing_data_directory(&directory)?
         } else {

@@ -181,7 +181,14 @@ async fn plugins_cannot_reach_each_other_or_the_application() {
     for file in files_under(dir.path()) {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let engine_file = name.ends_with(".seg")
-            || ["pcache.meta", "index.hint", ".lock"].contains(&name.as_str());
+            || [
+                "pcache.meta",
+                "index.hint",
+                ".lock",
+                ".write-lock",
+                "settings.json",
+            ]
+            .contains(&name.as_str());
         assert!(engine_file, "unexpected file {}", file.display());
         let app_data = dir.path().join(persistent_cache::DATA_DIRECTORY);
         let in_a_cache = file.parent() == Some(dir.path())

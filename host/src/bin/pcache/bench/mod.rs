@@ -51,6 +51,13 @@ pub struct BenchArgs {
     /// Scratch directory for the caches (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// Also run every component workload with `exclusive(true)` (no cross-process protocol),
+    /// next to the default shared mode.
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Skip the native engine.
+    #[arg(long)]
+    pub no_native: bool,
 }
 
 /// One measured workload.
@@ -72,6 +79,12 @@ pub enum Workload {
     StallBig,
     StallSync,
     ReopenCrash,
+    /// 4 processes x a quarter of the tasks each, concurrent-mixed on one directory.
+    MultiProcessMixed,
+    /// get-hit with an idle `pcache repl` open on the same directory.
+    GetHitBesideIdle,
+    /// open → first get while another process writes to the directory.
+    OpenBesideWriter,
 }
 
 impl Workload {
@@ -92,6 +105,9 @@ impl Workload {
             Workload::StallBig => "stall-big",
             Workload::StallSync => "stall-sync",
             Workload::ReopenCrash => "reopen-crash",
+            Workload::MultiProcessMixed => "multi-process-mixed",
+            Workload::GetHitBesideIdle => "get-hit-beside-idle",
+            Workload::OpenBesideWriter => "open-beside-writer",
         }
     }
 
@@ -198,6 +214,7 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
                 let mib = 1 << 20;
                 runs.push((w, scaled(mib), mib));
             }
+            Workload::OpenBesideWriter => runs.push((w, args.n.unwrap_or(1_000_000), 100)),
             // Recovery after a crash, next to a clean reopen of the same size.
             Workload::ReopenCrash => {
                 let n = args.n.unwrap_or(1_000_000);
@@ -216,7 +233,33 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
 fn has_diskcache(workload: Workload) -> bool {
     workload != Workload::RawWrite
         && workload != Workload::ReopenCrash
+        && !workload.multi_process()
         && workload.stall().is_none()
+}
+
+impl Workload {
+    /// Runs with other processes on the directory (the component only).
+    fn multi_process(self) -> bool {
+        matches!(
+            self,
+            Workload::MultiProcessMixed | Workload::GetHitBesideIdle | Workload::OpenBesideWriter
+        )
+    }
+}
+
+/// The implementations `workload` runs on.
+fn targets(args: &BenchArgs, workload: Workload) -> Vec<Target> {
+    if workload == Workload::RawWrite {
+        return vec![Target::Native];
+    }
+    let mut targets = vec![Target::Wasm];
+    if args.exclusive && !workload.multi_process() {
+        targets.push(Target::Exclusive);
+    }
+    if !args.no_native && !workload.multi_process() {
+        targets.push(Target::Native);
+    }
+    targets
 }
 
 /// Runs the suite: every planned run for each implementation, then the table of ratios.
@@ -238,8 +281,7 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
     let steps: usize = runs
         .iter()
         .map(|(w, _, _)| {
-            let targets = if *w == Workload::RawWrite { 1 } else { 2 };
-            targets + usize::from(baseline.is_some() && has_diskcache(*w))
+            targets(&args, *w).len() + usize::from(baseline.is_some() && has_diskcache(*w))
         })
         .sum();
     let bar = indicatif::ProgressBar::new(steps as u64).with_style(
@@ -249,12 +291,7 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut results: Vec<Measurement> = Vec::new();
     for (i, (workload, n, size)) in runs.iter().copied().enumerate() {
-        let targets: &[Target] = if workload == Workload::RawWrite {
-            &[Target::Native]
-        } else {
-            &[Target::Wasm, Target::Native]
-        };
-        for &target in targets {
+        for target in targets(&args, workload) {
             bar.set_message(format!(
                 "{} {:?} n={n} size={size}",
                 workload.name(),
@@ -264,9 +301,10 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             // Reopen and memory measure n live entries: make room for all of them.
             let size_limit = match workload {
-                Workload::Reopen | Workload::Memory | Workload::ReopenCrash => {
-                    (2 * n * (size + 64)).max(524_288_000)
-                }
+                Workload::Reopen
+                | Workload::Memory
+                | Workload::ReopenCrash
+                | Workload::OpenBesideWriter => (2 * n * (size + 64)).max(524_288_000),
                 w => w.stall().map_or(524_288_000, |shape| shape.size_limit),
             };
             let tasks = workload.stall().map_or(64, |shape| shape.tasks);
@@ -306,7 +344,10 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_child(out: &std::process::Output, workload: &str) -> anyhow::Result<Measurement> {
+pub(super) fn parse_child(
+    out: &std::process::Output,
+    workload: &str,
+) -> anyhow::Result<Measurement> {
     if !out.status.success() {
         bail!(
             "{workload} failed: {}",

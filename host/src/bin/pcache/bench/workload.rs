@@ -24,6 +24,8 @@ pub enum Target {
     Wasm,
     /// The same engine compiled natively, called directly.
     Native,
+    /// PersistentCache opened with `exclusive(true)`: no cross-process protocol.
+    Exclusive,
 }
 
 /// Options of the hidden `pcache bench-run` (one workload, one target, this process).
@@ -46,6 +48,12 @@ pub struct RunArgs {
     /// reopen-crash's first phase: fill the cache, then exit without closing it.
     #[arg(long, hide = true)]
     crash_fill: bool,
+    /// multi-process-mixed's children: the cache is filled already; run concurrent-mixed.
+    #[arg(long, hide = true)]
+    filled: bool,
+    /// open-beside-writer's writer: overwrite `n` keys in a loop until killed.
+    #[arg(long, hide = true)]
+    write_forever: bool,
 }
 
 /// The cache under test, behind one async interface.
@@ -67,11 +75,12 @@ impl Subject {
         sync: bool,
     ) -> anyhow::Result<Subject> {
         Ok(match target {
-            Target::Wasm => Subject::Wasm(
+            Target::Wasm | Target::Exclusive => Subject::Wasm(
                 PersistentCache::open(
                     CacheOptions::new(dir)
                         .size_limit(size_limit)
                         .sync(sync)
+                        .exclusive(target == Target::Exclusive)
                         .code_cache(persistent_cache::CodeCache::for_user()),
                 )
                 .await?,
@@ -200,7 +209,118 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
     let dir = &args.dir;
     let mut rng = Rng(42);
     let mut volume = None;
+    if args.write_forever {
+        let subject = Subject::open(args.target, dir, args.size_limit).await?;
+        println!("writing");
+        loop {
+            prefill(&subject, n, &value).await?;
+        }
+    }
     let (ops, elapsed) = match args.workload {
+        Workload::MultiProcessMixed => {
+            // Filled here once, then 4 processes x tasks/4 run concurrent-mixed at once.
+            let subject = Subject::open(args.target, dir, args.size_limit).await?;
+            prefill(&subject, n, &value).await?;
+            subject.close().await?;
+            let children = 4;
+            let started = Instant::now();
+            let spawned: Vec<std::process::Child> = (0..children)
+                .map(|_| {
+                    std::process::Command::new(std::env::current_exe()?)
+                        .arg("bench-run")
+                        .args(["--target", &format!("{:?}", args.target).to_lowercase()])
+                        .args(["--workload", "concurrent-mixed", "--filled"])
+                        .args(["--n", &n.to_string(), "--value-size"])
+                        .arg(args.value_size.to_string())
+                        .args(["--tasks", &(args.tasks / children).to_string()])
+                        .args(["--size-limit", &args.size_limit.to_string()])
+                        .arg("--dir")
+                        .arg(dir)
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                })
+                .collect::<std::io::Result<_>>()?;
+            let mut ops = 0;
+            for child in spawned {
+                let out = child.wait_with_output()?;
+                let m = super::parse_child(&out, "multi-process-mixed child")?;
+                ops += m.ops;
+            }
+            (ops, started.elapsed())
+        }
+        Workload::GetHitBesideIdle | Workload::OpenBesideWriter => {
+            let subject = Subject::open(args.target, dir, args.size_limit).await?;
+            prefill(&subject, n, &value).await?;
+            subject.close().await?;
+            // The other process: an idle REPL, or a writer overwriting the first 10 000 keys.
+            let mut other = if args.workload == Workload::GetHitBesideIdle {
+                std::process::Command::new(std::env::current_exe()?)
+                    .arg("--dir")
+                    .arg(dir)
+                    .arg("repl")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()?
+            } else {
+                std::process::Command::new(std::env::current_exe()?)
+                    .arg("bench-run")
+                    .args(["--target", &format!("{:?}", args.target).to_lowercase()])
+                    .args(["--workload", "set", "--write-forever"])
+                    .args(["--n", &n.min(10_000).to_string(), "--value-size"])
+                    .arg(args.value_size.to_string())
+                    .args(["--size-limit", &args.size_limit.to_string()])
+                    .arg("--dir")
+                    .arg(dir)
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()?
+            };
+            // Wait until it has the cache open: the REPL answers a command, the writer says so.
+            let _keep_stdin_open = other.stdin.take().map(|mut stdin| {
+                let _ = stdin.write_all(b"stats\n");
+                stdin
+            });
+            {
+                use std::io::BufRead;
+                let mut line = String::new();
+                let stdout = other.stdout.take().expect("piped");
+                std::io::BufReader::new(stdout).read_line(&mut line)?;
+            }
+            let measured = if args.workload == Workload::GetHitBesideIdle {
+                let subject = Subject::open(args.target, dir, args.size_limit).await?;
+                let mut order: Vec<u64> = (0..n).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let started = Instant::now();
+                for &i in &order {
+                    if subject.get(&key(i)).await?.is_none() {
+                        bail!("get-hit-beside-idle missed {}", key(i));
+                    }
+                }
+                let elapsed = started.elapsed();
+                subject.close().await?;
+                (n, elapsed)
+            } else {
+                // As in `reopen`, the component is already compiled when the timed open starts.
+                Subject::open(args.target, &dir.join("warm-up"), args.size_limit)
+                    .await?
+                    .close()
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let started = Instant::now();
+                let subject = Subject::open(args.target, dir, args.size_limit).await?;
+                let got = subject.get(&key(n - 1)).await?;
+                let elapsed = started.elapsed();
+                if got.is_none() {
+                    bail!("open-beside-writer lost {}", key(n - 1));
+                }
+                subject.close().await?;
+                (1, elapsed)
+            };
+            let _ = other.kill();
+            let _ = other.wait();
+            measured
+        }
         Workload::RawWrite => {
             let mut file = std::fs::File::create(dir.join("raw.bin"))?;
             let started = Instant::now();
@@ -273,14 +393,16 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 args.size_limit
             };
             let subject = Arc::new(Subject::open(args.target, dir, size_limit).await?);
-            if matches!(
-                workload,
-                Workload::GetHit
-                    | Workload::GetMiss
-                    | Workload::MixedUniform
-                    | Workload::MixedZipf
-                    | Workload::ConcurrentMixed
-            ) {
+            if !args.filled
+                && matches!(
+                    workload,
+                    Workload::GetHit
+                        | Workload::GetMiss
+                        | Workload::MixedUniform
+                        | Workload::MixedZipf
+                        | Workload::ConcurrentMixed
+                )
+            {
                 prefill(&subject, n, &value).await?;
             }
             let started = Instant::now();
@@ -374,7 +496,10 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 | Workload::ReopenCrash
                 | Workload::StallSmall
                 | Workload::StallBig
-                | Workload::StallSync => unreachable!("handled above"),
+                | Workload::StallSync
+                | Workload::MultiProcessMixed
+                | Workload::GetHitBesideIdle
+                | Workload::OpenBesideWriter => unreachable!("handled above"),
             };
             let elapsed = started.elapsed();
             if workload == Workload::Eviction {
@@ -422,6 +547,7 @@ pub(super) fn measurement(args: &RunArgs, ops: u64, elapsed: Duration) -> Measur
         implementation: match (args.workload, args.target) {
             (Workload::RawWrite, _) => "raw-disk".into(),
             (_, Target::Wasm) => "persistent-cache".into(),
+            (_, Target::Exclusive) => "persistent-cache-exclusive".into(),
             (_, Target::Native) => "native-engine".into(),
         },
         workload: args.workload.name().into(),
