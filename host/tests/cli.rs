@@ -165,6 +165,29 @@ fn size_limits_take_units_and_the_environment() {
     assert!(stdout(&out).contains("\"size_limit\":1048576"));
 }
 
+/// The size limit a cache was created with is stored with it: a later command that does not
+/// say uses it (and enforces it), one that says another updates it.
+#[test]
+fn the_size_limit_is_stored_with_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["--size-limit", "100MiB", "set", "k", "v"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(d, &["--json", "stats"]);
+    assert!(
+        stdout(&out).contains("\"size_limit\":104857600"),
+        "{}",
+        stdout(&out)
+    );
+    run(d, &["--size-limit", "2MiB", "set", "k", "w"]);
+    let out = run(d, &["--json", "stats"]);
+    assert!(
+        stdout(&out).contains("\"size_limit\":2097152"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn bad_input_exits_2_with_one_line_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,4 +513,30 @@ fn bench_smoke_run_measures_every_workload() {
     }
     assert!(results.iter().any(|r| r["impl"] == "raw-disk"));
     assert!(stdout(&out).contains("get-hit"), "the table is printed");
+}
+
+/// `pcache get`, `pcache set` and a piped `pcache repl` beside a running application that has
+/// the cache open: each sees the other's writes.
+#[test]
+fn pcache_works_beside_a_running_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app =
+        persistent_cache::BlockingCache::open(persistent_cache::CacheOptions::new(d.join("cache")))
+            .unwrap();
+    app.set("user:123", &serde_json::json!({"name": "John"}))
+        .unwrap();
+    let out = run(d, &["get", "user:123"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("John"), "{}", stdout(&out));
+    let out = run(d, &["set", "from:cli", "7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(app.get::<i64>("from:cli").unwrap(), Some(7));
+    let out = repl(d, "get user:123\nincr hits\nincr hits\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(lines[0].contains("John"), "{lines:?}");
+    assert_eq!(&lines[1..], ["1", "2"], "{lines:?}");
+    assert_eq!(app.incr("hits", 1, 0).unwrap(), 3);
+    app.close().unwrap();
 }

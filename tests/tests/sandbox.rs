@@ -354,14 +354,14 @@ async fn keys_that_look_like_paths_stay_keys_inside_the_directory() {
     assert_eq!(outer_names, ["cache"]);
     assert!(!Path::new("/tmp/pcache-escape").exists());
     assert!(!Path::new("/abs/path").exists());
-    // Inside, the host's lock and data/; in data/ only the engine's own files: no
+    // Inside, the host's locks, its settings and data/; in data/ only the engine's own files: no
     // subdirectories, nothing named after a key.
     let mut top: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     top.sort();
-    assert_eq!(top, [".lock", "data"]);
+    assert_eq!(top, [".lock", ".write-lock", "data", "settings.json"]);
     for entry in std::fs::read_dir(dir.join(persistent_cache::DATA_DIRECTORY)).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
