@@ -216,8 +216,8 @@ impl GuestCache for CacheResource {
         self.with_engine(|e| e.catch_up())
     }
 
-    fn set_write_locked(&self, locked: bool) -> Result<(), wit::Error> {
-        self.with_engine(|e| e.set_write_locked(locked))
+    fn set_write_locked(&self, locked: bool, others_wrote: bool) -> Result<(), wit::Error> {
+        self.with_engine(|e| e.set_write_locked(locked, others_wrote))
     }
 
     fn maintenance_pending(&self) -> wit::Maintenance {

@@ -349,8 +349,8 @@ impl GuestCache<'_> {
 
     /// Shared directory: tells the guest whether this process holds the write lock now
     /// (taking it catches up first).
-    pub(crate) fn set_write_locked(&mut self, locked: bool) -> Result<()> {
-        call!(self, call_set_write_locked, locked)
+    pub(crate) fn set_write_locked(&mut self, locked: bool, others_wrote: bool) -> Result<()> {
+        call!(self, call_set_write_locked, locked, others_wrote)
     }
 
     /// What `maintain` has to do now.

@@ -29,6 +29,9 @@ struct Running {
     cache: ResourceAny,
     /// The guest's non-blocking mode is on.
     nonblocking: bool,
+    /// The guest was told it holds the write lock and not told otherwise since (the host
+    /// tells it only before the next call that is not a write: see `Sharing::before`).
+    write_locked: bool,
 }
 
 /// Whether a call may write (and so holds the write lock of a shared directory).
@@ -91,8 +94,9 @@ impl Sharing {
             } else {
                 lock.lock()?;
             }
-            lock.others_wrote();
-            let taken = running.cache().set_write_locked(true);
+            let others_wrote = lock.others_wrote();
+            let taken = running.cache().set_write_locked(true, others_wrote);
+            running.write_locked = taken.is_ok();
             if running.instance.take_stale() {
                 lock.unlock().map_err(Error::Io)?;
                 return Ok(Before::Stale);
@@ -102,6 +106,11 @@ impl Sharing {
                 return Err(err);
             }
             return Ok(Before::Ready);
+        }
+        if running.write_locked {
+            // Before anything that is not a write: the lock went with the last write.
+            running.cache().set_write_locked(false, false)?;
+            running.write_locked = false;
         }
         if lock.others_wrote() {
             let caught_up = running.cache().catch_up();
@@ -113,22 +122,17 @@ impl Sharing {
         Ok(Before::Ready)
     }
 
-    /// After a `Write` call: tells the guest the lock is going, bumps the generation (other
-    /// processes then catch up) and releases the lock. Edge case: a guest that trapped is
-    /// not called.
-    fn after(&mut self, running: &mut Running, access: Access) -> Result<()> {
+    /// After a `Write` call: bumps the generation (other processes then catch up) and
+    /// releases the lock. The guest is told only before the next call that is not a write
+    /// (one guest call less per write): no call reaches it in between without `before`.
+    fn after(&mut self, access: Access) -> Result<()> {
         if access != Access::Write || self.options.read_only_value() {
             return Ok(());
         }
         let Some(lock) = self.lock.as_mut() else {
             return Ok(());
         };
-        let released = if running.instance.trapped() {
-            Ok(())
-        } else {
-            running.cache().set_write_locked(false)
-        };
-        lock.publish_and_unlock().and(released)
+        lock.publish_and_unlock()
     }
 }
 
@@ -224,7 +228,7 @@ impl GuestSupervisor {
         let result = running.call(true, operation);
         let would_block = running.instance.take_would_block();
         if let Some(sharing) = &mut self.sharing {
-            if let Err(err) = sharing.after(running, access) {
+            if let Err(err) = sharing.after(access) {
                 return Some(Err(err));
             }
         }
@@ -292,7 +296,7 @@ impl GuestSupervisor {
         };
         let result = running.call(false, operation);
         if let Some(sharing) = &mut self.sharing {
-            let released = sharing.after(running, access);
+            let released = sharing.after(access);
             if let (Ok(_), Err(err)) = (&result, released) {
                 if !running.instance.trapped() {
                     return Err(err);
@@ -393,5 +397,6 @@ fn open_guest(directory: &Path, options: &CacheOptions) -> Result<Box<Running>> 
         instance,
         cache,
         nonblocking: false,
+        write_locked: false,
     }))
 }

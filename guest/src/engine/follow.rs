@@ -15,30 +15,49 @@ use std::ops::ControlFlow;
 impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// Tells a shared engine whether the host holds the directory's write lock now: without
     /// it, every operation that may write returns `NeedsLock` before changing anything. On
-    /// taking it, the engine catches up with the files (see `catch_up`), so that nothing it
-    /// writes next is decided on a stale index or lands on another process's records, and
-    /// marks what a crashed writer left torn at the end of the log to be cut by the next
-    /// append. Edge cases: the errors of `catch_up` (the lock then counts as not held); not
-    /// shared: does nothing.
-    pub fn set_write_locked(&mut self, locked: bool) -> Result<()> {
+    /// taking it, the engine catches up with the files (see `catch_up`) if `others_wrote`
+    /// (the host saw another process write since this engine last looked) or if the log does
+    /// not end where it thinks (a writer that crashed before saying so): so nothing it writes
+    /// next is decided on a stale index or lands on another process's records. What a crashed
+    /// writer left torn at the end is marked to be cut by the next append. Costs one `stat`
+    /// when nobody else wrote. Edge cases: the errors of `catch_up` (the lock then counts as
+    /// not held); not shared: does nothing.
+    pub fn set_write_locked(&mut self, locked: bool, others_wrote: bool) -> Result<()> {
         if !self.options.shared {
             return Ok(());
         }
         self.write_locked = false;
         if locked {
-            self.catch_up()?;
+            let known = self.segments.get(&self.active).map(|s| s.size);
+            let mut file_size = self.active_file_size()?;
+            if others_wrote || file_size != known {
+                self.catch_up()?;
+                file_size = self.active_file_size()?;
+            }
             self.write_locked = true;
-            let active = self.segments.get(&self.active);
-            if let Some(segment) = active {
-                let name = format::segment_file_name(self.active);
-                let file_size = segment.file.size().map_err(|e| io_err("stat", &name, e))?;
-                // After the replay, what is left past the end is torn: nobody else writes now.
-                if file_size > segment.size {
-                    self.tail_unclean = true;
-                }
+            // After the replay, what is left past the end is torn: nobody else writes now.
+            let known = self.segments.get(&self.active).map(|s| s.size);
+            if file_size
+                .zip(known)
+                .is_some_and(|(file, known)| file > known)
+            {
+                self.tail_unclean = true;
             }
         }
         Ok(())
+    }
+
+    /// The size of the active segment's file now (`None` without an active segment).
+    fn active_file_size(&self) -> Result<Option<u64>> {
+        let Some(segment) = self.segments.get(&self.active) else {
+            return Ok(None);
+        };
+        let name = || format::segment_file_name(self.active);
+        segment
+            .file
+            .size()
+            .map(Some)
+            .map_err(|e| io_err("stat", &name(), e))
     }
 
     /// Brings the index up to date with what other processes did to the directory: forgets

@@ -29,9 +29,19 @@ fn open_shared(dir: &Path, clock: &ManualTime, size_limit: u64) -> Shared {
 
 /// Runs `f` on `e` holding the write lock, as the host runs a writing call.
 fn locked<R>(e: &mut Shared, f: impl FnOnce(&mut Shared) -> R) -> R {
-    e.set_write_locked(true).unwrap();
+    // Told that others wrote: the fast path (nobody did) is covered end to end.
+    e.set_write_locked(true, true).unwrap();
     let result = f(e);
-    e.set_write_locked(false).unwrap();
+    e.set_write_locked(false, false).unwrap();
+    result
+}
+
+/// Runs `f` on `e` holding the write lock when the host saw no other process write since
+/// `e` last looked (as after a writer that crashed before bumping the generation).
+fn locked_unannounced<R>(e: &mut Shared, f: impl FnOnce(&mut Shared) -> R) -> R {
+    e.set_write_locked(true, false).unwrap();
+    let result = f(e);
+    e.set_write_locked(false, false).unwrap();
     result
 }
 
@@ -201,6 +211,7 @@ fn what_a_crashed_writer_left_is_kept_when_whole_and_cut_when_torn() {
 
     let mut next = open_shared(dir.path(), &clock, 64 << 20);
     locked(&mut next, |n| n.set("after", b"4", None)).unwrap();
+    // The crashed writer never said it wrote: the next writer notices by the log's length.
     // Another torn write at the very end, then a writer that did not reopen.
     std::fs::OpenOptions::new()
         .append(true)
@@ -208,8 +219,16 @@ fn what_a_crashed_writer_left_is_kept_when_whole_and_cut_when_torn() {
         .unwrap()
         .write_all(&[0xAB; 17])
         .unwrap();
-    locked(&mut next, |n| n.set("last", b"5", None)).unwrap();
-    for key in ["before", "whole", "after", "last"] {
+    locked_unannounced(&mut next, |n| n.set("last", b"5", None)).unwrap();
+    // A writer that wrote a whole record and crashed before announcing it; a reader that
+    // happened to catch up (another writer's announcement) has read it: the next writer must
+    // replay it too rather than cut it, or the reader's position would point into its writes.
+    let mut crasher = open_shared(dir.path(), &clock, 64 << 20);
+    locked(&mut crasher, |c| c.set("ghost", b"6", None)).unwrap();
+    drop(crasher);
+    reader.catch_up().unwrap();
+    locked_unannounced(&mut next, |n| n.set("final", b"7", None)).unwrap();
+    for key in ["before", "whole", "after", "last", "ghost", "final"] {
         assert!(read(&mut reader, key).is_some(), "reader lost {key}");
         assert!(next.get(key).unwrap().is_some(), "writer lost {key}");
     }
