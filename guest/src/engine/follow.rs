@@ -89,8 +89,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         loop {
             let id = self.active;
+            let before = self.segments.get(&id).map(|s| s.size);
             let mut sealed = self.replay_tail(id, &mut changed)?;
-            if !sealed {
+            let grew = self.segments.get(&id).map(|s| s.size) != before;
+            // A segment that grew without a seal is still the newest, but for a `clear`, which
+            // starts a new segment without sealing the old one after deleting it (that shows
+            // as the active segment gone, next time): look for a newer one only otherwise.
+            if !sealed && !grew {
                 let next = format::segment_file_name(id + 1);
                 if !self
                     .storage

@@ -83,6 +83,8 @@ pub enum Workload {
     MultiProcessMixed,
     /// get-hit with an idle `pcache repl` open on the same directory.
     GetHitBesideIdle,
+    /// get-hit-beside-idle's baseline: the same gets, filled and reopened, alone.
+    GetHitReopened,
     /// open → first get while another process writes to the directory.
     OpenBesideWriter,
 }
@@ -107,6 +109,7 @@ impl Workload {
             Workload::ReopenCrash => "reopen-crash",
             Workload::MultiProcessMixed => "multi-process-mixed",
             Workload::GetHitBesideIdle => "get-hit-beside-idle",
+            Workload::GetHitReopened => "get-hit-reopened",
             Workload::OpenBesideWriter => "open-beside-writer",
         }
     }
@@ -215,6 +218,7 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
                 runs.push((w, scaled(mib), mib));
             }
             Workload::OpenBesideWriter => runs.push((w, args.n.unwrap_or(1_000_000), 100)),
+            Workload::GetHitBesideIdle | Workload::GetHitReopened => runs.push((w, n, 100)),
             // Recovery after a crash, next to a clean reopen of the same size.
             Workload::ReopenCrash => {
                 let n = args.n.unwrap_or(1_000_000);
@@ -242,7 +246,10 @@ impl Workload {
     fn multi_process(self) -> bool {
         matches!(
             self,
-            Workload::MultiProcessMixed | Workload::GetHitBesideIdle | Workload::OpenBesideWriter
+            Workload::MultiProcessMixed
+                | Workload::GetHitBesideIdle
+                | Workload::GetHitReopened
+                | Workload::OpenBesideWriter
         )
     }
 }

@@ -223,8 +223,7 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
             prefill(&subject, n, &value).await?;
             subject.close().await?;
             let children = 4;
-            let started = Instant::now();
-            let spawned: Vec<std::process::Child> = (0..children)
+            let mut spawned: Vec<std::process::Child> = (0..children)
                 .map(|_| {
                     std::process::Command::new(std::env::current_exe()?)
                         .arg("bench-run")
@@ -236,31 +235,54 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                         .args(["--size-limit", &args.size_limit.to_string()])
                         .arg("--dir")
                         .arg(dir)
+                        .stdin(std::process::Stdio::piped())
                         .stdout(std::process::Stdio::piped())
                         .spawn()
                 })
                 .collect::<std::io::Result<_>>()?;
+            // Timed from when all have the cache open (each says `ready` and waits for `go`).
+            let mut outputs = Vec::new();
+            for child in &mut spawned {
+                use std::io::BufRead;
+                let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+                let mut line = String::new();
+                stdout.read_line(&mut line)?;
+                if line.trim() != "ready" {
+                    bail!("multi-process-mixed: a child said {line:?}");
+                }
+                outputs.push(stdout);
+            }
+            let started = Instant::now();
+            for child in &mut spawned {
+                child.stdin.take().expect("piped").write_all(b"go\n")?;
+            }
             let mut ops = 0;
-            for child in spawned {
-                let out = child.wait_with_output()?;
+            for (child, mut stdout) in spawned.into_iter().zip(outputs) {
+                let mut rest = Vec::new();
+                std::io::Read::read_to_end(&mut stdout, &mut rest)?;
+                let mut out = child.wait_with_output()?;
+                out.stdout = rest;
                 let m = super::parse_child(&out, "multi-process-mixed child")?;
                 ops += m.ops;
             }
             (ops, started.elapsed())
         }
-        Workload::GetHitBesideIdle | Workload::OpenBesideWriter => {
+        Workload::GetHitBesideIdle | Workload::GetHitReopened | Workload::OpenBesideWriter => {
             let subject = Subject::open(args.target, dir, args.size_limit).await?;
             prefill(&subject, n, &value).await?;
             subject.close().await?;
             // The other process: an idle REPL, or a writer overwriting the first 10 000 keys.
-            let mut other = if args.workload == Workload::GetHitBesideIdle {
+            let mut other = if args.workload == Workload::GetHitReopened {
+                None
+            } else if args.workload == Workload::GetHitBesideIdle {
                 std::process::Command::new(std::env::current_exe()?)
                     .arg("--dir")
                     .arg(dir)
                     .arg("repl")
                     .stdin(std::process::Stdio::piped())
                     .stdout(std::process::Stdio::piped())
-                    .spawn()?
+                    .spawn()
+                    .map(Some)?
             } else {
                 std::process::Command::new(std::env::current_exe()?)
                     .arg("bench-run")
@@ -272,20 +294,24 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                     .arg("--dir")
                     .arg(dir)
                     .stdout(std::process::Stdio::piped())
-                    .spawn()?
+                    .spawn()
+                    .map(Some)?
             };
             // Wait until it has the cache open: the REPL answers a command, the writer says so.
-            let _keep_stdin_open = other.stdin.take().map(|mut stdin| {
-                let _ = stdin.write_all(b"stats\n");
-                stdin
-            });
-            {
+            let _keep_stdin_open =
+                other
+                    .as_mut()
+                    .and_then(|other| other.stdin.take())
+                    .map(|mut stdin| {
+                        let _ = stdin.write_all(b"stats\n");
+                        stdin
+                    });
+            if let Some(stdout) = other.as_mut().and_then(|other| other.stdout.take()) {
                 use std::io::BufRead;
                 let mut line = String::new();
-                let stdout = other.stdout.take().expect("piped");
                 std::io::BufReader::new(stdout).read_line(&mut line)?;
             }
-            let measured = if args.workload == Workload::GetHitBesideIdle {
+            let measured = if args.workload != Workload::OpenBesideWriter {
                 let subject = Subject::open(args.target, dir, args.size_limit).await?;
                 let mut order: Vec<u64> = (0..n).collect();
                 for i in (1..order.len()).rev() {
@@ -317,8 +343,10 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 subject.close().await?;
                 (1, elapsed)
             };
-            let _ = other.kill();
-            let _ = other.wait();
+            if let Some(mut other) = other {
+                let _ = other.kill();
+                let _ = other.wait();
+            }
             measured
         }
         Workload::RawWrite => {
@@ -393,6 +421,12 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 args.size_limit
             };
             let subject = Arc::new(Subject::open(args.target, dir, size_limit).await?);
+            if args.filled {
+                // multi-process-mixed: start when the parent says, with the others.
+                println!("ready");
+                let mut go = String::new();
+                std::io::stdin().read_line(&mut go)?;
+            }
             if !args.filled
                 && matches!(
                     workload,
@@ -499,6 +533,7 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 | Workload::StallSync
                 | Workload::MultiProcessMixed
                 | Workload::GetHitBesideIdle
+                | Workload::GetHitReopened
                 | Workload::OpenBesideWriter => unreachable!("handled above"),
             };
             let elapsed = started.elapsed();
