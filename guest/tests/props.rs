@@ -8,7 +8,8 @@ mod common;
 
 use common::{bytes_on_disk, fresh, reopen, NO_LIMIT};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::{counter, Error, TimeSource};
+use persistent_cache_guest::storage::StdStorage;
+use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualTime, TimeSource};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -382,5 +383,135 @@ proptest! {
             prop_assert!(volume <= limit, "step {}: volume {} > {}", step, volume, limit);
             prop_assert_eq!(volume, bytes_on_disk(dir.path()), "step {}", step);
         }
+    }
+}
+
+/// An engine of a directory other engines share (`EngineOptions::shared`), with `size_limit`.
+fn open_shared(dir: &std::path::Path, clock: &ManualTime, size_limit: u64) -> Shared {
+    Engine::open(
+        StdStorage::new(dir).unwrap(),
+        clock.clone(),
+        EngineOptions {
+            size_limit,
+            shared: true,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+type Shared = Engine<StdStorage, ManualTime>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Two engines on one directory, as two processes: each op runs on one of them, writes
+    /// under the write lock (catching up as they take it), reads after catching up. With a
+    /// small limit both evict and compact, deleting segments the other still has open: a read
+    /// may miss, but never returns a value other than the key's latest, the volume stays
+    /// within the limit, and at the end both agree with the bytes on disk.
+    #[test]
+    fn two_engines_on_one_directory_never_return_a_wrong_value(
+        ops in proptest::collection::vec((any::<bool>(), op(40, 3_000)), 1..200)
+    ) {
+        let limit = 32 * 1024;
+        let dir = common::scratch_dir();
+        let clock = ManualTime::at(common::T0);
+        let mut engines = [open_shared(dir.path(), &clock, limit), open_shared(dir.path(), &clock, limit)];
+        for e in &mut engines {
+            e.set_compaction_step(2048);
+        }
+        let mut latest: Latest = HashMap::new();
+        for (step, (who, op)) in ops.into_iter().enumerate() {
+            let now = clock.now_ms();
+            let e = &mut engines[usize::from(who)];
+            let writes = !matches!(op, Op::Get { .. } | Op::Advance { .. } | Op::Expire | Op::Reopen { .. });
+            let caught_up = if writes { e.set_write_locked(true, true) } else { e.catch_up() };
+            if caught_up == Err(Error::Stale) {
+                // It missed a whole rotation of the log: reopen it, as the host does.
+                *e = open_shared(dir.path(), &clock, limit);
+                if writes {
+                    e.set_write_locked(true, true).unwrap();
+                }
+            } else {
+                caught_up.unwrap();
+            }
+            match op {
+                Op::Set { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    e.set(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap();
+                    latest.insert(key, Some((value, Some(expiry(now, ttl_ms)))));
+                }
+                Op::Get { key } => {
+                    if let Some(got) = e.get(&key_name(key)).unwrap() {
+                        prop_assert!(is_latest(&latest, key, &got, now), "step {}: key {} read a stale, deleted or expired value", step, key);
+                    }
+                }
+                Op::Add { key, len, ttl_ms } => {
+                    let value = value_for(step, len);
+                    if e.add(&key_name(key), &value, ttl_ms.map(u64::from)).unwrap() {
+                        latest.insert(key, Some((value, Some(expiry(now, ttl_ms)))));
+                    }
+                }
+                Op::Pop { key } | Op::Delete { key } => {
+                    if let Some(got) = e.pop(&key_name(key)).unwrap() {
+                        prop_assert!(is_latest(&latest, key, &got, now), "step {}: pop of key {} returned a stale value", step, key);
+                    }
+                    latest.insert(key, None);
+                }
+                Op::Touch { key, ttl_ms } => {
+                    if e.touch(&key_name(key), ttl_ms.map(u64::from)).unwrap() {
+                        if let Some(Some(entry)) = latest.get_mut(&key) {
+                            entry.1 = Some(expiry(now, ttl_ms));
+                        }
+                    }
+                }
+                Op::Incr { key, delta } => {
+                    match e.incr(&key_name(key), delta, INCR_DEFAULT, Some(INCR_TTL_MS)) {
+                        Ok(n) => {
+                            latest.insert(key, Some((counter::encode(n), None)));
+                        }
+                        Err(Error::NotACounter(_)) => {}
+                        Err(other) => prop_assert!(false, "step {}: incr failed: {}", step, other),
+                    }
+                }
+                Op::DeletePrefix { group } => {
+                    e.delete_prefix(&format!("g{group}/")).unwrap();
+                    latest.retain(|k, _| k % 4 != group);
+                }
+                Op::Clear => {
+                    e.clear().unwrap();
+                    latest.clear();
+                }
+                Op::Expire => {
+                    e.expire();
+                }
+                Op::Advance { ms } => clock.advance(u64::from(ms)),
+                Op::Reopen { clean } => {
+                    let old = std::mem::replace(e, open_shared(dir.path(), &clock, limit));
+                    if clean {
+                        let mut old = old;
+                        old.set_write_locked(true, true).unwrap();
+                        old.close().unwrap();
+                    }
+                }
+            }
+            if writes {
+                while e.maintenance().pending {
+                    let through = e.maintenance().sync_through.unwrap_or(0);
+                    e.maintain(through).unwrap();
+                }
+                e.set_write_locked(false, false).unwrap();
+            }
+            prop_assert!(e.stats().volume <= limit, "step {}: volume {}", step, e.stats().volume);
+        }
+        for e in &mut engines {
+            if e.catch_up() == Err(Error::Stale) {
+                *e = open_shared(dir.path(), &clock, limit);
+            }
+        }
+        let volume = engines[0].stats().volume;
+        prop_assert_eq!(engines[1].stats().volume, volume);
+        prop_assert_eq!(volume, bytes_on_disk(dir.path()));
     }
 }

@@ -83,6 +83,7 @@ const options = (directory) => ({
   syncWrites: true,
   defaultTtlMs: undefined,
   readOnly: false,
+  shared: false,
 });
 const started = performance.now();
 let cache;

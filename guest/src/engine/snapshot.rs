@@ -37,7 +37,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.writable()?;
         let bytes = self.encode_snapshot();
-        let volume_with_snapshot = self.volume() - self.snapshot_len + bytes.len() as u64;
+        let volume_with_snapshot =
+            self.volume() - self.snapshot_len + bytes.len() as u64 + self.announcement_len();
         if volume_with_snapshot > self.options.size_limit {
             return Ok(());
         }
@@ -47,7 +48,26 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.snapshot_len = bytes.len() as u64;
         self.snapshot_stale = false;
+        self.announce_snapshot();
         Ok(())
+    }
+
+    /// The bytes `announce_snapshot` appends.
+    fn announcement_len(&self) -> u64 {
+        if self.options.shared {
+            format::RECORD_HEADER_LEN as u64
+        } else {
+            0
+        }
+    }
+
+    /// Shared: appends a checkpoint record (replay skips it) after the snapshot file changed,
+    /// so that the other processes notice at their next catch-up and count its new size in
+    /// the volume. Best effort: a failure costs them only a stale count until the next one.
+    fn announce_snapshot(&mut self) {
+        if self.options.shared && !self.options.read_only {
+            let _ = self.append_record(format::RecordKind::Checkpoint, "", &[], 0);
+        }
     }
 
     /// The index as a snapshot of the log as it is now.
@@ -83,7 +103,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 }
                 let bytes = self.encode_snapshot();
                 let len = bytes.len() as u64;
-                if self.volume() + len > self.options.size_limit {
+                if self.volume() + len + self.announcement_len() > self.options.size_limit {
                     return Ok(());
                 }
                 let tmp = snapshot_tmp();
@@ -120,6 +140,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 }
                 self.dir_unsynced();
                 self.snapshot_len = pending.len;
+                self.announce_snapshot();
             }
             Some(_) => {}
         }
