@@ -21,7 +21,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// next is decided on a stale index or lands on another process's records. What a crashed
     /// writer left torn at the end is marked to be cut by the next append. Costs one `stat`
     /// when nobody else wrote. Edge cases: the errors of `catch_up` (the lock then counts as
-    /// not held); not shared: does nothing.
+    /// not held); damage followed by records at the end of the log: `Stale` (reopen: recovery
+    /// sets the damaged tail aside); not shared: does nothing.
     pub fn set_write_locked(&mut self, locked: bool, others_wrote: bool) -> Result<()> {
         if !self.options.shared {
             return Ok(());
@@ -34,15 +35,18 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.catch_up()?;
                 file_size = self.active_file_size()?;
             }
-            self.write_locked = true;
-            // After the replay, what is left past the end is torn: nobody else writes now.
+            // After the replay, what is left past the end is a write torn by a crash (nobody
+            // else writes now): the next append cuts it. Unless records follow it: that is
+            // damage in the middle of the log, which a reopen's recovery sets aside without
+            // destroying a readable byte (readers stop before it, so their positions hold).
             let known = self.segments.get(&self.active).map(|s| s.size);
-            if file_size
-                .zip(known)
-                .is_some_and(|(file, known)| file > known)
-            {
+            if let Some((file, known)) = file_size.zip(known).filter(|(file, known)| file > known) {
+                if self.tail_holds_records(self.active, known, file)? {
+                    return Err(Error::Stale);
+                }
                 self.tail_unclean = true;
             }
+            self.write_locked = true;
         }
         Ok(())
     }
@@ -133,7 +137,12 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             .file
             .size()
             .map_err(|e| io_err("stat", &name(), e))?;
-        if file_size <= from {
+        if file_size < from {
+            // Cut under this engine (another process's recovery set a damaged tail aside):
+            // what it knows past the cut is gone, and its appends would leave a hole.
+            return Err(Error::Stale);
+        }
+        if file_size == from {
             return Ok(false);
         }
         let index = &mut self.index;

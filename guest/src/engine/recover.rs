@@ -397,7 +397,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.options.read_only {
             return Ok(());
         }
-        if self.tail_holds_records(id, at)? {
+        if self.tail_holds_records(id, at, self.segments[&id].size)? {
             let name = format::segment_file_name(id);
             self.storage
                 .create_dir(DAMAGED_DIR)
@@ -421,11 +421,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.truncate_segment(id, at)
     }
 
-    /// True if the bytes of segment `id` from `at` on hold a record that decodes at some later
-    /// offset, or are too many to look through.
-    fn tail_holds_records(&self, id: u32, at: u64) -> Result<bool> {
+    /// True if the bytes of segment `id` from `at` to `end` hold a record that decodes at some
+    /// later offset, or are too many to look through.
+    pub(super) fn tail_holds_records(&self, id: u32, at: u64, end: u64) -> Result<bool> {
         let segment = &self.segments[&id];
-        let len = segment.size - at;
+        let len = end.saturating_sub(at);
         if len > TAIL_SCAN_MAX {
             return Ok(true);
         }

@@ -279,3 +279,48 @@ fn a_clear_by_one_engine_empties_the_other() {
     let c = open_shared(dir.path(), &clock, 64 << 20);
     assert_eq!(c.stats().entries, 1);
 }
+
+/// Damage in the middle of the newest segment (records follow it) is not mistaken for a torn
+/// write by the next writer: it reopens, and recovery sets the damaged tail aside (into
+/// `damaged/`) instead of destroying it; every engine then goes on without a wrong value.
+#[test]
+fn damage_in_the_newest_segment_is_set_aside_not_cut_under_other_engines() {
+    let dir = scratch_dir();
+    let clock = ManualTime::at(T0);
+    let mut a = open_shared(dir.path(), &clock, 64 << 20);
+    let mut b = open_shared(dir.path(), &clock, 64 << 20);
+    locked(&mut a, |a| a.set("r1", b"one", None)).unwrap();
+    b.catch_up().unwrap();
+    let seg = segment_paths(dir.path()).pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    locked(&mut a, |a| {
+        a.set("r2", b"two", None).unwrap();
+        a.set("r3", b"three", None).unwrap();
+    });
+    // Flip a byte of r2's record (b has not read it yet).
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[before as usize + 10] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    b.catch_up().unwrap();
+    assert_eq!(b.get("r2").unwrap(), None, "b stops before the damage");
+    assert_eq!(b.set_write_locked(true, true), Err(Error::Stale));
+    let mut b = open_shared(dir.path(), &clock, 64 << 20);
+    locked(&mut b, |b| b.set("r4", b"four", None)).unwrap();
+    assert_eq!(b.get("r1").unwrap().as_deref(), Some(&b"one"[..]));
+    assert!(
+        dir.path().join("damaged").read_dir().unwrap().count() > 0,
+        "the tail was kept"
+    );
+    // a knew r2 and r3, which are gone: it reopens and never returns a wrong value.
+    match a.catch_up() {
+        Err(Error::Stale) => a = open_shared(dir.path(), &clock, 64 << 20),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    for (key, value) in [("r1", &b"one"[..]), ("r4", b"four")] {
+        assert_eq!(a.get(key).unwrap().as_deref(), Some(value), "{key}");
+    }
+    for key in ["r2", "r3"] {
+        assert_eq!(a.get(key).unwrap(), None, "{key}");
+    }
+}
