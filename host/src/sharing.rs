@@ -8,7 +8,11 @@
 //! (see the engine's `catch_up`), so junk in `.write-lock` costs at most a needless catch-up,
 //! never a wrong value.
 //!
-//! The generation is read through a shared memory mapping of the file's first 8 bytes, so
+//! Bytes 8..16 say whether a process holds the lock for a write in progress (1) or not (0):
+//! a process that takes the lock and finds 1 knows the previous holder died mid-call without
+//! announcing what it wrote, and has its guest look at the files before writing.
+//!
+//! The generation is read through a shared memory mapping of the file's first 16 bytes, so
 //! that looking costs a memory load instead of a `pread` (which alone cost a quarter of a
 //! get-hit here). The price, written down in SECURITY.md: a process that truncates
 //! `.write-lock` while we have it mapped makes our next look fault (`SIGBUS`); only someone who
@@ -37,6 +41,8 @@ pub(crate) struct WriteLock {
     seen: u64,
     /// This process holds the lock now.
     held: bool,
+    /// When the lock was last taken, the previous holder had died in the middle of a write.
+    previous_holder_crashed: bool,
 }
 
 impl WriteLock {
@@ -62,10 +68,10 @@ impl WriteLock {
             Err(e) if read_only && e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::Directory { path, source }),
         };
-        if !read_only && file.metadata().is_ok_and(|m| m.len() < 8) {
-            // A new file (or one cut short): the generation's 8 bytes, zero. Extending a
-            // file another process just wrote 8 bytes to changes nothing.
-            let _ = file.set_len(8);
+        if !read_only && file.metadata().is_ok_and(|m| m.len() < 16) {
+            // A new file (or one cut short): the generation and the in-progress flag, zero.
+            // Extending a file another process just made 16 bytes long changes nothing.
+            let _ = file.set_len(16);
         }
         let mapped = Mapped::new(&file, read_only);
         let mut lock = WriteLock {
@@ -73,6 +79,7 @@ impl WriteLock {
             mapped,
             seen: 0,
             held: false,
+            previous_holder_crashed: false,
         };
         lock.seen = lock.generation();
         Ok(Some(lock))
@@ -106,7 +113,7 @@ impl WriteLock {
     pub(crate) fn try_lock(&mut self) -> Result<bool> {
         match self.file.try_lock() {
             Ok(()) => {
-                self.held = true;
+                self.taken();
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => Ok(false),
@@ -118,8 +125,24 @@ impl WriteLock {
     /// runtime's thread). A process that dies holding it releases it.
     pub(crate) fn lock(&mut self) -> Result<()> {
         self.file.lock().map_err(Error::Io)?;
-        self.held = true;
+        self.taken();
         Ok(())
+    }
+
+    /// Marks the lock as held for a write in progress, noting whether the previous holder
+    /// died with its write in progress. Without a mapping that is unknown: assume it did.
+    fn taken(&mut self) {
+        self.held = true;
+        self.previous_holder_crashed = match &self.mapped {
+            Some(mapped) => mapped.in_progress().swap(1, Ordering::AcqRel) != 0,
+            None => true,
+        };
+    }
+
+    /// When the lock was last taken, the previous holder had died in the middle of a write
+    /// (or this process cannot tell): what it wrote was never announced.
+    pub(crate) fn previous_holder_crashed(&self) -> bool {
+        self.previous_holder_crashed
     }
 
     /// Bumps the generation (this process wrote) and releases the lock. Edge case: not held:
@@ -133,6 +156,7 @@ impl WriteLock {
         let written = match &self.mapped {
             Some(mapped) => {
                 mapped.atomic().store(next, Ordering::Release);
+                mapped.in_progress().store(0, Ordering::Release);
                 Ok(())
             }
             None => self.file.write_all_at(&next.to_le_bytes(), 0),
@@ -151,11 +175,16 @@ impl WriteLock {
             return Ok(());
         }
         self.held = false;
+        if let Some(mapped) = &self.mapped {
+            // Nothing was written: no announcement is owed.
+            mapped.in_progress().store(0, Ordering::Release);
+        }
         self.file.unlock()
     }
 }
 
-/// A shared mapping of the first 8 bytes of `.write-lock` (the generation, little-endian).
+/// A shared mapping of the first 16 bytes of `.write-lock`: the generation and the in-progress
+/// flag, little-endian.
 struct Mapped(NonNull<AtomicU64>);
 
 // The mapping is only read and written through atomics.
@@ -163,10 +192,10 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    /// Maps `file`'s first 8 bytes, writable unless `read_only`; `None` if it is shorter than
+    /// Maps `file`'s first 16 bytes, writable unless `read_only`; `None` if it is shorter than
     /// that or cannot be mapped (then `pread` and `pwrite` are used).
     fn new(file: &File, read_only: bool) -> Option<Mapped> {
-        if file.metadata().ok()?.len() < 8 {
+        if file.metadata().ok()?.len() < 16 {
             return None;
         }
         let prot = if read_only {
@@ -175,12 +204,12 @@ impl Mapped {
             rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE
         };
         // SAFETY: a fresh mapping chosen by the kernel (no existing memory is replaced), of a
-        // file at least 8 bytes long; it is only accessed as one `AtomicU64` (page-aligned,
+        // file at least 16 bytes long; it is only accessed as two `AtomicU64`s (page-aligned,
         // so aligned), and unmapped in `drop`.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
-                8,
+                16,
                 prot,
                 rustix::mm::MapFlags::SHARED,
                 file,
@@ -195,13 +224,57 @@ impl Mapped {
         // SAFETY: the mapping lives as long as `self` (see `new`).
         unsafe { self.0.as_ref() }
     }
+
+    fn in_progress(&self) -> &AtomicU64 {
+        // SAFETY: as `atomic`; the second of the two words mapped.
+        unsafe { &*self.0.as_ptr().add(1) }
+    }
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
         // SAFETY: the mapping `new` made, not used after this.
         unsafe {
-            let _ = rustix::mm::munmap(self.0.as_ptr().cast(), 8);
+            let _ = rustix::mm::munmap(self.0.as_ptr().cast(), 16);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> WriteLock {
+        WriteLock::open(dir, Modes::new(false), false)
+            .unwrap()
+            .expect("created")
+    }
+
+    #[test]
+    fn the_generation_announces_writes_and_a_holder_that_died_mid_write_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(dir.path());
+        let mut b = open(dir.path());
+        assert!(!b.others_wrote());
+        a.lock().unwrap();
+        assert!(!a.previous_holder_crashed());
+        assert!(!b.try_lock().unwrap(), "held by a");
+        a.publish_and_unlock().unwrap();
+        assert!(b.others_wrote(), "a's write is announced");
+        assert!(!b.others_wrote(), "once");
+        assert!(!a.others_wrote(), "a's own write is not news to a");
+        // A holder that dies (its descriptor closed by the kernel) without announcing.
+        a.lock().unwrap();
+        drop(a);
+        assert!(b.try_lock().unwrap());
+        assert!(b.previous_holder_crashed());
+        b.publish_and_unlock().unwrap();
+        let mut c = open(dir.path());
+        c.lock().unwrap();
+        assert!(!c.previous_holder_crashed());
+        c.unlock().unwrap();
+        // Junk in the file costs a look, nothing else.
+        std::fs::write(dir.path().join(WRITE_LOCK_FILE_NAME), [0xFFu8; 16]).unwrap();
+        assert!(c.others_wrote());
     }
 }

@@ -95,6 +95,15 @@ impl Sharing {
                 lock.lock()?;
             }
             let others_wrote = lock.others_wrote();
+            if running.write_locked && !others_wrote && !lock.previous_holder_crashed() {
+                // The guest still holds the lock from this process's last write, nobody wrote
+                // since (every writer that lived announced; none died mid-write): it is up to
+                // date, and telling it again would only cost a guest call.
+                return Ok(Before::Ready);
+            }
+            // A writer that died mid-write left bytes it never announced, which a reader may
+            // have replayed: the guest looks at the files whenever that happened.
+            let others_wrote = others_wrote || lock.previous_holder_crashed();
             let taken = running.cache().set_write_locked(true, others_wrote);
             running.write_locked = taken.is_ok();
             if running.instance.take_stale() {
