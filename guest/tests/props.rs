@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{bytes_on_disk, fresh, reopen, NO_LIMIT};
+use common::{bytes_on_disk, fresh, open_shared, reopen, NO_LIMIT};
 use persistent_cache_guest::format::{self, DecodeError, RecordKind};
-use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{counter, Engine, EngineOptions, Error, ManualTime, TimeSource};
+use persistent_cache_guest::{counter, Error, ManualTime, TimeSource};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -385,22 +384,6 @@ proptest! {
         }
     }
 }
-
-/// An engine of a directory other engines share (`EngineOptions::shared`), with `size_limit`.
-fn open_shared(dir: &std::path::Path, clock: &ManualTime, size_limit: u64) -> Shared {
-    Engine::open(
-        StdStorage::new(dir).unwrap(),
-        clock.clone(),
-        EngineOptions {
-            size_limit,
-            shared: true,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-type Shared = Engine<StdStorage, ManualTime>;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]

@@ -126,6 +126,23 @@ async fn incr_add_and_pop_are_atomic_across_processes() {
     assert_eq!(cache.get_raw("prize").await.unwrap(), None);
 }
 
+/// `cache-child DIR mixed ID SEED OPS SIZE_LIMIT`, its output piped.
+fn spawn_mixed(dir: &std::path::Path, id: u64, seed: u64, ops: u64, size_limit: u64) -> Child {
+    child()
+        .arg(dir)
+        .args([
+            "mixed",
+            &id.to_string(),
+            &seed.to_string(),
+            &ops.to_string(),
+        ])
+        .arg(size_limit.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The last acknowledged version of each key a `mixed` child wrote (`None`: deleted).
 fn acked(stdout: &str) -> HashMap<String, Option<u64>> {
     let mut last = HashMap::new();
@@ -152,23 +169,8 @@ fn version_of(value: &[u8]) -> u64 {
 #[tokio::test]
 async fn four_processes_with_mixed_operations_agree_with_a_model() {
     let dir = tempfile::tempdir().unwrap();
-    let limit = (2u64 << 20).to_string();
     let children: Vec<Child> = (0..4)
-        .map(|id| {
-            child()
-                .arg(dir.path())
-                .args([
-                    "mixed",
-                    &id.to_string(),
-                    &(id * 7 + 1).to_string(),
-                    "3000",
-                    &limit,
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|id| spawn_mixed(dir.path(), id, id * 7 + 1, 3000, 2 << 20))
         .collect();
     let mut model = HashMap::new();
     for c in children {
@@ -207,24 +209,9 @@ async fn four_processes_with_mixed_operations_agree_with_a_model() {
 #[tokio::test]
 async fn a_writer_killed_with_sigkill_costs_the_others_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let limit = (4u64 << 20).to_string();
     for round in 0..3u64 {
         let mut children: Vec<Child> = (0..3)
-            .map(|id| {
-                child()
-                    .arg(dir.path())
-                    .args([
-                        "mixed",
-                        &id.to_string(),
-                        &(round * 100 + id).to_string(),
-                        "2000",
-                        &limit,
-                    ])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|id| spawn_mixed(dir.path(), id, round * 100 + id, 2000, 4 << 20))
             .collect();
         // Kill writer 0 once it has acknowledged some writes.
         let mut victim_out = BufReader::new(children[0].stdout.take().unwrap());

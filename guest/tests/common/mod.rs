@@ -25,6 +25,21 @@ pub fn open_with(dir: &Path, clock: &ManualTime, size_limit: u64) -> TestEngine 
     .unwrap()
 }
 
+/// Opens `dir` shared with other engines (`EngineOptions::shared`) with `size_limit`, as a host
+/// does: under the write lock (which the engine then counts as released).
+pub fn open_shared(dir: &Path, clock: &ManualTime, size_limit: u64) -> TestEngine {
+    Engine::open(
+        StdStorage::new(dir).unwrap(),
+        clock.clone(),
+        EngineOptions {
+            size_limit,
+            shared: true,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// A size limit no test reaches: nothing is ever evicted.
 pub const NO_LIMIT: u64 = 1 << 30;
 

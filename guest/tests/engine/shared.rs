@@ -4,28 +4,12 @@
 //! interleaved on one thread here, which is every interleaving of whole calls; what two
 //! processes do at the same instant is tested end to end in `tests/tests/shared.rs`.
 
-use crate::common::{bytes_on_disk, scratch_dir, segment_paths, Rng, T0};
-use persistent_cache_guest::storage::StdStorage;
-use persistent_cache_guest::{Engine, EngineOptions, Error, ManualTime};
+use crate::common::{bytes_on_disk, open_shared, scratch_dir, segment_paths, Rng, TestEngine, T0};
+use persistent_cache_guest::{Error, ManualTime};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
-type Shared = Engine<StdStorage, ManualTime>;
-
-/// Opens `dir` shared with `size_limit`, as a host does: under the write lock.
-fn open_shared(dir: &Path, clock: &ManualTime, size_limit: u64) -> Shared {
-    Engine::open(
-        StdStorage::new(dir).unwrap(),
-        clock.clone(),
-        EngineOptions {
-            size_limit,
-            shared: true,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap()
-}
+type Shared = TestEngine;
 
 /// Runs `f` on `e` holding the write lock, as the host runs a writing call.
 fn locked<R>(e: &mut Shared, f: impl FnOnce(&mut Shared) -> R) -> R {
