@@ -148,9 +148,11 @@ pub(crate) fn lock(
     }
 }
 
-/// One attempt at the advisory lock on `<directory>/.lock` (see [`lock`]).
-fn try_lock(directory: &Path, modes: Modes, read_only: bool, exclusive: bool) -> Result<File> {
-    let path = directory.join(LOCK_FILE_NAME);
+/// Opens one of the host's own files in a cache directory (`.lock`, `.write-lock`) for reading
+/// and, unless `read_only`, writing — created with `modes` if missing — without following a
+/// symlink planted there. Edge cases: a symlink → an error saying so; not a regular file →
+/// `InvalidInput`; `read_only` and missing → `NotFound`.
+pub(crate) fn open_host_file(path: &Path, modes: Modes, read_only: bool) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(!read_only)
@@ -158,22 +160,31 @@ fn try_lock(directory: &Path, modes: Modes, read_only: bool, exclusive: bool) ->
         .truncate(false)
         .mode(modes.file)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&path)
-        .map_err(|source| Error::Directory {
-            path: path.clone(),
-            source: if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                 io::Error::new(source.kind(), "is a symlink; refusing to follow it")
             } else {
                 source
-            },
+            }
         })?;
-    let meta = file.metadata().map_err(directory_error(&path))?;
-    if !meta.is_file() {
-        return Err(directory_error(&path)(io::Error::new(
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "is not a regular file",
-        )));
+        ));
     }
+    Ok(file)
+}
+
+/// One attempt at the advisory lock on `<directory>/.lock` (see [`lock`]).
+fn try_lock(directory: &Path, modes: Modes, read_only: bool, exclusive: bool) -> Result<File> {
+    let path = directory.join(LOCK_FILE_NAME);
+    let file = open_host_file(&path, modes, read_only).map_err(|source| Error::Directory {
+        path: path.clone(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(directory_error(&path))?;
     if !read_only && meta.permissions().mode() & 0o777 != modes.file {
         // The umask may have narrowed a group mode; an older version made it 0644.
         if let Err(err) = file.set_permissions(fs::Permissions::from_mode(modes.file)) {

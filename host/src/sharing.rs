@@ -19,9 +19,9 @@
 //! may write the cache directory can, and they can already delete the cache. A file shorter
 //! than 8 bytes (someone truncated it before we opened) is read with `pread` instead.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,15 +55,7 @@ impl WriteLock {
         read_only: bool,
     ) -> Result<Option<WriteLock>> {
         let path = directory.join(WRITE_LOCK_FILE_NAME);
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .create(!read_only)
-            .truncate(false)
-            .mode(modes.file)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path);
-        let file = match opened {
+        let file = match crate::layout::open_host_file(&path, modes, read_only) {
             Ok(file) => file,
             Err(e) if read_only && e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::Directory { path, source }),
