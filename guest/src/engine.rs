@@ -124,6 +124,9 @@ pub struct Engine<S: Storage, T: TimeSource> {
     snapshot_len: u64,
     /// The index snapshot on disk no longer matches the index.
     snapshot_stale: bool,
+    /// Recency changes (reads, touches, expired entries dropped) since the snapshot was
+    /// encoded: they make it stale only in bulk (see `recency_changed`).
+    recency_changes: u64,
     /// A failed write may have left bytes past the active segment's size.
     tail_unclean: bool,
     hits: u64,
@@ -183,6 +186,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             log_bytes: 0,
             snapshot_len: 0,
             snapshot_stale: false,
+            recency_changes: 0,
             tail_unclean: false,
             hits: 0,
             misses: 0,
@@ -277,7 +281,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         match value {
             Some(value) => {
                 self.index.touch(key);
-                self.snapshot_stale = true;
+                self.recency_changed();
                 self.hits += 1;
                 Ok(Some(value))
             }
@@ -303,7 +307,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let slot = self.index.get(key)?;
         if slot.expires_at != 0 && slot.is_expired(self.time.now_ms()) {
             self.index.remove(key);
-            self.snapshot_stale = true;
+            // The snapshot need not know at once: an entry it holds past its expiry is
+            // dropped the same way after the next open.
+            self.recency_changed();
             self.expired += 1;
             return None;
         }
@@ -387,6 +393,23 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.snapshot_stale = true;
         self.after_write();
         Ok(())
+    }
+
+    /// Notes a change the log does not record (a read's or a touch's recency, an expired entry
+    /// dropped). Such changes make the snapshot stale only once they number an eighth of the
+    /// entries: a few reads (a one-shot `pcache get`) never rewrite an O(entries) snapshot,
+    /// and rewriting it for recency costs amortised O(1) per read. Recency newer than the
+    /// snapshot is lost at a reopen (those entries then rank by their last write).
+    fn recency_changed(&mut self) {
+        self.recency_changed_by(1);
+    }
+
+    /// `recency_changed` for `n` changes at once.
+    fn recency_changed_by(&mut self, n: u64) {
+        self.recency_changes += n;
+        if self.recency_changes.saturating_mul(8) >= self.index.len() as u64 {
+            self.snapshot_stale = true;
+        }
     }
 
     /// Notes that a write not yet synced superseded the record in `old`, if any.
@@ -484,7 +507,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         };
         let expires_at = self.expires_at(ttl_ms);
         self.index.touch(key);
-        self.snapshot_stale = true;
+        self.recency_changed();
         if expires_at != slot.expires_at {
             self.write_marker(RecordKind::Touch, key, expires_at)?;
             self.index.set_expires_at(key, expires_at);

@@ -37,8 +37,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         let now = self.time.now_ms();
         if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
+            let before = self.index.len();
             self.index.retain(|_, slot| !slot.is_expired(now));
-            self.snapshot_stale = true;
+            self.recency_changed_by((before - self.index.len()) as u64);
         }
         if read_only {
             if let Some(&last) = self.segments.keys().next_back() {

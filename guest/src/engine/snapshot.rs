@@ -48,6 +48,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.snapshot_len = bytes.len() as u64;
         self.snapshot_stale = false;
+        self.recency_changes = 0;
         self.announce_snapshot();
         Ok(())
     }
@@ -125,6 +126,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 });
                 // Writes from now on make the index differ from this snapshot again.
                 self.snapshot_stale = false;
+                self.recency_changes = 0;
             }
             Some(pending) if self.durable_seq >= pending.at => {
                 self.pending_checkpoint = None;

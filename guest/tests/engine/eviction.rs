@@ -50,6 +50,49 @@ fn recency_survives_a_clean_reopen() {
     );
 }
 
+/// A read must not write O(entries): the snapshot is rewritten for recency alone only once
+/// reads touched an eighth of the entries, and then that recency survives a reopen.
+#[test]
+fn a_few_reads_do_not_rewrite_the_snapshot_and_many_keep_their_recency() {
+    let limit = 100 * 1024;
+    let value = vec![1u8; 1000];
+    let (dir, clock, mut e) = fresh(limit);
+    for i in 0..60 {
+        e.set(&format!("k{i}"), &value, None).unwrap();
+    }
+    e.close().unwrap();
+    let snapshot = dir
+        .path()
+        .join(persistent_cache_guest::format::SNAPSHOT_FILE);
+    let written = std::fs::read(&snapshot).unwrap();
+    let mut e = open_with(dir.path(), &clock, limit);
+    assert!(get(&mut e, "k0").is_some());
+    e.close().unwrap();
+    assert_eq!(
+        std::fs::read(&snapshot).unwrap(),
+        written,
+        "one read rewrote the snapshot"
+    );
+    // Eight reads of 60 entries reach the eighth: the recency is written at close.
+    let mut e = open_with(dir.path(), &clock, limit);
+    for i in 0..8 {
+        assert!(get(&mut e, &format!("k{i}")).is_some());
+    }
+    e.close().unwrap();
+    assert_ne!(std::fs::read(&snapshot).unwrap(), written);
+    let mut e = open_with(dir.path(), &clock, limit);
+    let mut i = 60;
+    while e.stats().evicted == 0 {
+        e.set(&format!("k{i}"), &value, None).unwrap();
+        i += 1;
+        assert!(i < 1000, "nothing was ever evicted");
+    }
+    assert!(get(&mut e, "k8").is_none(), "k8 was least recently used");
+    for i in 0..8 {
+        assert!(get(&mut e, &format!("k{i}")).is_some(), "k{i} was read");
+    }
+}
+
 #[test]
 fn volume_stays_under_the_limit_and_matches_the_disk() {
     let limit = 256 * 1024;
