@@ -107,6 +107,7 @@ impl GuestCache for CacheResource {
                 sync_writes: options.sync_writes,
                 read_only: options.read_only,
                 shared: options.shared,
+                memory_budget: options.memory_budget,
             },
         )
         .map_err(to_wit)?;
@@ -118,6 +119,19 @@ impl GuestCache for CacheResource {
 
     fn get(&self, key: String) -> Result<Option<Vec<u8>>, wit::Error> {
         self.with_engine(|e| e.get(&key))
+    }
+
+    fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, wit::Error> {
+        self.with_engine(|e| e.get_many(&keys))
+    }
+
+    fn set_many(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+        expiry: wit::Expiry,
+    ) -> Result<(), wit::Error> {
+        let ttl_ms = self.ttl_ms(expiry)?;
+        self.with_engine(|e| e.set_many(&entries, ttl_ms))
     }
 
     fn contains(&self, key: String) -> Result<bool, wit::Error> {

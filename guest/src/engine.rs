@@ -31,7 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// [`Engine::set_nonblocking`]): bigger ones take long enough to be slow work.
 pub const NONBLOCKING_MAX_RECORD: u64 = 64 << 10;
 
-/// Most memory the hot value cache uses (a quarter of the size limit when that is smaller).
+/// Most memory the hot value cache uses by default (a quarter of the size limit when that is
+/// smaller; `EngineOptions::memory_budget` sets it).
 pub const HOT_CACHE_MAX: u64 = 32 << 20;
 
 /// How an engine is opened.
@@ -52,6 +53,9 @@ pub struct EngineOptions {
     /// write lock (`set_write_locked`), and `catch_up` replays what others wrote. `open` must
     /// run under the write lock.
     pub shared: bool,
+    /// Bytes of values kept in memory so that reads skip the disk (the hot value cache);
+    /// `None`: a quarter of the size limit, at most [`HOT_CACHE_MAX`]. `Some(0)` keeps none.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -61,7 +65,16 @@ impl Default for EngineOptions {
             sync_writes: false,
             read_only: false,
             shared: false,
+            memory_budget: None,
         }
+    }
+}
+
+impl EngineOptions {
+    /// The hot value cache's size: `memory_budget`, or its default.
+    pub fn hot_cache_bytes(&self) -> u64 {
+        self.memory_budget
+            .unwrap_or((self.size_limit / 4).min(HOT_CACHE_MAX))
     }
 }
 
@@ -205,7 +218,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         };
         engine
             .index
-            .set_hot_budget((options.size_limit / 4).min(HOT_CACHE_MAX) as usize);
+            .set_hot_budget(usize::try_from(options.hot_cache_bytes()).unwrap_or(usize::MAX));
         engine.recover()?;
         if !options.read_only {
             engine.enforce_limit()?;
@@ -290,6 +303,59 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 Ok(None)
             }
         }
+    }
+
+    /// The values under `keys`, in order: `get` for each, in one call.
+    ///
+    /// Edge cases: as for `get`, per key (a miss, an expired or damaged entry is `None`); an
+    /// invalid key is `InvalidKey` before anything is read. Non-blocking mode: `WouldBlock`
+    /// before anything is read if the values to read from disk add up to more than
+    /// [`NONBLOCKING_MAX_RECORD`] (many small reads are slow work too).
+    pub fn get_many<K: AsRef<str>>(&mut self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        for key in keys {
+            check_key(key.as_ref())?;
+        }
+        if self.nonblocking {
+            let mut from_disk = 0u64;
+            for key in keys {
+                let key = key.as_ref();
+                if let Some(slot) = self.index.get(key) {
+                    if !self.index.is_hot(key) {
+                        from_disk += u64::from(slot.len);
+                    }
+                }
+            }
+            if from_disk > NONBLOCKING_MAX_RECORD {
+                return Err(Error::WouldBlock);
+            }
+        }
+        keys.iter().map(|key| self.get(key.as_ref())).collect()
+    }
+
+    /// Stores every `(key, value)` in order, all with `ttl_ms`: `set` for each, in one call.
+    ///
+    /// Edge cases: an invalid key or a value too large for the limit is an error before
+    /// anything is written (`InvalidKey`, `ValueTooLarge`); a failed write (`Io`) stops there,
+    /// and the entries before it stay stored. Non-blocking mode: `WouldBlock` before anything
+    /// is written if the batch as a whole is slow work (its records add up to more than
+    /// [`NONBLOCKING_MAX_RECORD`], or would take the volume past the limit). Read-only:
+    /// `ReadOnly`; shared without the write lock: `NeedsLock`.
+    pub fn set_many<K: AsRef<str>, V: AsRef<[u8]>>(
+        &mut self,
+        entries: &[(K, V)],
+        ttl_ms: Option<u64>,
+    ) -> Result<()> {
+        self.writable()?;
+        let mut total = 0u64;
+        for (key, value) in entries {
+            check_key(key.as_ref())?;
+            total += self.check_fits(key.as_ref(), value.as_ref())?;
+        }
+        self.check_light_write(total)?;
+        for (key, value) in entries {
+            self.set(key.as_ref(), value.as_ref(), ttl_ms)?;
+        }
+        Ok(())
     }
 
     /// True if `key` holds a live entry. Answered from the index: reads no file, counts as

@@ -52,11 +52,17 @@ impl LruIndex {
         self.hot.to_back(key).map(|v| &**v)
     }
 
-    /// Caches `value` as the value of live `key`; values over an eighth of the budget are not
-    /// cached (one big value would push out many small ones).
+    /// Whether `key`'s value is in the hot value cache (recency unchanged).
+    pub fn is_hot(&self, key: &str) -> bool {
+        self.hot.contains_key(key)
+    }
+
+    /// Caches `value` as the value of live `key`; values over a 32nd of the budget are not
+    /// cached: one big value would push out many small ones, and copying it costs about
+    /// what reading it from the page cache does.
     pub fn cache_value(&mut self, key: &str, value: &[u8]) {
         let cost = key.len() + value.len();
-        if cost > self.hot_budget / 8 || !self.map.contains_key(key) {
+        if cost > self.hot_budget / 32 || !self.map.contains_key(key) {
             return;
         }
         if let Some(old) = self.hot.insert(key, value.into()) {
@@ -259,7 +265,7 @@ mod tests {
     #[test]
     fn hot_values_follow_the_index_and_stay_in_budget() {
         let mut index = LruIndex::default();
-        index.set_hot_budget(800);
+        index.set_hot_budget(3200);
         for k in ["a", "b", "c"] {
             index.insert(k, slot(1, 10));
             index.cache_value(k, &[1u8; 99]);
@@ -275,13 +281,13 @@ mod tests {
         assert_eq!(index.hot_value("b"), None);
         index.pop_lru(); // "c" (a moved to the back on insert)
         assert_eq!(index.hot_value("c"), None);
-        for i in 0..20 {
+        for i in 0..40 {
             let k = format!("k{i}");
             index.insert(&k, slot(1, 10));
             index.cache_value(&k, &[2u8; 97]);
         }
-        assert!(index.hot_bytes <= 800);
-        assert!(index.hot_value("k19").is_some() && index.hot_value("k0").is_none());
+        assert!(index.hot_bytes <= 3200);
+        assert!(index.hot_value("k39").is_some() && index.hot_value("k0").is_none());
         index.clear();
         assert_eq!(index.hot_bytes, 0);
     }

@@ -93,6 +93,28 @@ impl BlockingCache {
         self.inner.call(0, |guest| guest.get(key))
     }
 
+    /// See [`PersistentCache::get_many_raw`].
+    pub fn get_many_raw<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        self.inner.call(0, |guest| guest.get_many(&keys))
+    }
+
+    /// See [`PersistentCache::set_many_raw`].
+    pub fn set_many_raw<K: AsRef<str>, V: AsRef<[u8]>>(
+        &self,
+        entries: &[(K, V)],
+        expiry: impl Into<Expiry>,
+    ) -> Result<()> {
+        let expiry = expiry.into();
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_vec()))
+            .collect();
+        let written_total = entries.iter().map(|(k, v)| written(k, v.len())).sum();
+        self.inner
+            .call(written_total, |guest| guest.set_many(&entries, expiry))
+    }
+
     /// See [`PersistentCache::delete`].
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.inner.call(written(key, 0), |guest| guest.delete(key))

@@ -36,6 +36,11 @@ use crate::ops::{written, Stats, KEYS_PAGE};
 use crate::options::CacheOptions;
 use crate::shared::{off_runtime, SharedCache, Weight};
 
+/// The most operations of a batch (`get_many`, `set_many`) tried inline on the async runtime's
+/// thread: a bigger batch could hold it for more than tens of microseconds even when every
+/// operation is fast, so it runs on a blocking thread.
+const BATCH_INLINE_MAX: usize = 64;
+
 /// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
 ///
 /// The storage engine runs as a WebAssembly component that can only touch the cache directory.
@@ -145,6 +150,92 @@ impl PersistentCache {
         let key = key.to_owned();
         self.inner
             .run(Weight::Light, 0, move |guest| guest.get(&key))
+            .await
+    }
+
+    /// The raw bytes under each of `keys`, in order (`None` for a miss or an expired entry):
+    /// many `get_raw`s in one call into the engine, so small reads cross the sandbox once.
+    ///
+    /// # Errors
+    /// Those of [`get_raw`](Self::get_raw); an invalid key fails the whole call and nothing
+    /// is read.
+    pub async fn get_many_raw<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        let weight = if keys.len() > BATCH_INLINE_MAX {
+            Weight::Heavy
+        } else {
+            Weight::Light
+        };
+        self.inner
+            .run(weight, 0, move |guest| guest.get_many(&keys))
+            .await
+    }
+
+    /// The values under each of `keys`, decoded from CBOR, in order (`None` for a miss or an
+    /// expired entry): [`get_many_raw`](Self::get_many_raw), typed.
+    ///
+    /// # Errors
+    /// Those of [`get`](Self::get); a value that is not a `T` fails the whole call.
+    pub async fn get_many<T: DeserializeOwned, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<T>>> {
+        self.get_many_raw(keys)
+            .await?
+            .into_iter()
+            .map(|found| found.map(|bytes| decode(&bytes)).transpose())
+            .collect()
+    }
+
+    /// Stores every `(key, value)` raw, in order, all expiring as `expiry` says: many
+    /// `set_raw`s in one call into the engine.
+    ///
+    /// # Errors
+    /// Those of [`set_raw`](Self::set_raw). An invalid key or a too large value fails the
+    /// whole call before anything is written; a failed write (`Io`) stops there, with the
+    /// entries before it stored.
+    pub async fn set_many_raw<K: AsRef<str>, V: AsRef<[u8]>>(
+        &self,
+        entries: &[(K, V)],
+        expiry: impl Into<Expiry>,
+    ) -> Result<()> {
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_vec()))
+            .collect();
+        self.set_many_owned(entries, expiry.into()).await
+    }
+
+    /// Stores every `(key, value)` encoded as CBOR, in order, all expiring as `expiry` says
+    /// ([`set_many_raw`](Self::set_many_raw), typed).
+    ///
+    /// # Errors
+    /// Those of [`set_many_raw`](Self::set_many_raw), and `Serialize` (before anything is
+    /// written).
+    pub async fn set_many<T: Serialize, K: AsRef<str>>(
+        &self,
+        entries: &[(K, T)],
+        expiry: impl Into<Expiry>,
+    ) -> Result<()> {
+        let entries = entries
+            .iter()
+            .map(|(k, v)| Ok((k.as_ref().to_owned(), encode(v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.set_many_owned(entries, expiry.into()).await
+    }
+
+    /// `set_many_raw` with entries it owns (the call may move to a blocking thread).
+    async fn set_many_owned(&self, entries: Vec<(String, Vec<u8>)>, expiry: Expiry) -> Result<()> {
+        let bytes: usize = entries.iter().map(|(_, v)| v.len()).sum();
+        let written_total = entries.iter().map(|(k, v)| written(k, v.len())).sum();
+        let weight = match Weight::of_write(&self.inner.options, bytes) {
+            Weight::Light if entries.len() <= BATCH_INLINE_MAX => Weight::Light,
+            _ => Weight::Heavy,
+        };
+        self.inner
+            .run(weight, written_total, move |guest| {
+                guest.set_many(&entries, expiry)
+            })
             .await
     }
 

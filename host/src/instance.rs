@@ -59,6 +59,8 @@ pub(crate) struct OpenSettings {
     pub(crate) read_only: bool,
     /// Other processes may have the directory open (the host mediates with `WriteLock`).
     pub(crate) shared: bool,
+    /// Bytes of the hot value cache (`None`: the engine's default).
+    pub(crate) memory_budget: Option<u64>,
 }
 
 impl GuestInstance {
@@ -163,6 +165,7 @@ impl GuestInstance {
             default_ttl_ms: settings.default_ttl.map(Expiry::millis),
             read_only: settings.read_only,
             shared: settings.shared,
+            memory_budget: settings.memory_budget,
         };
         let outcome = exports(&self.bindings)
             .cache()
@@ -241,6 +244,22 @@ impl GuestCache<'_> {
             Err(_) => {}
         }
         found
+    }
+
+    /// The values under `keys`, in order (`None`: a miss or an expired entry).
+    pub(crate) fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let found = call!(self, call_get_many, keys);
+        if let Ok(values) = &found {
+            let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+            self.instance.hits += hits;
+            self.instance.misses += values.len() as u64 - hits;
+        }
+        found
+    }
+
+    /// Stores every `(key, value)` in order, all expiring as `expiry` says.
+    pub(crate) fn set_many(&mut self, entries: &[(String, Vec<u8>)], expiry: Expiry) -> Result<()> {
+        call!(self, call_set_many, entries, expiry.to_wit())
     }
 
     /// Stores `value` under `key`, expiring as `expiry` says.
@@ -389,6 +408,7 @@ mod tests {
             default_ttl: None,
             read_only: false,
             shared: false,
+            memory_budget: None,
         }
     }
 

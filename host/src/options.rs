@@ -47,6 +47,7 @@ pub struct CacheOptions {
     code_cache: Option<CodeCache>,
     group_access: Option<bool>,
     plugin_budget: Option<u64>,
+    memory_budget: Option<u64>,
 }
 
 impl Default for CacheOptions {
@@ -71,6 +72,7 @@ impl fmt::Debug for CacheOptions {
             .field("component", &self.component)
             .field("group_access", &self.group_access_value())
             .field("plugin_budget", &self.plugin_budget_value())
+            .field("memory_budget", &self.memory_budget)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +95,7 @@ impl CacheOptions {
             code_cache: None,
             group_access: None,
             plugin_budget: None,
+            memory_budget: None,
         }
     }
 
@@ -233,8 +236,18 @@ impl CacheOptions {
         self
     }
 
+    /// Sets the bytes of values kept in memory so that reads skip the disk (the hot value
+    /// cache); by default a quarter of the size limit, at most 32 MiB. Values bigger than a
+    /// 32nd of it are never kept (they are read from disk each time). 0 keeps no values in
+    /// memory. The default [memory limit](Self::effective_memory_limit) grows by it.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
     /// The memory limit in force: the one set with [`memory_limit`](Self::memory_limit), or by
-    /// default three times the size limit plus 256 MiB, at most 4 GiB.
+    /// default three times the size limit plus 256 MiB plus the
+    /// [memory budget](Self::memory_budget) when one is set, at most 4 GiB.
     ///
     /// Edge cases: an explicit limit above 4 GiB reads as 4 GiB; an explicit limit below
     /// 256 MiB is kept as given.
@@ -245,6 +258,7 @@ impl CacheOptions {
                 .size_limit_value()
                 .saturating_mul(3)
                 .saturating_add(MIN_DEFAULT_MEMORY_LIMIT)
+                .saturating_add(self.memory_budget.unwrap_or(0))
                 .min(MAX_MEMORY_LIMIT),
         }
     }
@@ -308,6 +322,11 @@ impl CacheOptions {
 
     pub(crate) fn group_access_value(&self) -> bool {
         self.group_access.unwrap_or(false)
+    }
+
+    /// The memory budget set, if any (`None`: the engine's default).
+    pub(crate) fn memory_budget_setting(&self) -> Option<u64> {
+        self.memory_budget
     }
 
     pub(crate) fn plugin_budget_value(&self) -> u64 {

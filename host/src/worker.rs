@@ -391,6 +391,7 @@ fn open_guest(directory: &Path, options: &CacheOptions) -> Result<Box<Running>> 
         default_ttl: options.default_ttl_value(),
         read_only,
         shared: !options.exclusive_value(),
+        memory_budget: options.memory_budget_setting(),
     };
     let cache = instance.open(GUEST_DIRECTORY, settings)?.handle();
     // Report damage recovery found once, when it is found (`stats` keeps counting it).

@@ -580,3 +580,51 @@ async fn flush_writes_the_snapshot_and_the_data() {
     cache.blocking().flush().unwrap();
     cache.close().await.unwrap();
 }
+
+/// Batches through the component: the same results as single calls, typed and raw, a bad entry
+/// refused whole, and batches big enough to run off the runtime's threads.
+#[tokio::test]
+async fn get_many_and_set_many_match_single_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()).memory_budget(0))
+        .await
+        .unwrap();
+    cache
+        .set_many(
+            &[("a", json!(1)), ("b", json!({"x": [1, 2]}))],
+            Expiry::Never,
+        )
+        .await
+        .unwrap();
+    let typed: Vec<Option<serde_json::Value>> =
+        cache.get_many(&["a", "missing", "b"]).await.unwrap();
+    assert_eq!(typed, [Some(json!(1)), None, Some(json!({"x": [1, 2]}))]);
+    let refused = cache
+        .set_many_raw(&[("c", &b"1"[..]), ("", &b"2"[..])], Expiry::Never)
+        .await;
+    assert!(matches!(refused, Err(Error::InvalidKey(_))), "{refused:?}");
+    assert_eq!(cache.get_raw("c").await.unwrap(), None);
+    // 1000 entries of 1 KiB: more than one inline call may take, so off the runtime.
+    let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+    let entries: Vec<(&str, Vec<u8>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), vec![i as u8; 1024]))
+        .collect();
+    cache
+        .set_many_raw(&entries, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let found = cache.get_many_raw(&keys).await.unwrap();
+    for (i, value) in found.iter().enumerate() {
+        assert_eq!(value.as_deref(), Some(&entries[i].1[..]), "k{i}");
+    }
+    let stats = cache.stats().await.unwrap();
+    assert_eq!((stats.hits, stats.misses), (1002, 2));
+    cache.close().await.unwrap();
+    let cache = open(dir.path()).await;
+    assert_eq!(
+        cache.get_raw("k999").await.unwrap(),
+        Some(vec![231u8; 1024])
+    );
+}

@@ -225,3 +225,86 @@ fn contains_answers_from_the_index_without_a_hit_or_a_use() {
         "still the least recently used"
     );
 }
+
+#[test]
+fn get_many_and_set_many_act_as_their_single_calls_and_check_everything_first() {
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
+    let one: &[u8] = b"1";
+    e.set_many(&[("a", one), ("b", b"22"), ("t", b"ttl")], Some(1000))
+        .unwrap();
+    e.set_many(&[("a", one), ("b", b"22")], None).unwrap();
+    let found = e.get_many(&["a", "missing", "b", "t"]).unwrap();
+    assert_eq!(
+        found,
+        [
+            Some(b"1".to_vec()),
+            None,
+            Some(b"22".to_vec()),
+            Some(b"ttl".to_vec())
+        ]
+    );
+    let stats = e.stats();
+    assert_eq!((stats.hits, stats.misses), (3, 1));
+    clock.advance(1001);
+    assert_eq!(
+        e.get_many(&["t", "a"]).unwrap(),
+        [None, Some(b"1".to_vec())]
+    );
+
+    // One bad entry fails the whole batch before anything is written or read.
+    let bad_key = e.set_many(&[("c", one), ("", b"y")], None);
+    assert!(matches!(bad_key, Err(Error::InvalidKey(_))), "{bad_key:?}");
+    let (_small_dir, _, mut small) = fresh(64 << 10);
+    let too_large = small.set_many(&[("c", one), ("d", &[0u8; 100 << 10])], None);
+    assert!(
+        matches!(too_large, Err(Error::ValueTooLarge { .. })),
+        "{too_large:?}"
+    );
+    assert_eq!(small.stats().entries, 0);
+    e.set("c", one, None).unwrap();
+    let e_hits = e.stats().hits;
+    assert!(matches!(e.get_many(&["a", ""]), Err(Error::InvalidKey(_))));
+    assert_eq!(e.stats().hits, e_hits, "a refused batch read nothing");
+    assert_eq!(get(&mut e, "c"), Some(b"1".to_vec()));
+    e.close().unwrap();
+
+    // What a batch wrote persists like single writes.
+    let mut e = open(dir.path(), &clock);
+    assert_eq!(
+        e.get_many(&["a", "b", "c"]).unwrap(),
+        [
+            Some(b"1".to_vec()),
+            Some(b"22".to_vec()),
+            Some(b"1".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_batch_that_would_be_slow_work_is_refused_whole_in_non_blocking_mode() {
+    let (dir, clock, mut e) = fresh(NO_LIMIT);
+    let value = vec![7u8; 4096];
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+    e.set_nonblocking(true);
+    // 40 records of 4 KiB: more than one non-blocking call may write.
+    assert!(matches!(e.set_many(&entries, None), Err(Error::WouldBlock)));
+    assert_eq!(
+        e.stats().entries,
+        0,
+        "nothing of a refused batch was written"
+    );
+    e.set_many(&entries[..4], None).unwrap();
+    e.set_nonblocking(false);
+    e.set_many(&entries, None).unwrap();
+    e.close().unwrap();
+    // After a reopen nothing is in memory: 40 values to read from disk are slow work.
+    let mut e = open(dir.path(), &clock);
+    e.set_nonblocking(true);
+    assert!(matches!(e.get_many(&keys), Err(Error::WouldBlock)));
+    assert_eq!(e.stats().hits, 0);
+    assert_eq!(e.get_many(&keys[..2]).unwrap().len(), 2);
+    e.set_nonblocking(false);
+    let all = e.get_many(&keys).unwrap();
+    assert!(all.iter().all(|v| v.as_deref() == Some(&value[..])));
+}

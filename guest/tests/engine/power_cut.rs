@@ -460,8 +460,7 @@ impl Run {
             options: EngineOptions {
                 size_limit,
                 sync_writes: sync,
-                read_only: false,
-                shared: false,
+                ..EngineOptions::default()
             },
             clock: ManualTime::at(T0),
             disk: SimStorage::new(),
