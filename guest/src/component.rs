@@ -12,9 +12,20 @@ use std::cell::RefCell;
 wit_bindgen::generate!({
     world: "cache-guest",
     path: "wit",
+    // The engine's files are `wasip2` descriptors: `value-reader.stage` borrows one.
+    with: {
+        "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+    },
 });
 
-use exports::pcache::cache::cache::{Cache, Guest, GuestCache};
+pub(crate) use pcache::cache::value_reader;
+
+use crate::engine::Found;
+use exports::pcache::cache::cache::{Cache, Guest, GuestCache, ValueSource};
 use pcache::cache::types as wit;
 
 type WasiEngine = Engine<WasiStorage, WallClock>;
@@ -132,6 +143,15 @@ impl GuestCache for CacheResource {
     ) -> Result<(), wit::Error> {
         let ttl_ms = self.ttl_ms(expiry)?;
         self.with_engine(|e| e.set_many(&entries, ttl_ms))
+    }
+
+    fn read_value(&self, key: String) -> Result<Option<ValueSource>, wit::Error> {
+        Ok(self
+            .with_engine(|e| e.read_value(&key))?
+            .map(|found| match found {
+                Found::Value(bytes) => ValueSource::Inline(bytes),
+                Found::Staged(len) => ValueSource::Staged(len),
+            }))
     }
 
     fn contains(&self, key: String) -> Result<bool, wit::Error> {

@@ -31,6 +31,19 @@ use std::collections::{BTreeMap, BTreeSet};
 /// [`Engine::set_nonblocking`]): bigger ones take long enough to be slow work.
 pub const NONBLOCKING_MAX_RECORD: u64 = 64 << 10;
 
+/// The smallest record `read_value` has the host read (see `StorageFile::stage`): below it,
+/// one read through the component costs less than a header read plus the host's read.
+pub const STAGED_VALUE_MIN: u64 = 16 << 10;
+
+/// Where `Engine::read_value` left a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The value.
+    Value(Vec<u8>),
+    /// The host holds it (`StorageFile::stage`), this many bytes.
+    Staged(u32),
+}
+
 /// Most memory the hot value cache uses by default (a quarter of the size limit when that is
 /// smaller; `EngineOptions::memory_budget` sets it).
 pub const HOT_CACHE_MAX: u64 = 32 << 20;
@@ -399,21 +412,60 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if self.nonblocking && u64::from(slot.len) > NONBLOCKING_MAX_RECORD {
             return Err(Error::WouldBlock);
         }
-        let value = self.read_value(key, slot)?;
+        let value = self.read_record_value(key, slot)?;
         match &value {
             Some(value) => self.index.cache_value(key, value),
-            None => {
-                self.index.remove(key);
-                self.snapshot_stale = true;
-                // Make the loss final: without a tombstone, a replay of the whole log (after a
-                // crash) could find an older record of the key and bring it back. Best effort:
-                // the read's answer stands either way.
-                if !self.options.read_only {
-                    let _ = self.append_record(RecordKind::Delete, key, &[], 0);
-                }
-            }
+            None => self.drop_damaged(key),
         }
         Ok(value)
+    }
+
+    /// Removes `key`, whose record failed its checks. A tombstone makes the loss final:
+    /// without it, a replay of the whole log (after a crash) could find an older record of the
+    /// key and bring it back. Best effort: the read's answer stands either way.
+    fn drop_damaged(&mut self, key: &str) {
+        self.index.remove(key);
+        self.snapshot_stale = true;
+        if !self.options.read_only {
+            let _ = self.append_record(RecordKind::Delete, key, &[], 0);
+        }
+    }
+
+    /// The value under `key`, as `get`, except that a value of at least [`STAGED_VALUE_MIN`]
+    /// bytes not in the hot cache is read and checked by the host where the storage offers
+    /// it (`StorageFile::stage`): then `Found::Staged` and the host holds the bytes. Such a
+    /// value is not put in the hot cache.
+    ///
+    /// Edge cases: as for `get` (a miss, an expired entry, or a record that fails its checks
+    /// is `None`, and the last is removed); where the storage declines, the value is read here
+    /// (`Found::Value`). Non-blocking mode: `WouldBlock` for a value over
+    /// [`NONBLOCKING_MAX_RECORD`] that is not in memory.
+    pub fn read_value(&mut self, key: &str) -> Result<Option<Found>> {
+        check_key(key)?;
+        let Some(slot) = self.live_slot(key) else {
+            self.misses += 1;
+            return Ok(None);
+        };
+        if u64::from(slot.len) < STAGED_VALUE_MIN || self.index.is_hot(key) {
+            return Ok(self.get(key)?.map(Found::Value));
+        }
+        if self.nonblocking && u64::from(slot.len) > NONBLOCKING_MAX_RECORD {
+            return Err(Error::WouldBlock);
+        }
+        match self.stage_record_value(key, slot)? {
+            Some(log::StageOutcome::Staged(len)) => {
+                self.index.touch(key);
+                self.recency_changed();
+                self.hits += 1;
+                Ok(Some(Found::Staged(len)))
+            }
+            Some(log::StageOutcome::Damaged) => {
+                self.drop_damaged(key);
+                self.misses += 1;
+                Ok(None)
+            }
+            None => Ok(self.get(key)?.map(Found::Value)),
+        }
     }
 
     /// Stores `value` under `key`, replacing any previous value; with `ttl_ms` it expires that

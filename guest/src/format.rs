@@ -280,12 +280,24 @@ fn body_hash(key_and_value: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(key_and_value) as u32
 }
 
-/// Decodes the record at the start of `buf`, verifying both checksums.
+/// A record's header, decoded and checked (its body not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: RecordKind,
+    pub key_len: usize,
+    pub value_len: usize,
+    pub expires_at: u64,
+    /// The body check: see [`body_matches`].
+    pub body_hash: u32,
+    /// Total bytes of the record (header + key + value).
+    pub len: usize,
+}
+
+/// Decodes the record header at the start of `buf`, verifying its checksum and shape.
 ///
-/// Edge cases: too few bytes for the header or the announced body → `Truncated`; a header that
-/// fails its checksum or has impossible fields → `BadHeader`; key or value bytes that fail the
-/// body checksum, or a key that is not UTF-8 → `BadBody`.
-pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
+/// Edge cases: fewer than [`RECORD_HEADER_LEN`] bytes → `Truncated`; a header that fails its
+/// checksum or has impossible fields → `BadHeader`.
+pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
     if buf.len() < RECORD_HEADER_LEN {
         return Err(DecodeError::Truncated {
             needed: RECORD_HEADER_LEN,
@@ -295,11 +307,9 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     if crc32fast::hash(&buf[4..RECORD_HEADER_LEN]) != header_crc {
         return Err(DecodeError::BadHeader);
     }
-    let body_crc = u32_at(buf, 4);
     let kind = RecordKind::from_byte(buf[8]).ok_or(DecodeError::BadHeader)?;
     let key_len = u16::from_le_bytes([buf[9], buf[10]]) as usize;
     let value_len = u32_at(buf, 11) as usize;
-    let expires_at = u64_at(buf, 15);
     let shape_ok = match kind {
         RecordKind::Put => (1..=MAX_KEY_LEN).contains(&key_len),
         RecordKind::Delete | RecordKind::Touch | RecordKind::DeletePrefix => {
@@ -311,21 +321,48 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
     if !shape_ok {
         return Err(DecodeError::BadHeader);
     }
-    let len = RECORD_HEADER_LEN + key_len + value_len;
+    Ok(Header {
+        kind,
+        key_len,
+        value_len,
+        expires_at: u64_at(buf, 15),
+        body_hash: u32_at(buf, 4),
+        len: RECORD_HEADER_LEN + key_len + value_len,
+    })
+}
+
+/// True if `key` and `value` are the body a header with `body_hash` announced: the low 32 bits
+/// of xxh3-64 of key ++ value (hashed in two pieces, so the value need not follow the key in
+/// memory; a host checking a value it read for the engine uses this too).
+pub fn body_matches(key: &[u8], value: &[u8], body_hash: u32) -> bool {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(key);
+    hasher.update(value);
+    hasher.digest() as u32 == body_hash
+}
+
+/// Decodes the record at the start of `buf`, verifying both checksums.
+///
+/// Edge cases: too few bytes for the header or the announced body → `Truncated`; a header that
+/// fails its checksum or has impossible fields → `BadHeader`; key or value bytes that fail the
+/// body checksum, or a key that is not UTF-8 → `BadBody`.
+pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
+    let header = decode_header(buf)?;
+    let len = header.len;
     if buf.len() < len {
         return Err(DecodeError::Truncated { needed: len });
     }
-    let key_bytes = &buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len];
-    let value = &buf[RECORD_HEADER_LEN + key_len..len];
-    if body_hash(&buf[RECORD_HEADER_LEN..len]) != body_crc {
+    let key_bytes = &buf[RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.key_len];
+    let value = &buf[RECORD_HEADER_LEN + header.key_len..len];
+    if body_hash(&buf[RECORD_HEADER_LEN..len]) != header.body_hash {
         return Err(DecodeError::BadBody { len });
     }
     let key = std::str::from_utf8(key_bytes).map_err(|_| DecodeError::BadBody { len })?;
     Ok(Record {
-        kind,
+        kind: header.kind,
         key,
         value,
-        expires_at,
+        expires_at: header.expires_at,
         len,
         raw: &buf[..len],
     })

@@ -15,6 +15,6 @@ pub mod time;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-pub use engine::{Engine, EngineOptions, EngineStats, Maintenance};
+pub use engine::{Engine, EngineOptions, EngineStats, Found, Maintenance};
 pub use error::{Error, Result};
 pub use time::{ManualTime, TimeSource, WallClock};

@@ -19,6 +19,24 @@ pub trait StorageFile {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Flushes the file's data to stable storage.
     fn sync_data(&self) -> io::Result<()>;
+    /// Has the host read the `len` bytes at `offset` and check them against `body_hash` with
+    /// `key` (see [`format::body_matches`](crate::format::body_matches)), keeping them for the
+    /// running call's result, so they never pass through this process's memory. Storage
+    /// without such a host (natively, or a host that does not offer it) declines.
+    fn stage(&self, _offset: u64, _len: u32, _key: &str, _body_hash: u32) -> Staged {
+        Staged::Declined
+    }
+}
+
+/// What [`StorageFile::stage`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staged {
+    /// Read, checked and held by the host.
+    Staged,
+    /// Read, and not the body the hash announced: the record is damaged.
+    Mismatch,
+    /// Not done: the caller reads the bytes itself.
+    Declined,
 }
 
 /// The cache directory.
@@ -290,6 +308,14 @@ mod wasi {
         }
         fn sync_data(&self) -> io::Result<()> {
             self.0.sync_data().map_err(io_error)
+        }
+        fn stage(&self, offset: u64, len: u32, key: &str, body_hash: u32) -> super::Staged {
+            use crate::component::value_reader::{stage, Staged};
+            match stage(&self.0, offset, len, key, body_hash) {
+                Staged::Staged => super::Staged::Staged,
+                Staged::Mismatch => super::Staged::Mismatch,
+                Staged::Declined => super::Staged::Declined,
+            }
         }
     }
 

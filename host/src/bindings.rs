@@ -4,14 +4,23 @@ mod generated {
     wasmtime::component::bindgen!({
         world: "cache-guest",
         path: "wit",
+        // `value-reader.stage` borrows the guest's files: wasmtime-wasi's descriptors.
+        with: {
+            "wasi:filesystem/types": wasmtime_wasi::p2::bindings::sync::filesystem::types,
+            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
     });
 }
 
-pub(crate) use generated::exports::pcache::cache::cache::Guest as CacheExports;
+pub(crate) use generated::exports::pcache::cache::cache::{
+    Guest as CacheExports, ValueSource as GuestValueSource,
+};
 pub(crate) use generated::pcache::cache::types::{
     CacheStats as GuestCounters, Error as GuestError, Expiry as GuestExpiry, IoKind,
     Maintenance as GuestMaintenance, OpenOptions as GuestOpenOptions,
 };
+pub(crate) use generated::pcache::cache::value_reader;
 pub(crate) use generated::{CacheGuest, CacheGuestPre};
 
 use crate::error::Error;

@@ -11,6 +11,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::bindings::{
     CacheExports, CacheGuest, GuestCounters, GuestError, GuestMaintenance, GuestOpenOptions,
+    GuestValueSource,
 };
 use crate::epoch::Ticking;
 use crate::error::{Error, Result};
@@ -100,6 +101,8 @@ impl GuestInstance {
             table: ResourceTable::new(),
             limiter: GuestLimiter::new(memory_limit),
             file_mode: options.modes().file,
+            staged: None,
+            stage_max: options.size_limit_value(),
         };
         let ticking = Ticking::start(&runtime.engine);
         let mut store = Store::new(&runtime.engine, state);
@@ -235,9 +238,23 @@ impl GuestCache<'_> {
         self.handle
     }
 
-    /// The value under `key`; `None` on a miss or an expired entry.
+    /// The value under `key`; `None` on a miss or an expired entry. A big value is read by
+    /// the host (`value-reader`), not copied out of the guest.
     pub(crate) fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        let found = call!(self, call_get, key);
+        self.instance.store.data_mut().staged = None;
+        let found = match call!(self, call_read_value, key) {
+            Ok(Some(GuestValueSource::Inline(bytes))) => Ok(Some(bytes)),
+            Ok(Some(GuestValueSource::Staged(len))) => {
+                match self.instance.store.data_mut().staged.take() {
+                    Some(bytes) if bytes.len() == len as usize => Ok(Some(bytes)),
+                    _ => Err(Error::Wasm(
+                        "the engine answered with a value the host did not read".into(),
+                    )),
+                }
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         match &found {
             Ok(Some(_)) => self.instance.hits += 1,
             Ok(None) => self.instance.misses += 1,

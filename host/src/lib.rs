@@ -38,6 +38,7 @@ mod shared;
 mod sharing;
 mod single_flight;
 mod stop;
+mod value_reader;
 mod wasi_fs;
 mod wasi_io;
 mod worker;

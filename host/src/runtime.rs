@@ -85,6 +85,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         crate::wasi_fs::shadow_filesystem(&mut linker)?;
         crate::wasi_io::shadow_streams(&mut linker)?;
+        crate::value_reader::add_to_linker(&mut linker)?;
         let instance_pre = CacheGuestPre::new(linker.instantiate_pre(&component)?)?;
         Ok(Runtime {
             engine,
@@ -100,6 +101,10 @@ pub(crate) struct GuestState {
     pub(crate) limiter: GuestLimiter,
     /// The mode of the files the guest creates.
     pub(crate) file_mode: u32,
+    /// The value `value-reader.stage` read during the running call, for its result.
+    pub(crate) staged: Option<Vec<u8>>,
+    /// The most bytes `value-reader.stage` reads: the size limit (no value is bigger).
+    pub(crate) stage_max: u64,
 }
 
 impl GuestState {

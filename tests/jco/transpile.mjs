@@ -3,6 +3,8 @@
 //
 // usage: node transpile.mjs COMPONENT.wasm OUT_DIR [NAME]
 // writes OUT_DIR/NAME.js (default NAME: pcache), NAME.core.wasm and .d.ts type declarations.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { transpile, writeFiles } from '@bytecodealliance/jco-transpile';
 
 const [component, outDir, name = 'pcache'] = process.argv.slice(2);
@@ -13,5 +15,13 @@ if (!component || !outDir) {
 // jco-transpile 0.15 throws a WIT `result::err` payload as a bare object by default; the jco CLI
 // wraps it in a ComponentError (an Error whose `.payload` is the payload). Ask for the CLI's
 // behaviour, so errors carry a stack and code written for the CLI's output works unchanged.
-const { files } = await transpile(component, { name, outDir, noComponentErrorWrapping: false });
+// The component imports `pcache:cache/value-reader` (a host reading big values natively for the
+// engine); this host declines every read, so the engine reads values itself through WASI.
+const map = { 'pcache:cache/value-reader': './value-reader.js' };
+const { files } = await transpile(component, { name, outDir, map, noComponentErrorWrapping: false });
 await writeFiles(files);
+await writeFile(
+  join(outDir, 'value-reader.js'),
+  "// pcache:cache/value-reader for jco: decline, the engine reads the value itself.\n" +
+    "export function stage() { return 'declined'; }\n",
+);

@@ -628,3 +628,54 @@ async fn get_many_and_set_many_match_single_calls() {
         Some(vec![231u8; 1024])
     );
 }
+
+/// A big value is read and checked by the host (`value-reader`), not copied through the
+/// component: a 40 MiB value reads back under a 24 MiB guest memory limit (through the guest
+/// it could not), and a damaged byte in it is caught by the host's check.
+#[tokio::test]
+async fn big_values_are_read_by_the_host_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions::new(dir.path()).size_limit(200 << 20);
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    let cache = PersistentCache::open(options.clone().memory_limit(256 << 20))
+        .await
+        .unwrap();
+    cache.set_raw("big", &big, Expiry::Never).await.unwrap();
+    cache
+        .set_raw("other", &[5u8; 100 << 10], Expiry::Never)
+        .await
+        .unwrap();
+    cache.close().await.unwrap();
+
+    let cache = PersistentCache::open(options.clone().memory_limit(24 << 20))
+        .await
+        .unwrap();
+    let got = cache.get_raw("big").await.unwrap().expect("a hit");
+    assert!(got == big, "the value read back differs");
+    cache.close().await.unwrap();
+
+    // Damage one byte in the middle of the value: the host's hash check refuses it.
+    let data = dir.path().join(persistent_cache::DATA_DIRECTORY);
+    let segment = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 40 << 20)
+        .expect("the segment holding the big value");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(251)
+        .position(|w| w == &big[..251])
+        .expect("the value's bytes")
+        + (20 << 20);
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let cache = PersistentCache::open(options.memory_limit(24 << 20))
+        .await
+        .unwrap();
+    assert_eq!(cache.get_raw("big").await.unwrap(), None);
+    assert_eq!(
+        cache.get_raw("other").await.unwrap(),
+        Some(vec![5u8; 100 << 10])
+    );
+    cache.close().await.unwrap();
+}

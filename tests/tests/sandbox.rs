@@ -381,3 +381,15 @@ async fn keys_that_look_like_paths_stay_keys_inside_the_directory() {
     );
     assert_eq!(cache.stats().await.unwrap().entries, keys.len() as u64);
 }
+
+/// `value-reader.stage` (the host reading a value for the engine) refuses what a hostile guest
+/// could ask of it: a directory, a range past the file's end, 4 GiB of a 10-byte file (no
+/// allocation), and bytes whose hash does not match; it stages only what matches.
+#[tokio::test]
+async fn the_host_reads_values_only_within_files_and_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(options(dir.path())).await.unwrap();
+    let outcome = fault(&cache, "stage-hostile", b"").await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    cache.close().await.unwrap();
+}

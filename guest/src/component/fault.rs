@@ -12,7 +12,10 @@ pub(super) const PREFIX: &str = "\u{0}pcache-fault:";
 /// returning; `spin` loops forever (for the host's time limit); `grow-memory` allocates until the
 /// host's memory limit stops it; `open-outside` tries to create the file named by `value` (UTF-8,
 /// lossily decoded) through every preopened directory and returns `io` listing the refusals, or
-/// `Ok` if any open succeeded (a sandbox escape). Unknown commands are `invalid-key`. Every error
+/// `Ok` if any open succeeded (a sandbox escape); `stage-hostile` asks the host's
+/// `value-reader.stage` for what it must refuse (a directory, 4 GiB of a small file, bytes
+/// past its end, bytes whose hash is wrong) and returns `Ok` only if each was declined or a
+/// mismatch. Unknown commands are `invalid-key`. Every error
 /// message starts with "pcache-fault", which tells this build apart from the released one.
 pub(super) fn inject(cache: &CacheResource, command: &str, value: &[u8]) -> Result<(), wit::Error> {
     use wasip2::filesystem::preopens::get_directories;
@@ -53,6 +56,61 @@ pub(super) fn inject(cache: &CacheResource, command: &str, value: &[u8]) -> Resu
                     refusals.join(", ")
                 ),
             }))
+        }
+        "stage-hostile" => {
+            use super::value_reader::{stage, Staged};
+            let (dir, _) = get_directories().into_iter().next().expect("a preopen");
+            let file = dir
+                .open_at(
+                    PathFlags::empty(),
+                    "stage-probe",
+                    OpenFlags::CREATE,
+                    DescriptorFlags::READ | DescriptorFlags::WRITE,
+                )
+                .map_err(|code| wit::Error::InvalidKey(format!("pcache-fault: {code:?}")))?;
+            let _ = file.write(b"0123456789", 0);
+            let hash = xxhash_rust::xxh3::xxh3_64(b"k0123456789") as u32;
+            let checks = [
+                (
+                    "a directory",
+                    stage(&dir, 0, 10, "k", hash),
+                    Staged::Declined,
+                ),
+                (
+                    "4 GiB",
+                    stage(&file, 0, u32::MAX, "k", hash),
+                    Staged::Declined,
+                ),
+                (
+                    "past the end",
+                    stage(&file, 5, 10, "k", hash),
+                    Staged::Declined,
+                ),
+                (
+                    "a wrong hash",
+                    stage(&file, 0, 10, "k", hash ^ 1),
+                    Staged::Mismatch,
+                ),
+                (
+                    "the right hash",
+                    stage(&file, 0, 10, "k", hash),
+                    Staged::Staged,
+                ),
+            ];
+            let _ = dir.unlink_file_at("stage-probe");
+            let wrong: Vec<String> = checks
+                .iter()
+                .filter(|(_, got, want)| got != want)
+                .map(|(what, got, _)| format!("{what}: {got:?}"))
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(wit::Error::Corrupt(format!(
+                    "pcache-fault stage-hostile: {}",
+                    wrong.join(", ")
+                )))
+            }
         }
         other => match other.strip_prefix("trap-after-set:") {
             Some(key) => {

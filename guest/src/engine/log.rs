@@ -355,7 +355,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     }
 
     /// Reads and verifies the put record of `key` in `slot`; `None` if it is gone or damaged.
-    pub(super) fn read_value(&self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
+    pub(super) fn read_record_value(&self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
         let Some(segment) = self.segments.get(&slot.segment) else {
             return Ok(None);
         };
@@ -372,5 +372,54 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         buf.drain(..RECORD_HEADER_LEN + key.len());
         Ok(Some(buf))
+    }
+}
+
+/// What `stage_record_value` found.
+pub(super) enum StageOutcome {
+    /// The host holds the value, this many bytes.
+    Staged(u32),
+    /// The record is not an intact put of the key.
+    Damaged,
+}
+
+impl<S: Storage, T: TimeSource> Engine<S, T> {
+    /// Has the host read the value of `key`'s record in `slot` (see `StorageFile::stage`): reads
+    /// and checks the header and key here, then hands the host the value's byte range and the
+    /// body hash. `None` if the host declined or the segment is gone or shorter (the caller
+    /// then reads the value itself, which tells a short file from damage).
+    pub(super) fn stage_record_value(&self, key: &str, slot: Slot) -> Result<Option<StageOutcome>> {
+        let Some(segment) = self.segments.get(&slot.segment) else {
+            return Ok(None);
+        };
+        let head_len = RECORD_HEADER_LEN + key.len();
+        let mut head = vec![0; head_len];
+        match segment
+            .file
+            .read_exact_at(&mut head, u64::from(slot.offset))
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io_err("read", &format::segment_file_name(slot.segment), e)),
+        }
+        let header = match format::decode_header(&head) {
+            Ok(header)
+                if header.kind == RecordKind::Put
+                    && header.len == slot.len as usize
+                    && &head[RECORD_HEADER_LEN..] == key.as_bytes() =>
+            {
+                header
+            }
+            _ => return Ok(Some(StageOutcome::Damaged)),
+        };
+        let value_len = header.value_len as u32;
+        let at = u64::from(slot.offset) + head_len as u64;
+        Ok(
+            match segment.file.stage(at, value_len, key, header.body_hash) {
+                crate::storage::Staged::Staged => Some(StageOutcome::Staged(value_len)),
+                crate::storage::Staged::Mismatch => Some(StageOutcome::Damaged),
+                crate::storage::Staged::Declined => None,
+            },
+        )
     }
 }
