@@ -12,6 +12,11 @@ excludes setup (value generation, key/op precomputation, prefill), except for
 the `memory` workload, whose timed section *is* the prefill. Every cache
 operation goes through diskcache_wrapper.PersistentCache inside asyncio.run,
 as users call it. See docs/performance.md for the list of workloads.
+
+The peer workloads (disk-set, disk-get-uniform, disk-get-zipf, get-hit-memory)
+match bench/peers (pcache-peers, for foyer and cacache): the value bytes and the
+key sequence come from splitmix64 (seeds 7 and 42), each operation is timed and
+reported in `latency`, and `kept` counts the reads that returned the value.
 """
 
 import argparse
@@ -51,8 +56,14 @@ WORKLOADS = (
     "reopen",
     "memory",
     "incr",
+    "disk-set",
+    "disk-get-uniform",
+    "disk-get-zipf",
+    "get-hit-memory",
 )
 INCR_COUNTERS = 100
+PEER_WORKLOADS = ("disk-set", "disk-get-uniform", "disk-get-zipf", "get-hit-memory")
+MASK64 = (1 << 64) - 1
 
 
 def key(i):
@@ -80,6 +91,62 @@ class ZipfSampler:
 
     def sample(self):
         return self._perm[bisect.bisect_left(self._cdf, self._rng.random())]
+
+
+class SplitMix64:
+    """splitmix64, the generator shared with bench/peers (pcache-peers)."""
+
+    def __init__(self, seed):
+        self._state = seed & MASK64
+
+    def next(self):
+        self._state = (self._state + 0x9E3779B97F4A7C15) & MASK64
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+
+def peer_value(size):
+    """The peer workloads' value: `size` bytes, each the low byte of splitmix64(7)."""
+    rng = SplitMix64(7)
+    return bytes(rng.next() & 0xFF for _ in range(size))
+
+
+def peer_key_indices(n, zipf):
+    """n key indices from splitmix64(42): uniform (next() % n) or Zipf(1.0) by inverse CDF."""
+    rng = SplitMix64(42)
+    if not zipf:
+        return [rng.next() % n for _ in range(n)]
+    cdf = []
+    total = 0.0
+    for j in range(1, n + 1):
+        total += 1.0 / j
+        cdf.append(total)
+    cdf = [c / total for c in cdf]
+    cdf[-1] = 1.0
+    return [
+        min(bisect.bisect_left(cdf, (rng.next() >> 11) / float(1 << 53)), n - 1)
+        for _ in range(n)
+    ]
+
+
+def latency_summary(samples):
+    """Nearest-rank p50/p99/p99.9 and max of per-op seconds, in microseconds."""
+    samples = sorted(samples)
+    count = len(samples)
+
+    def pct(permille):
+        rank = max(1, -(-count * permille // 1000))  # ceil, in integers like pcache-peers
+        return samples[rank - 1] * 1e6 if count else 0.0
+
+    return {
+        "count": count,
+        "p50_us": pct(500),
+        "p99_us": pct(990),
+        "p999_us": pct(999),
+        "max_us": samples[-1] * 1e6 if count else 0.0,
+    }
 
 
 def make_mixed_ops(count, n, rng, chooser):
@@ -120,6 +187,9 @@ async def main(args):
     extra = {"size_limit": size_limit, "seed": args.seed}
     cache = PersistentCache(cache_dir, size_limit=size_limit)
     t_setup = time.perf_counter()
+    if wl in PEER_WORKLOADS:
+        value = peer_value(args.value_size)
+        extra["seed"] = None  # the peer workloads use fixed splitmix64 seeds, not --seed
 
     if wl == "set":
         keys = [key(i) for i in range(n)]
@@ -229,6 +299,46 @@ async def main(args):
             total += await incr(f"counter:{c}") - 1
         if total != n:
             raise AssertionError(f"incr: the counters add up to {total}, not {n}")
+
+    elif wl == "disk-set":
+        keys = [key(i) for i in range(n)]
+        lat = []
+        t0 = time.perf_counter()
+        for k in keys:
+            t = time.perf_counter()
+            await cache.set(k, value)
+            lat.append(time.perf_counter() - t)
+        seconds = time.perf_counter() - t0
+        ops = n
+        # Untimed: close, reopen on the same directory, count what reads back intact.
+        cache.close()
+        cache = PersistentCache(cache_dir, size_limit=size_limit)
+        kept = 0
+        for k in keys:
+            if await cache.get(k) == value:
+                kept += 1
+        extra.update(latency=latency_summary(lat), kept=kept)
+
+    elif wl in ("disk-get-uniform", "disk-get-zipf", "get-hit-memory"):
+        # get-hit-memory is disk-get-uniform with an N the driver picks to fit a memory
+        # budget; diskcache has no memory tier, so it runs the same way.
+        await prefill(cache, n, value)
+        keys = [key(i) for i in peer_key_indices(n, wl == "disk-get-zipf")]
+        extra["setup_seconds"] = time.perf_counter() - t_setup
+        lat = []
+        kept = 0
+        t0 = time.perf_counter()
+        for k in keys:
+            t = time.perf_counter()
+            got = await cache.get(k)
+            lat.append(time.perf_counter() - t)
+            if got == value:
+                kept += 1
+        seconds = time.perf_counter() - t0
+        ops = n
+        extra.update(latency=latency_summary(lat), kept=kept)
+        if wl == "disk-get-zipf":
+            extra["zipf_s"] = ZIPF_S
 
     else:  # argparse restricts choices
         raise AssertionError(wl)

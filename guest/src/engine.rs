@@ -31,9 +31,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// [`Engine::set_nonblocking`]): bigger ones take long enough to be slow work.
 pub const NONBLOCKING_MAX_RECORD: u64 = 64 << 10;
 
-/// The smallest record `read_value` has the host read (see `StorageFile::stage`): below it,
-/// one read through the component costs less than a header read plus the host's read.
-pub const STAGED_VALUE_MIN: u64 = 16 << 10;
+/// The smallest record `read_value` has the host read (see `StorageFile::stage`): the records
+/// too big for a non-blocking call. Smaller ones are read through the component, which costs
+/// about what a header read plus the host's read would, and keeps them in the hot cache.
+pub const STAGED_VALUE_MIN: u64 = NONBLOCKING_MAX_RECORD;
 
 /// Where `Engine::read_value` left a value.
 #[derive(Clone, Debug, PartialEq, Eq)]

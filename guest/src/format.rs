@@ -275,9 +275,14 @@ pub fn encode_record(
     out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
 }
 
-/// The record body check: the low 32 bits of xxh3-64 of key ++ value.
-fn body_hash(key_and_value: &[u8]) -> u32 {
-    xxhash_rust::xxh3::xxh3_64(key_and_value) as u32
+/// The record body check: the low 32 bits of xxh3-64 of key ++ value. In wasm through
+/// xxhash-rust (simd128); natively through twox-hash, which picks AVX2 at run time.
+pub fn body_hash(key_and_value: &[u8]) -> u32 {
+    #[cfg(target_arch = "wasm32")]
+    let hash = xxhash_rust::xxh3::xxh3_64(key_and_value);
+    #[cfg(not(target_arch = "wasm32"))]
+    let hash = twox_hash::XxHash3_64::oneshot(key_and_value);
+    hash as u32
 }
 
 /// A record's header, decoded and checked (its body not).
@@ -335,10 +340,22 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
 /// of xxh3-64 of key ++ value (hashed in two pieces, so the value need not follow the key in
 /// memory; a host checking a value it read for the engine uses this too).
 pub fn body_matches(key: &[u8], value: &[u8], body_hash: u32) -> bool {
-    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
-    hasher.update(key);
-    hasher.update(value);
-    hasher.digest() as u32 == body_hash
+    #[cfg(target_arch = "wasm32")]
+    let hash = {
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        hasher.update(key);
+        hasher.update(value);
+        hasher.digest()
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let hash = {
+        use std::hash::Hasher;
+        let mut hasher = twox_hash::XxHash3_64::with_seed(0);
+        hasher.write(key);
+        hasher.write(value);
+        hasher.finish()
+    };
+    hash as u32 == body_hash
 }
 
 /// Decodes the record at the start of `buf`, verifying both checksums.
@@ -643,6 +660,39 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// The native hash (twox-hash) is the one the component computes (xxhash-rust), whole or
+    /// in two pieces, across xxh3's size classes.
+    #[test]
+    fn native_and_component_hashes_agree() {
+        for len in [
+            0usize,
+            1,
+            3,
+            16,
+            17,
+            128,
+            129,
+            240,
+            241,
+            1024,
+            4096,
+            100_000,
+            1 << 20,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let reference = xxhash_rust::xxh3::xxh3_64(&bytes) as u32;
+            assert_eq!(body_hash(&bytes), reference, "{len} bytes");
+            let split = len / 3;
+            assert!(body_matches(&bytes[..split], &bytes[split..], reference));
+            assert!(!body_matches(
+                &bytes[..split],
+                &bytes[split..],
+                reference ^ 1
+            ));
+        }
+    }
+
     use super::*;
 
     fn encoded(kind: RecordKind, key: &str, value: &[u8], expires_at: u64) -> Vec<u8> {

@@ -496,6 +496,10 @@ fn bench_smoke_run_measures_every_workload() {
         "reopen",
         "memory",
         "incr",
+        "disk-set",
+        "disk-get-uniform",
+        "disk-get-zipf",
+        "get-hit-memory",
     ];
     for workload in workloads {
         for implementation in ["persistent-cache", "native-engine"] {
@@ -512,6 +516,35 @@ fn bench_smoke_run_measures_every_workload() {
         assert!(r["volume"].as_u64().unwrap() <= 10 << 20, "{r}");
     }
     assert!(results.iter().any(|r| r["impl"] == "raw-disk"));
+    assert!(results.iter().any(|r| r["impl"] == "pread+checksum"));
+    // The peer workloads read back every value, after a reopen for disk-set.
+    for r in results
+        .iter()
+        .filter(|r| r["workload"].as_str().unwrap().starts_with("disk-"))
+    {
+        if r["impl"] == "persistent-cache" || r["impl"] == "native-engine" {
+            assert_eq!(r["kept"], r["n"], "{r}");
+            assert!(r["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    // With the Rust peers' runner built next to pcache (CI builds it), they run too.
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pcache"));
+    if exe.with_file_name("pcache-peers").is_file() {
+        for peer in ["foyer", "cacache"] {
+            assert!(
+                results
+                    .iter()
+                    .any(|r| r["impl"] == peer && r["workload"] == "disk-set"),
+                "no {peer} result"
+            );
+        }
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI builds bench/peers next to pcache: the peers must run"
+        );
+        eprintln!("note: pcache-peers not built: the smoke run skipped foyer and cacache");
+    }
     assert!(stdout(&out).contains("get-hit"), "the table is printed");
 }
 

@@ -6,9 +6,10 @@
 //!
 //! This file is the driver (`pcache bench`); [`workload`] runs one measurement in a child,
 //! [`stall`] the latency workloads of issue 14, [`diskcache`] runs the Python baseline,
-//! [`report`] prints the tables.
+//! [`peers`] the Rust peers (foyer, cacache), [`report`] prints the tables.
 
 mod diskcache;
+mod peers;
 mod report;
 mod stall;
 mod workload;
@@ -58,6 +59,22 @@ pub struct BenchArgs {
     /// Skip the native engine.
     #[arg(long)]
     pub no_native: bool,
+    /// The memory budget (hot value cache) every implementation gets in the peer workloads
+    /// (disk-set, disk-get-uniform, disk-get-zipf, get-hit-memory), in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub memory_budget: u64,
+    /// How many times the memory budget the data set of the disk workloads is (`--n` sets
+    /// their entries instead).
+    #[arg(long, default_value_t = 4)]
+    pub data_factor: u64,
+    /// Value sizes of the peer workloads.
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096")]
+    pub peer_sizes: Vec<u64>,
+    /// The Rust peers' runner (`bench/peers`, built with `cargo build --release
+    /// --manifest-path bench/peers/Cargo.toml --target-dir target`) [default: pcache-peers next
+    /// to this executable; skipped with a note if absent].
+    #[arg(long, value_name = "PATH")]
+    pub peers: Option<PathBuf>,
 }
 
 /// One measured workload.
@@ -87,6 +104,18 @@ pub enum Workload {
     GetHitReopened,
     /// open → first get while another process writes to the directory.
     OpenBesideWriter,
+    /// Peer workloads (issue 16): n sets of data `--data-factor` times the memory budget,
+    /// then a reopen counts what was kept.
+    DiskSet,
+    /// n gets, keys drawn uniformly, of data `--data-factor` times the memory budget.
+    DiskGetUniform,
+    /// n gets, keys drawn Zipf(1.0), of data `--data-factor` times the memory budget.
+    DiskGetZipf,
+    /// n uniform gets of data half the memory budget (every hit from memory).
+    GetHitMemory,
+    /// The floor of a read from disk: a positioned read of the value and its hash check,
+    /// natively, with no cache around it (the baseline of 1 MiB get-hit).
+    RawRead,
 }
 
 impl Workload {
@@ -111,7 +140,23 @@ impl Workload {
             Workload::GetHitBesideIdle => "get-hit-beside-idle",
             Workload::GetHitReopened => "get-hit-reopened",
             Workload::OpenBesideWriter => "open-beside-writer",
+            Workload::DiskSet => "disk-set",
+            Workload::DiskGetUniform => "disk-get-uniform",
+            Workload::DiskGetZipf => "disk-get-zipf",
+            Workload::GetHitMemory => "get-hit-memory",
+            Workload::RawRead => "raw-read",
         }
+    }
+
+    /// A workload run side by side with the Rust peers, with the memory budget set.
+    fn peer(self) -> bool {
+        matches!(
+            self,
+            Workload::DiskSet
+                | Workload::DiskGetUniform
+                | Workload::DiskGetZipf
+                | Workload::GetHitMemory
+        )
     }
 
     /// The shape of a stall workload (issue 14), `None` for the others.
@@ -188,6 +233,13 @@ pub struct Measurement {
     /// Stall workloads: the ticker's lateness.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticker: Option<Ticker>,
+    /// Peer workloads: sets read back after a reopen (disk-set), or gets that returned the
+    /// value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<u64>,
+    /// Peer workloads: how the implementation was configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 /// Which runs make up the suite.
@@ -217,6 +269,22 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
                 let mib = 1 << 20;
                 runs.push((w, scaled(mib), mib));
             }
+            // Next to get-hit's biggest values.
+            Workload::RawRead => {
+                let size = args.sizes.iter().copied().max().unwrap_or(1 << 20);
+                runs.push((w, scaled(size), size));
+            }
+            w if w.peer() => {
+                for &size in &args.peer_sizes {
+                    let data = if w == Workload::GetHitMemory {
+                        args.memory_budget / 2
+                    } else {
+                        args.memory_budget * args.data_factor
+                    };
+                    let n = args.n.unwrap_or(data / size.max(1));
+                    runs.push((w, n.max(1), size));
+                }
+            }
             Workload::OpenBesideWriter => runs.push((w, args.n.unwrap_or(1_000_000), 100)),
             Workload::GetHitBesideIdle | Workload::GetHitReopened => runs.push((w, n, 100)),
             // Recovery after a crash, next to a clean reopen of the same size.
@@ -236,6 +304,7 @@ fn plan(args: &BenchArgs) -> Vec<(Workload, u64, u64)> {
 /// Whether diskcache has a counterpart of `workload` (the Python script knows it).
 fn has_diskcache(workload: Workload) -> bool {
     workload != Workload::RawWrite
+        && workload != Workload::RawRead
         && workload != Workload::ReopenCrash
         && !workload.multi_process()
         && workload.stall().is_none()
@@ -256,7 +325,7 @@ impl Workload {
 
 /// The implementations `workload` runs on.
 fn targets(args: &BenchArgs, workload: Workload) -> Vec<Target> {
-    if workload == Workload::RawWrite {
+    if workload == Workload::RawWrite || workload == Workload::RawRead {
         return vec![Target::Native];
     }
     let mut targets = vec![Target::Wasm];
@@ -285,10 +354,13 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
         Some(Baseline::new(&args.python)?)
     };
     let runs = plan(&args);
+    let peers = peers::Peers::find(args.peers.as_deref(), runs.iter().any(|(w, _, _)| w.peer()));
     let steps: usize = runs
         .iter()
         .map(|(w, _, _)| {
-            targets(&args, *w).len() + usize::from(baseline.is_some() && has_diskcache(*w))
+            targets(&args, *w).len()
+                + usize::from(baseline.is_some() && has_diskcache(*w))
+                + if w.peer() { peers.count() } else { 0 }
         })
         .sum();
     let bar = indicatif::ProgressBar::new(steps as u64).with_style(
@@ -315,8 +387,12 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
                 w => w.stall().map_or(524_288_000, |shape| shape.size_limit),
             };
             let tasks = workload.stall().map_or(64, |shape| shape.tasks);
-            let out = Command::new(&exe)
-                .arg("bench-run")
+            let mut command = Command::new(&exe);
+            command.arg("bench-run");
+            if workload.peer() {
+                command.args(["--memory-budget", &args.memory_budget.to_string()]);
+            }
+            let out = command
                 .args(["--size-limit", &size_limit.to_string()])
                 .args(["--tasks", &tasks.to_string()])
                 .args(["--target", &format!("{target:?}").to_lowercase()])
@@ -328,6 +404,16 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
             results.push(parse_child(&out, workload.name())?);
             let _ = std::fs::remove_dir_all(&dir);
             bar.inc(1);
+        }
+        if workload.peer() {
+            for peer in peers.names() {
+                bar.set_message(format!("{} {peer} n={n} size={size}", workload.name()));
+                let dir = scratch.join(format!("run{i}-{peer}"));
+                let out = peers.run(peer, workload, n, size, args.memory_budget, &dir)?;
+                results.push(parse_child(&out, workload.name())?);
+                let _ = std::fs::remove_dir_all(&dir);
+                bar.inc(1);
+            }
         }
         if let Some(baseline) = &baseline {
             if has_diskcache(workload) {
@@ -344,6 +430,7 @@ pub fn run_suite(args: BenchArgs) -> anyhow::Result<()> {
     report::print_table(&results);
     report::print_stall_table(&results);
     report::print_recovery_table(&results);
+    report::print_peer_table(&results);
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
         println!("results written to {}", path.display());

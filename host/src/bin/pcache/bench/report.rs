@@ -141,3 +141,60 @@ pub fn print_recovery_table(results: &[Measurement]) {
     }
     println!("(open -> first get of an entry, in seconds: after close, and after exit without it)");
 }
+
+/// Prints the peer workloads (and the raw-read floor): per workload and value size, one row per
+/// implementation with its throughput, how many times faster PersistentCache is, its latency
+/// percentiles and what it kept. Nothing if there are none.
+pub fn print_peer_table(results: &[Measurement]) {
+    const PEER_WORKLOADS: [&str; 5] = [
+        "disk-set",
+        "disk-get-uniform",
+        "disk-get-zipf",
+        "get-hit-memory",
+        "raw-read",
+    ];
+    let rows: Vec<&Measurement> = results
+        .iter()
+        .filter(|r| PEER_WORKLOADS.contains(&r.workload.as_str()))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<17} {:>7} {:>7} {:<19} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "workload", "n", "value", "impl", "ops/s", "pcache x", "p50 us", "p99 us", "kept", "RSS MB"
+    );
+    let pcache = |m: &Measurement| {
+        results.iter().find(|r| {
+            r.implementation == "persistent-cache"
+                && r.workload == m.workload
+                && r.value_size == m.value_size
+        })
+    };
+    for m in rows {
+        let times = pcache(m).map_or("-".into(), |p| {
+            format!("{:.2}x", p.ops_per_sec / m.ops_per_sec.max(1e-9))
+        });
+        let (p50, p99) = m.latency.map_or(("-".into(), "-".into()), |l| {
+            (format!("{:.1}", l.p50_us), format!("{:.1}", l.p99_us))
+        });
+        println!(
+            "{:<17} {:>7} {:>7} {:<19} {:>10.0} {:>9} {:>9} {:>9} {:>8} {:>8.0}",
+            m.workload,
+            m.n,
+            m.value_size,
+            m.implementation,
+            m.ops_per_sec,
+            times,
+            p50,
+            p99,
+            m.kept.map_or("-".into(), |k| k.to_string()),
+            m.peak_rss_bytes as f64 / 1e6,
+        );
+    }
+    println!(
+        "(pcache x: PersistentCache's ops/s over the row's; kept: sets read back after a \
+         reopen, or gets that returned the value; the raw-read row has no cache around it)"
+    );
+}

@@ -42,6 +42,7 @@ async fn measure(args: &RunArgs) -> anyhow::Result<()> {
             &args.dir,
             args.size_limit,
             workload == Workload::StallSync,
+            None,
         )
         .await?,
     );
@@ -131,7 +132,7 @@ fn quantile_us(sorted: &[u64], q: f64) -> f64 {
 }
 
 /// The distribution of `calls` (nanoseconds; sorted here), `None` if there are none.
-fn latency(calls: &mut [u64]) -> Option<Latency> {
+pub(super) fn latency(calls: &mut [u64]) -> Option<Latency> {
     if calls.is_empty() {
         return None;
     }

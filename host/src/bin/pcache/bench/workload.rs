@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// open-beside-writer's writer: overwrite `n` keys in a loop until killed.
     #[arg(long, hide = true)]
     write_forever: bool,
+    /// The hot value cache's size (`CacheOptions::memory_budget`); default: the cache's own.
+    #[arg(long)]
+    pub(super) memory_budget: Option<u64>,
 }
 
 /// The cache under test, behind one async interface.
@@ -64,33 +67,37 @@ pub(super) enum Subject {
 
 impl Subject {
     async fn open(target: Target, dir: &Path, size_limit: u64) -> anyhow::Result<Subject> {
-        Subject::open_synced(target, dir, size_limit, false).await
+        Subject::open_synced(target, dir, size_limit, false, None).await
     }
 
-    /// Opens the cache; `sync`: every write is synced to stable storage before it returns.
+    /// Opens the cache; `sync`: every write is synced to stable storage before it returns;
+    /// `memory_budget`: the hot value cache's size (`None`: the default).
     pub(super) async fn open_synced(
         target: Target,
         dir: &Path,
         size_limit: u64,
         sync: bool,
+        memory_budget: Option<u64>,
     ) -> anyhow::Result<Subject> {
         Ok(match target {
-            Target::Wasm | Target::Exclusive => Subject::Wasm(
-                PersistentCache::open(
-                    CacheOptions::new(dir)
-                        .size_limit(size_limit)
-                        .sync(sync)
-                        .exclusive(target == Target::Exclusive)
-                        .code_cache(persistent_cache::CodeCache::for_user()),
-                )
-                .await?,
-            ),
+            Target::Wasm | Target::Exclusive => Subject::Wasm({
+                let mut options = CacheOptions::new(dir)
+                    .size_limit(size_limit)
+                    .sync(sync)
+                    .exclusive(target == Target::Exclusive)
+                    .code_cache(persistent_cache::CodeCache::for_user());
+                if let Some(bytes) = memory_budget {
+                    options = options.memory_budget(bytes);
+                }
+                PersistentCache::open(options).await?
+            }),
             Target::Native => Subject::Native(Box::new(Mutex::new(Engine::open(
                 StdStorage::new(dir)?,
                 WallClock,
                 EngineOptions {
                     size_limit,
                     sync_writes: sync,
+                    memory_budget,
                     ..EngineOptions::default()
                 },
             )?))),
@@ -349,6 +356,11 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
             }
             measured
         }
+        Workload::DiskSet
+        | Workload::DiskGetUniform
+        | Workload::DiskGetZipf
+        | Workload::GetHitMemory => return peer_workload(&args, &value).await,
+        Workload::RawRead => return raw_read(&args, &value),
         Workload::RawWrite => {
             let mut file = std::fs::File::create(dir.join("raw.bin"))?;
             let started = Instant::now();
@@ -534,7 +546,12 @@ pub async fn run_one(args: RunArgs) -> anyhow::Result<()> {
                 | Workload::MultiProcessMixed
                 | Workload::GetHitBesideIdle
                 | Workload::GetHitReopened
-                | Workload::OpenBesideWriter => unreachable!("handled above"),
+                | Workload::OpenBesideWriter
+                | Workload::DiskSet
+                | Workload::DiskGetUniform
+                | Workload::DiskGetZipf
+                | Workload::GetHitMemory
+                | Workload::RawRead => unreachable!("handled above"),
             };
             let elapsed = started.elapsed();
             if workload == Workload::Eviction {
@@ -581,6 +598,7 @@ pub(super) fn measurement(args: &RunArgs, ops: u64, elapsed: Duration) -> Measur
     Measurement {
         implementation: match (args.workload, args.target) {
             (Workload::RawWrite, _) => "raw-disk".into(),
+            (Workload::RawRead, _) => "pread+checksum".into(),
             (_, Target::Wasm) => "persistent-cache".into(),
             (_, Target::Exclusive) => "persistent-cache-exclusive".into(),
             (_, Target::Native) => "native-engine".into(),
@@ -597,5 +615,126 @@ pub(super) fn measurement(args: &RunArgs, ops: u64, elapsed: Duration) -> Measur
         set_latency: None,
         get_latency: None,
         ticker: None,
+        kept: None,
+        config: None,
     }
+}
+
+/// A peer workload (see [`Workload::peer`](super::Workload)): the same keys, values and key
+/// choices as `bench/peers` and the diskcache script, every call timed.
+async fn peer_workload(args: &RunArgs, value: &[u8]) -> anyhow::Result<()> {
+    let n = args.n;
+    let open = || {
+        Subject::open_synced(
+            args.target,
+            &args.dir,
+            args.size_limit,
+            false,
+            args.memory_budget,
+        )
+    };
+    let subject = open().await?;
+    let mut calls = Vec::with_capacity(n as usize);
+    let kept;
+    let started;
+    let elapsed;
+    if args.workload == Workload::DiskSet {
+        started = Instant::now();
+        for i in 0..n {
+            let call = Instant::now();
+            subject.set(&key(i), value).await?;
+            calls.push(call.elapsed());
+        }
+        elapsed = started.elapsed();
+        subject.close().await?;
+        let subject = open().await?;
+        let mut found = 0;
+        for i in 0..n {
+            if subject.get(&key(i)).await?.as_deref() == Some(value) {
+                found += 1;
+            }
+        }
+        subject.close().await?;
+        kept = found;
+    } else {
+        prefill(&subject, n, value).await?;
+        let mut rng = Rng(42);
+        let zipf = (args.workload == Workload::DiskGetZipf).then(|| Zipf::new(n));
+        let picks: Vec<u64> = (0..n)
+            .map(|_| match &zipf {
+                Some(z) => z.sample(&mut rng),
+                None => rng.below(n),
+            })
+            .collect();
+        let mut found = 0;
+        started = Instant::now();
+        for k in picks {
+            let call = Instant::now();
+            let got = subject.get(&key(k)).await?;
+            calls.push(call.elapsed());
+            if got.as_deref() == Some(value) {
+                found += 1;
+            }
+        }
+        elapsed = started.elapsed();
+        subject.close().await?;
+        kept = found;
+    }
+    let mut nanos: Vec<u64> = calls.iter().map(|d| d.as_nanos() as u64).collect();
+    let budget = args
+        .memory_budget
+        .map_or("the default".into(), |b| format!("{b} bytes"));
+    let m = Measurement {
+        latency: super::stall::latency(&mut nanos),
+        kept: Some(kept),
+        config: Some(match args.target {
+            Target::Native => format!(
+                "native engine, hot value cache {budget}, size limit {}",
+                args.size_limit
+            ),
+            _ => format!(
+                "PersistentCache (component, shared mode), memory budget {budget}, size limit {}",
+                args.size_limit
+            ),
+        }),
+        ..measurement(args, n, elapsed)
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// `raw-read`: n values back to back in one file, then n positioned reads of a random one into
+/// a new buffer, each checked with the engine's body hash: what a get from disk cannot beat.
+fn raw_read(args: &RunArgs, value: &[u8]) -> anyhow::Result<()> {
+    use persistent_cache_guest::format::body_matches;
+    use std::os::unix::fs::FileExt;
+    let n = args.n;
+    let path = args.dir.join("raw.bin");
+    let mut file = std::fs::File::create(&path)?;
+    for _ in 0..n {
+        file.write_all(value)?;
+    }
+    drop(file);
+    let file = std::fs::File::open(&path)?;
+    let hash = persistent_cache_guest::format::body_hash(&[b"key:0".as_slice(), value].concat());
+    let mut rng = Rng(42);
+    let picks: Vec<u64> = (0..n).map(|_| rng.below(n)).collect();
+    let mut calls = Vec::with_capacity(n as usize);
+    let started = Instant::now();
+    for i in picks {
+        let call = Instant::now();
+        let mut bytes = vec![0; value.len()];
+        file.read_exact_at(&mut bytes, i * value.len() as u64)?;
+        if !body_matches(b"key:0", &bytes, hash) {
+            bail!("raw-read: the bytes read back differ");
+        }
+        calls.push(call.elapsed().as_nanos() as u64);
+    }
+    let elapsed = started.elapsed();
+    let m = Measurement {
+        latency: super::stall::latency(&mut calls),
+        ..measurement(args, n, elapsed)
+    };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
 }
