@@ -304,8 +304,19 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// is `InvalidKey`; a failed read is `Io`.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        let value = self.current_value(key)?;
-        match value {
+        match self.live_slot(key) {
+            Some(slot) => self.read_live(key, slot),
+            None => {
+                self.misses += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `get`'s answer for the live entry in `slot`, counted as a hit (and a use) or, if its
+    /// record is damaged, a miss.
+    fn read_live(&mut self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
+        match self.live_value(key, slot)? {
             Some(value) => {
                 self.index.touch(key);
                 self.recency_changed();
@@ -448,7 +459,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok(None);
         };
         if u64::from(slot.len) < STAGED_VALUE_MIN || self.index.is_hot(key) {
-            return Ok(self.get(key)?.map(Found::Value));
+            return Ok(self.read_live(key, slot)?.map(Found::Value));
         }
         if self.nonblocking && u64::from(slot.len) > NONBLOCKING_MAX_RECORD {
             return Err(Error::WouldBlock);
@@ -465,7 +476,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 self.misses += 1;
                 Ok(None)
             }
-            None => Ok(self.get(key)?.map(Found::Value)),
+            None => Ok(self.read_live(key, slot)?.map(Found::Value)),
         }
     }
 
