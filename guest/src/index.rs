@@ -117,6 +117,11 @@ impl LruIndex {
         self.map.to_back(key);
     }
 
+    /// Makes room for `additional` more entries (see `LruTable::reserve`).
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
     /// Stores `key` as the most recently used entry, returning the slot it replaced.
     pub fn insert(&mut self, key: &str, slot: Slot) -> Option<Slot> {
         self.drop_hot(key);

@@ -204,6 +204,15 @@ impl<V: Default> LruTable<V> {
         Some(&self.entries[i as usize].value)
     }
 
+    /// Makes room for `additional` more entries in the hash table at once (loading a snapshot
+    /// of known size), so inserting them never rehashes. The entries' chunks grow as before.
+    pub fn reserve(&mut self, additional: usize) {
+        let (entries, keys, hasher) = (&self.entries, &self.keys, &self.hasher);
+        self.table.reserve(additional, |&j| {
+            hasher.hash_one(key_of(keys, &entries[j as usize]))
+        });
+    }
+
     /// Stores `value` under `key` as the most recently used entry; returns the replaced value.
     pub fn insert(&mut self, key: &str, value: V) -> Option<V> {
         if let Some(i) = self.find(key) {

@@ -262,6 +262,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok(whole_log);
         };
         let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
+        // At most what the file holds: the count is checked against the bytes when decoded.
+        self.index.reserve(snapshot.count);
         for e in snapshot.entries() {
             // Entries in segments compaction has deleted since are dropped: replay finds the
             // copies compaction made of the live ones. So are those in segments set aside.
