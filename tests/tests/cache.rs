@@ -679,3 +679,40 @@ async fn big_values_are_read_by_the_host_and_checked() {
     );
     cache.close().await.unwrap();
 }
+
+/// A batch bigger than the engine's memory limit is refused with `MemoryLimit` (the engine is
+/// restarted), and the cache keeps working with what it held.
+#[tokio::test]
+async fn a_batch_past_the_memory_limit_is_refused_and_the_cache_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(
+        CacheOptions::new(dir.path())
+            .size_limit(400 << 20)
+            .memory_limit(48 << 20),
+    )
+    .await
+    .unwrap();
+    cache
+        .set_raw("before", b"kept", Expiry::Never)
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..80).map(|i| format!("big{i}")).collect();
+    let value = vec![1u8; 1 << 20];
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &value[..])).collect();
+    let refused = cache.set_many_raw(&entries, Expiry::Never).await;
+    assert!(
+        matches!(refused, Err(Error::MemoryLimit { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        cache.get_raw("before").await.unwrap(),
+        Some(b"kept".to_vec())
+    );
+    cache
+        .set_many_raw(&entries[..4], Expiry::Never)
+        .await
+        .unwrap();
+    let found = cache.get_many_raw(&keys[..4]).await.unwrap();
+    assert!(found.iter().all(|v| v.as_deref() == Some(&value[..])));
+    cache.close().await.unwrap();
+}
