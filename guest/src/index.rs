@@ -6,7 +6,7 @@
 //! too, so the hot cache can never hold a value the index no longer has.
 
 use crate::lru_table::LruTable;
-use std::collections::BTreeMap;
+use hashbrown::HashMap;
 
 /// Where a live record is and when it expires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl Slot {
 #[derive(Default)]
 pub struct LruIndex {
     map: LruTable<Slot>,
-    live_by_segment: BTreeMap<u32, u64>,
+    live_by_segment: HashMap<u32, u64>,
     live_bytes: u64,
     /// Values of recently used entries, least recently used first: the same table type as
     /// `map`, kept apart because membership differs (only small values, dropped to fit the
@@ -73,6 +73,10 @@ impl LruIndex {
     }
 
     fn drop_hot(&mut self, key: &str) {
+        // Loading a snapshot inserts every entry while nothing is hot: skip the lookup.
+        if self.hot.is_empty() {
+            return;
+        }
         if let Some(old) = self.hot.remove(key) {
             self.hot_bytes -= key.len() + old.len();
         }

@@ -171,7 +171,11 @@ impl<V: Default> LruTable<V> {
     }
 
     fn find(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    /// `find` with the key's hash already computed.
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<u32> {
         let (entries, keys) = (&self.entries, &self.keys);
         self.table
             .find(hash, |&i| holds(keys, &entries[i as usize], key))
@@ -215,7 +219,8 @@ impl<V: Default> LruTable<V> {
 
     /// Stores `value` under `key` as the most recently used entry; returns the replaced value.
     pub fn insert(&mut self, key: &str, value: V) -> Option<V> {
-        if let Some(i) = self.find(key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(i) = self.find_hashed(hash, key) {
             let old = std::mem::replace(&mut self.entries[i as usize].value, value);
             self.unlink(i);
             self.push_back(i);
@@ -237,7 +242,6 @@ impl<V: Default> LruTable<V> {
         } else {
             self.entries.push(entry)
         };
-        let hash = self.hasher.hash_one(key);
         let (entries, keys, hasher) = (&self.entries, &self.keys, &self.hasher);
         self.table.insert_unique(hash, i, |&j| {
             hasher.hash_one(key_of(keys, &entries[j as usize]))

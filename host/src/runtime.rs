@@ -79,6 +79,11 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed)
             // Every call runs under a deadline counted in epoch ticks (`CacheOptions::time_limit`).
             .epoch_interruption(true);
+        // A profiling aid: `PCACHE_PERFMAP=1` names the component's compiled functions for
+        // `perf` (wasmtime writes /tmp/perf-PID.map), so `perf report` shows engine functions.
+        if std::env::var_os("PCACHE_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let component = load_component(&engine, bytes, code_cache)?;
         let mut linker = Linker::new(&engine);
