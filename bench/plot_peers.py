@@ -29,6 +29,9 @@ matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
+# The same formatting as the main plot (this script sits next to it).
+from plot import human_rate, human_size  # noqa: E402
+
 WORKLOADS = ["disk-set", "disk-get-uniform", "disk-get-zipf", "get-hit-memory"]
 
 # impl id -> (legend label, colour); the order is the bar and legend order.
@@ -40,22 +43,6 @@ IMPLS = {
     "diskcache-wrapper": ("diskcache wrapper", "#d62728"),
 }
 OTHER_COLOURS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def human_size(n):
-    """100 -> '100 B', 1024 -> '1 KiB', 65536 -> '64 KiB', 1048576 -> '1 MiB'."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            v = n / scale
-            return f"{v:g} {unit}" if v != int(v) else f"{int(v)} {unit}"
-    return f"{int(n)} B"
-
-
-def human_rate(v, _pos=None):
-    for suffix, scale in (("M", 1e6), ("k", 1e3)):
-        if v >= scale:
-            return f"{v / scale:g}{suffix}"
-    return f"{v:g}"
 
 
 def human_pct(frac):
