@@ -37,9 +37,10 @@ use crate::options::CacheOptions;
 use crate::shared::{off_runtime, SharedCache, Weight};
 
 /// The most operations of a batch (`get_many`, `set_many`) tried inline on the async runtime's
-/// thread: a bigger batch could hold it for more than tens of microseconds even when every
-/// operation is fast, so it runs on a blocking thread.
-const BATCH_INLINE_MAX: usize = 64;
+/// thread. Each may be a positioned read or write of up to the engine's non-blocking limit (a
+/// few microseconds each), so a bigger batch could hold the thread for more than tens of
+/// microseconds: it runs on a blocking thread.
+const BATCH_INLINE_MAX: usize = 8;
 
 /// A persistent, size-limited LRU cache with per-entry TTLs, stored in one directory.
 ///
