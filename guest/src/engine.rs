@@ -243,7 +243,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     }
 
     /// In non-blocking mode (off by default), an operation that would do slow work returns
-    /// `WouldBlock` before changing anything, so the caller can run it again where blocking is
+    /// `WouldBlock` before changing anything (a read may already have marked its entry as
+    /// used, which running it again repeats), so the caller can run it again where blocking is
     /// fine (the host: off its async runtime's threads). Slow work is: syncing a write
     /// (`sync_writes`), writing or reading from disk a record larger than
     /// [`NONBLOCKING_MAX_RECORD`], and a write that would take the volume past the size limit
@@ -304,7 +305,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// is `InvalidKey`; a failed read is `Io`.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        match self.live_slot(key) {
+        match self.live_slot_used(key) {
             Some(slot) => self.read_live(key, slot),
             None => {
                 self.misses += 1;
@@ -313,12 +314,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
     }
 
-    /// `get`'s answer for the live entry in `slot`, counted as a hit (and a use) or, if its
-    /// record is damaged, a miss.
+    /// `get`'s answer for the live entry in `slot` (found by `live_slot_used`), counted as a
+    /// hit or, if its record is damaged, a miss.
     fn read_live(&mut self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
         match self.live_value(key, slot)? {
             Some(value) => {
-                self.index.touch(key);
                 self.recency_changed();
                 self.hits += 1;
                 Ok(Some(value))
@@ -393,9 +393,24 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     }
 
     /// The slot of `key` if it holds a live entry; an expired entry is removed now (and
-    /// counted as expired).
+    /// counted as expired). Recency unchanged.
     fn live_slot(&mut self, key: &str) -> Option<Slot> {
-        let slot = self.index.get(key)?;
+        self.lookup(key, false)
+    }
+
+    /// `live_slot` for a read: the entry also becomes the most recently used, in the same
+    /// index lookup (a read that then finds the record damaged removes it anyway).
+    fn live_slot_used(&mut self, key: &str) -> Option<Slot> {
+        self.lookup(key, true)
+    }
+
+    /// `live_slot`, marking the entry used if `used`.
+    fn lookup(&mut self, key: &str, used: bool) -> Option<Slot> {
+        let slot = if used {
+            self.index.get_and_touch(key)?
+        } else {
+            self.index.get(key)?
+        };
         if slot.expires_at != 0 && slot.is_expired(self.time.now_ms()) {
             self.index.remove(key);
             // The snapshot need not know at once: an entry it holds past its expiry is
@@ -454,7 +469,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// [`NONBLOCKING_MAX_RECORD`] that is not in memory.
     pub fn read_value(&mut self, key: &str) -> Result<Option<Found>> {
         check_key(key)?;
-        let Some(slot) = self.live_slot(key) else {
+        let Some(slot) = self.live_slot_used(key) else {
             self.misses += 1;
             return Ok(None);
         };
@@ -466,7 +481,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         match self.stage_record_value(key, slot)? {
             Some(log::StageOutcome::Staged(len)) => {
-                self.index.touch(key);
                 self.recency_changed();
                 self.hits += 1;
                 Ok(Some(Found::Staged(len)))

@@ -121,6 +121,11 @@ impl LruIndex {
         self.map.to_back(key);
     }
 
+    /// The slot of `key`, marking it the most recently used (one lookup for both).
+    pub fn get_and_touch(&mut self, key: &str) -> Option<Slot> {
+        self.map.to_back(key).copied()
+    }
+
     /// Makes room for `additional` more entries (see `LruTable::reserve`).
     pub fn reserve(&mut self, additional: usize) {
         self.map.reserve(additional);
