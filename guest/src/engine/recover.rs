@@ -352,9 +352,10 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             } else {
                 data_start
             };
-            if from < size {
-                self.snapshot_stale = true;
-            }
+            // The snapshot still matches the index if all that follows its covered position
+            // is the announcement of its own writing (a checkpoint record): otherwise every
+            // open of a shared cache would find it stale and write it again at close.
+            let mut stale = from < size && id != start_segment;
             let index = &mut self.index;
             let is_newest = Some(id) == newest;
             let on_failure = if is_newest {
@@ -369,6 +370,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 max_record,
                 on_failure,
                 |at, record| {
+                    stale |= record.kind != RecordKind::Checkpoint;
                     if apply(index, id, at, record) {
                         cleared_at = Some(id);
                     }
@@ -376,6 +378,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 },
             )
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
+            if stale || end.first_failure.is_some() {
+                self.snapshot_stale = true;
+            }
             match end.first_failure {
                 None => {}
                 // Nothing decodes after the failure: a write torn by a crash or a power cut

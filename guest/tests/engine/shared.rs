@@ -308,3 +308,27 @@ fn damage_in_the_newest_segment_is_set_aside_not_cut_under_other_engines() {
         assert_eq!(a.get(key).unwrap(), None, "{key}");
     }
 }
+
+#[test]
+fn opening_and_closing_without_changes_writes_nothing() {
+    let dir = scratch_dir();
+    let clock = ManualTime::at(T0);
+    let mut a = open_shared(dir.path(), &clock, 64 << 20);
+    for i in 0..16 {
+        locked(&mut a, |a| a.set(&format!("k{i}"), b"1", None)).unwrap();
+    }
+    a.set_write_locked(true, false).unwrap();
+    a.close().unwrap();
+    // The close wrote the snapshot and announced it with a checkpoint record after the
+    // position the snapshot covers: replaying that record at the next open must not make the
+    // snapshot stale, or each open-close of the directory would append another.
+    let before = bytes_on_disk(dir.path());
+    for _ in 0..3 {
+        let mut b = open_shared(dir.path(), &clock, 64 << 20);
+        // One read of 16 entries: too little recency to rewrite the snapshot for.
+        assert_eq!(read(&mut b, "k3").as_deref(), Some(&b"1"[..]));
+        b.set_write_locked(true, false).unwrap();
+        b.close().unwrap();
+        assert_eq!(bytes_on_disk(dir.path()), before);
+    }
+}

@@ -218,26 +218,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = cache_options(&cli)?;
     let cache = open_cache(&cli, options).await?;
     let code = match cli.command {
-        None | Some(CliCommand::Repl) => {
-            repl::run(&cache).await?;
-            ExitCode::SUCCESS
-        }
-        Some(CliCommand::Op(op)) => {
-            let outcome = op.execute(&cache).await?;
-            print_one_shot(&op, outcome, cli.json)?
-        }
+        None | Some(CliCommand::Repl) => repl::run(&cache).await.map(|()| ExitCode::SUCCESS),
+        Some(CliCommand::Op(op)) => match op.execute(&cache).await {
+            Ok(outcome) => print_one_shot(&op, outcome, cli.json),
+            Err(err) => Err(err),
+        },
         Some(CliCommand::Plugin(command)) => {
-            plugin::run(&cache, command, CodeCache::for_user()).await?
+            plugin::run(&cache, command, CodeCache::for_user()).await
         }
         Some(CliCommand::Bench(_) | CliCommand::BenchRun(_)) => unreachable!("handled in main"),
     };
+    // Closed on every path, a failed command's too: a cache only dropped shuts down on a
+    // thread of its own, which the process's exit could cut short halfway through.
     // The command's outcome stands: closing only syncs what it already stored (and rewrites
     // the index snapshot), so a failure here is reported without turning a stored `set` or a
     // printed `get` into an error.
     if let Err(err) = cache.close().await {
         eprintln!("warning: closing the cache: {err}");
     }
-    Ok(code)
+    code
 }
 
 /// Prints a one-shot command's outcome; the exit code says hit or miss.
