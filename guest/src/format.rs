@@ -144,9 +144,36 @@
 //! 16  8   covered offset        records at or after it are replayed at open
 //! 24  8   entry count
 //! 32  8   cache id              (version 3)
-//! 40  4   layout                (version 3) 0: the entry list below. Planned: 1, a hash table
-//!                               of fixed-size slots loaded without per-entry work; an engine
-//!                               that does not know a layout replays the log instead
+//! 40  4   layout                (version 3) 0: the entry list; 1: the table. An engine that
+//!                               does not know a layout replays the log instead
+//! ```
+//!
+//! **Layout 1, the table** (written since issue 16): used in place after one read and one
+//! checksum, with no per-entry work at open — lookups probe the table, the LRU order is the
+//! entries' order, and only what changes after the open is kept apart, in memory.
+//!
+//! ```text
+//! 44  4   segments              m: how many segment summaries follow
+//! 48  4   table bits            the table has 2^bits buckets, more than the entry count n
+//! 52  4   0
+//! 56      m segment summaries, ascending id, 24 bytes each:
+//!           id u32, lowest entry offset u32, live bytes u64 (sum of its entries' len),
+//!           end u64 (highest offset + len): what recovery checks against the log, and the
+//!           live bytes the index starts from, without visiting an entry
+//! then    n entries, least recently used first, 32 bytes each:
+//!           segment u32, offset u32, len u32, expires_at u64, key position u64 (in the key
+//!           area), key_len u16, tag u16 (bits 48..64 of the key's hash)
+//! then    2^bits buckets, u32 each: entry number + 1, 0 = empty. An entry lives in the first
+//!         empty bucket at or after (hash of its key) mod 2^bits, wrapping (linear probing);
+//!         the hash is xxh3-64 of the key's bytes
+//! then    the key area: keys back to back, UTF-8 (checked when a key is read)
+//! end 8   xxh3-64 of every byte before it
+//! ```
+//!
+//! **Layout 0, the entry list** (version 3 until issue 16; versions 1 and 2 have only this,
+//! after a 32-byte header without the cache id and layout): read, never written any more.
+//!
+//! ```text
 //! 44      entries, least recently used first:
 //!         segment u32, offset u32, len u32, expires_at u64, key_len u16, key
 //! end 4   crc32 of every byte before it
@@ -275,14 +302,19 @@ pub fn encode_record(
     out[start..start + 4].copy_from_slice(&header_crc.to_le_bytes());
 }
 
-/// The record body check: the low 32 bits of xxh3-64 of key ++ value. In wasm through
-/// xxhash-rust (simd128); natively through twox-hash, which picks AVX2 at run time.
+/// The record body check: the low 32 bits of xxh3-64 of key ++ value.
 pub fn body_hash(key_and_value: &[u8]) -> u32 {
+    xxh3(key_and_value) as u32
+}
+
+/// xxh3-64: in wasm through xxhash-rust (simd128); natively through twox-hash, which picks
+/// AVX2 at run time. Both compute the same hash (tested below).
+fn xxh3(bytes: &[u8]) -> u64 {
     #[cfg(target_arch = "wasm32")]
-    let hash = xxhash_rust::xxh3::xxh3_64(key_and_value);
+    let hash = xxhash_rust::xxh3::xxh3_64(bytes);
     #[cfg(not(target_arch = "wasm32"))]
-    let hash = twox_hash::XxHash3_64::oneshot(key_and_value);
-    hash as u32
+    let hash = twox_hash::XxHash3_64::oneshot(bytes);
+    hash
 }
 
 /// A record's header, decoded and checked (its body not).
@@ -603,7 +635,9 @@ fn snapshot_entry_at(
     ))
 }
 
-/// Encodes an index snapshot from entries given least recently used first.
+/// Encodes an index snapshot in layout 0 (the entry list) from entries given least recently
+/// used first. The engine writes layout 1 ([`encode_snapshot_table`]); this stays so that tests
+/// can write the snapshots earlier versions left behind.
 pub fn encode_snapshot<'a>(
     covered_segment: u32,
     covered_offset: u64,
@@ -645,7 +679,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot<'_>> {
     let (entries_at, cache_id) = match u32_at(body, 8) {
         // Versions 1 and 2 share the shorter header.
         1 | 2 => (SNAPSHOT_HEADER_LEN_V2, None),
-        FORMAT_VERSION if body.len() >= SNAPSHOT_HEADER_LEN && u32_at(body, 40) == 0 => {
+        FORMAT_VERSION if body.len() >= SNAPSHOT_HEADER_LEN && u32_at(body, 40) == LAYOUT_LIST => {
             (SNAPSHOT_HEADER_LEN, Some(u64_at(body, 32)))
         }
         _ => return None,
@@ -664,6 +698,294 @@ pub fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot<'_>> {
         entries_at,
         body,
     })
+}
+
+/// Layout 0 of the snapshot: the entry list.
+const LAYOUT_LIST: u32 = 0;
+/// Layout 1 of the snapshot: the table.
+const LAYOUT_TABLE: u32 = 1;
+const TABLE_HEADER_LEN: usize = 56;
+const TABLE_SUMMARY_LEN: usize = 24;
+const TABLE_ENTRY_LEN: usize = 32;
+const TABLE_TRAILER_LEN: usize = 8;
+
+/// The layout of the snapshot in `bytes` (0 for versions 1 and 2); `None` if they are not a
+/// snapshot's. Reads only the header: nothing is checked yet.
+pub fn snapshot_layout(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < SNAPSHOT_HEADER_LEN_V2 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return None;
+    }
+    match u32_at(bytes, 8) {
+        1 | 2 => Some(LAYOUT_LIST),
+        FORMAT_VERSION if bytes.len() >= SNAPSHOT_HEADER_LEN => Some(u32_at(bytes, 40)),
+        _ => None,
+    }
+}
+
+/// True if `bytes` hold a layout 1 snapshot (see [`SnapshotTable`]).
+pub fn is_snapshot_table(bytes: &[u8]) -> bool {
+    snapshot_layout(bytes) == Some(LAYOUT_TABLE)
+}
+
+/// What a layout 1 snapshot says about one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub id: u32,
+    /// The lowest offset of an entry in it.
+    pub start: u32,
+    /// The sum of its entries' record lengths.
+    pub live_bytes: u64,
+    /// The highest end (offset + len) of an entry in it.
+    pub end: u64,
+}
+
+/// A layout 1 snapshot, owned and used in place: its entries are read from its bytes when
+/// asked for, and their locations and expiries can be changed there (in memory only).
+pub struct SnapshotTable {
+    bytes: Vec<u8>,
+    /// Segment id up to which the snapshot is complete.
+    pub covered_segment: u32,
+    /// Offset in `covered_segment` up to which the snapshot is complete.
+    pub covered_offset: u64,
+    /// The cache it belongs to.
+    pub cache_id: u64,
+    segments: usize,
+    count: usize,
+    entries_at: usize,
+    buckets_at: usize,
+    bucket_mask: usize,
+    keys_at: usize,
+    keys_end: usize,
+}
+
+impl std::fmt::Debug for SnapshotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotTable")
+            .field("count", &self.count)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotTable {
+    /// Checks a layout 1 snapshot: its header, its sizes and its checksum, in time linear in
+    /// its bytes but with no per-entry work. Entries that point outside the file, or keys that
+    /// are not UTF-8, are found when read (a snapshot with a valid checksum has none unless
+    /// crafted): such an entry reads as absent.
+    ///
+    /// Edge cases: another layout, version or magic, a wrong checksum, sizes that do not add
+    /// up, a table without an empty bucket → `None` (the log is then replayed).
+    pub fn decode(bytes: Vec<u8>) -> Option<Self> {
+        if !is_snapshot_table(&bytes) || bytes.len() < TABLE_HEADER_LEN + TABLE_TRAILER_LEN {
+            return None;
+        }
+        let body_len = bytes.len() - TABLE_TRAILER_LEN;
+        if xxh3(&bytes[..body_len]) != u64_at(&bytes, body_len) {
+            return None;
+        }
+        let segments = u32_at(&bytes, 44) as usize;
+        let bits = u32_at(&bytes, 48);
+        let count = usize::try_from(u64_at(&bytes, 24)).ok()?;
+        if bits >= usize::BITS || bits > 31 || u32_at(&bytes, 52) != 0 {
+            return None;
+        }
+        let buckets = 1usize << bits;
+        if buckets <= count {
+            return None;
+        }
+        let entries_at = TABLE_HEADER_LEN.checked_add(segments.checked_mul(TABLE_SUMMARY_LEN)?)?;
+        let buckets_at = entries_at.checked_add(count.checked_mul(TABLE_ENTRY_LEN)?)?;
+        let keys_at = buckets_at.checked_add(buckets.checked_mul(4)?)?;
+        if keys_at > body_len {
+            return None;
+        }
+        Some(SnapshotTable {
+            covered_segment: u32_at(&bytes, 12),
+            covered_offset: u64_at(&bytes, 16),
+            cache_id: u64_at(&bytes, 32),
+            segments,
+            count,
+            entries_at,
+            buckets_at,
+            bucket_mask: buckets - 1,
+            keys_at,
+            keys_end: body_len,
+            bytes,
+        })
+    }
+
+    /// Number of entries (numbered 0.., least recently used first).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the file.
+    pub fn file_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The segment summaries, ascending id.
+    pub fn segments(&self) -> impl Iterator<Item = SegmentSummary> + '_ {
+        (0..self.segments).map(|i| {
+            let at = TABLE_HEADER_LEN + i * TABLE_SUMMARY_LEN;
+            SegmentSummary {
+                id: u32_at(&self.bytes, at),
+                start: u32_at(&self.bytes, at + 4),
+                live_bytes: u64_at(&self.bytes, at + 8),
+                end: u64_at(&self.bytes, at + 16),
+            }
+        })
+    }
+
+    /// Entry `i`'s location and expiry. Edge case: `i` out of range panics (callers number
+    /// entries below `len`).
+    pub fn slot(&self, i: usize) -> crate::index::Slot {
+        let at = self.entries_at + i * TABLE_ENTRY_LEN;
+        crate::index::Slot {
+            segment: u32_at(&self.bytes, at),
+            offset: u32_at(&self.bytes, at + 4),
+            len: u32_at(&self.bytes, at + 8),
+            expires_at: u64_at(&self.bytes, at + 12),
+        }
+    }
+
+    /// Entry `i`'s key; `None` if it lies outside the key area or is not UTF-8 (a crafted
+    /// file: the entry is then treated as absent).
+    pub fn key(&self, i: usize) -> Option<&str> {
+        let at = self.entries_at + i * TABLE_ENTRY_LEN;
+        let start = usize::try_from(u64_at(&self.bytes, at + 20)).ok()?;
+        let len = u16::from_le_bytes([self.bytes[at + 28], self.bytes[at + 29]]) as usize;
+        let from = self.keys_at.checked_add(start)?;
+        let to = from.checked_add(len)?;
+        if to > self.keys_end {
+            return None;
+        }
+        std::str::from_utf8(&self.bytes[from..to]).ok()
+    }
+
+    /// The number of the entry holding `key`; `None` on a miss. Probes at most every bucket
+    /// once, so a crafted table without an empty bucket still ends.
+    pub fn find(&self, key: &str) -> Option<usize> {
+        let hash = xxh3(key.as_bytes());
+        let tag = (hash >> 48) as u16;
+        let mut bucket = hash as usize & self.bucket_mask;
+        for _ in 0..=self.bucket_mask {
+            let at = self.buckets_at + bucket * 4;
+            let entry = u32_at(&self.bytes, at) as usize;
+            if entry == 0 {
+                return None;
+            }
+            let i = entry - 1;
+            if i < self.count {
+                let entry_at = self.entries_at + i * TABLE_ENTRY_LEN;
+                let entry_tag =
+                    u16::from_le_bytes([self.bytes[entry_at + 30], self.bytes[entry_at + 31]]);
+                if entry_tag == tag && self.key(i) == Some(key) {
+                    return Some(i);
+                }
+            }
+            bucket = (bucket + 1) & self.bucket_mask;
+        }
+        None
+    }
+
+    /// Changes entry `i`'s location (after compaction moved its record), in memory.
+    pub fn set_location(&mut self, i: usize, segment: u32, offset: u32) {
+        let at = self.entries_at + i * TABLE_ENTRY_LEN;
+        self.bytes[at..at + 4].copy_from_slice(&segment.to_le_bytes());
+        self.bytes[at + 4..at + 8].copy_from_slice(&offset.to_le_bytes());
+    }
+
+    /// Changes entry `i`'s expiry, in memory.
+    pub fn set_expires_at(&mut self, i: usize, expires_at: u64) {
+        let at = self.entries_at + i * TABLE_ENTRY_LEN + 12;
+        self.bytes[at..at + 8].copy_from_slice(&expires_at.to_le_bytes());
+    }
+}
+
+/// Encodes an index snapshot in layout 1 (the table) from entries given least recently used
+/// first, each key once.
+pub fn encode_snapshot_table<'a>(
+    covered_segment: u32,
+    covered_offset: u64,
+    cache_id: u64,
+    entries: impl Iterator<Item = (&'a str, crate::index::Slot)>,
+) -> Vec<u8> {
+    let mut fixed = Vec::new();
+    let mut keys = Vec::new();
+    let mut hashes = Vec::new();
+    let mut summaries: std::collections::BTreeMap<u32, SegmentSummary> = Default::default();
+    for (key, slot) in entries {
+        let hash = xxh3(key.as_bytes());
+        hashes.push(hash);
+        fixed.extend_from_slice(&slot.segment.to_le_bytes());
+        fixed.extend_from_slice(&slot.offset.to_le_bytes());
+        fixed.extend_from_slice(&slot.len.to_le_bytes());
+        fixed.extend_from_slice(&slot.expires_at.to_le_bytes());
+        fixed.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+        fixed.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        fixed.extend_from_slice(&((hash >> 48) as u16).to_le_bytes());
+        keys.extend_from_slice(key.as_bytes());
+        let end = u64::from(slot.offset) + u64::from(slot.len);
+        let summary = summaries.entry(slot.segment).or_insert(SegmentSummary {
+            id: slot.segment,
+            start: slot.offset,
+            live_bytes: 0,
+            end,
+        });
+        summary.start = summary.start.min(slot.offset);
+        summary.live_bytes += u64::from(slot.len);
+        summary.end = summary.end.max(end);
+    }
+    let count = hashes.len();
+    // At most two thirds full, so a probe ends after a bucket or two on average.
+    let bits = (count + count / 2 + 1).next_power_of_two().trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    let mut buckets = vec![0u32; mask + 1];
+    for (i, hash) in hashes.iter().enumerate() {
+        let mut bucket = *hash as usize & mask;
+        while buckets[bucket] != 0 {
+            bucket = (bucket + 1) & mask;
+        }
+        buckets[bucket] = i as u32 + 1;
+    }
+    let len = TABLE_HEADER_LEN
+        + summaries.len() * TABLE_SUMMARY_LEN
+        + fixed.len()
+        + buckets.len() * 4
+        + keys.len()
+        + TABLE_TRAILER_LEN;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&covered_segment.to_le_bytes());
+    out.extend_from_slice(&covered_offset.to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    out.extend_from_slice(&cache_id.to_le_bytes());
+    out.extend_from_slice(&LAYOUT_TABLE.to_le_bytes());
+    out.extend_from_slice(&(summaries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for s in summaries.values() {
+        out.extend_from_slice(&s.id.to_le_bytes());
+        out.extend_from_slice(&s.start.to_le_bytes());
+        out.extend_from_slice(&s.live_bytes.to_le_bytes());
+        out.extend_from_slice(&s.end.to_le_bytes());
+    }
+    out.extend_from_slice(&fixed);
+    drop(fixed);
+    for bucket in buckets {
+        out.extend_from_slice(&bucket.to_le_bytes());
+    }
+    out.extend_from_slice(&keys);
+    let hash = xxh3(&out);
+    out.extend_from_slice(&hash.to_le_bytes());
+    out
 }
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {

@@ -35,10 +35,14 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         if let Some(&id) = set_aside.range(..newest).next_back() {
             damaged_before = damaged_before.max(Some(id));
         }
+        // Expired entries are dropped now, but for those still used in place from a snapshot
+        // table: looking at each would be the per-entry work the table exists to avoid. Those
+        // are dropped when met (a read, a listing, eviction, compaction, `expire`); until then
+        // they count in `stats().entries`, as entries that expire while the cache is open do.
         let now = self.time.now_ms();
-        if self.index.iter().any(|(_, slot)| slot.is_expired(now)) {
-            let before = self.index.len();
-            self.index.retain(|_, slot| !slot.is_expired(now));
+        let before = self.index.len();
+        self.index.retain_in_memory(|_, slot| !slot.is_expired(now));
+        if self.index.len() < before {
             self.recency_changed_by((before - self.index.len()) as u64);
         }
         if read_only {
@@ -254,6 +258,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok(whole_log);
         };
         self.snapshot_len = bytes.len() as u64;
+        if format::is_snapshot_table(&bytes) {
+            return self.load_snapshot_table(bytes, set_aside);
+        }
         let snapshot = format::decode_snapshot(&bytes)
             .filter(|s| s.cache_id.is_none_or(|id| id == self.cache_id))
             .filter(|s| self.snapshot_matches_log(s, set_aside));
@@ -290,6 +297,60 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             return Ok((snapshot.covered_segment.saturating_add(1), 0));
         }
         Ok((snapshot.covered_segment, snapshot.covered_offset))
+    }
+
+    /// `load_snapshot` for a layout 1 snapshot: the table becomes the index's base, used in
+    /// place, after checks that visit its segment summaries but no entry (unless it holds
+    /// entries in segments deleted or set aside since: those are dropped one by one).
+    fn load_snapshot_table(
+        &mut self,
+        bytes: Vec<u8>,
+        set_aside: &BTreeSet<u32>,
+    ) -> Result<(u32, u64)> {
+        let whole_log = (0, 0);
+        let table = format::SnapshotTable::decode(bytes)
+            .filter(|t| t.cache_id == self.cache_id)
+            .filter(|t| self.table_matches_log(t, set_aside));
+        let Some(table) = table else {
+            self.discard_snapshot()?;
+            return Ok(whole_log);
+        };
+        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
+        let dropped = |segment: u32| segment < oldest || set_aside.contains(&segment);
+        let drops_entries = table.segments().any(|s| dropped(s.id));
+        let covered = (table.covered_segment, table.covered_offset);
+        self.index.start_from(table);
+        if drops_entries {
+            // Entries in segments compaction has deleted since are dropped: replay finds the
+            // copies compaction made of the live ones. So are those in segments set aside.
+            self.index.retain(|_, slot| !dropped(slot.segment));
+            self.snapshot_stale = true;
+        }
+        if covered.0 < oldest {
+            return Ok((oldest, 0));
+        }
+        if set_aside.contains(&covered.0) {
+            return Ok((covered.0.saturating_add(1), 0));
+        }
+        Ok(covered)
+    }
+
+    /// `snapshot_matches_log` for a table, from its segment summaries.
+    fn table_matches_log(&self, table: &format::SnapshotTable, set_aside: &BTreeSet<u32>) -> bool {
+        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
+        let inside = |segment: u32, start: u64, end: u64| {
+            segment < oldest
+                || set_aside.contains(&segment)
+                || self
+                    .segments
+                    .get(&segment)
+                    .is_some_and(|s| start >= self.data_start(segment) && end <= s.size)
+        };
+        let covered = table.covered_offset;
+        inside(table.covered_segment, covered, covered)
+            && table
+                .segments()
+                .all(|s| inside(s.id, u64::from(s.start), s.end))
     }
 
     /// True if every entry of `snapshot` lies inside an existing segment (or in one older than

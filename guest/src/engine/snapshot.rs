@@ -74,14 +74,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// The index as a snapshot of the log as it is now.
     fn encode_snapshot(&self) -> Vec<u8> {
         let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
-        format::encode_snapshot(
+        format::encode_snapshot_table(
             self.active,
             covered_offset,
             self.cache_id,
-            self.index.len(),
-            self.index
-                .iter()
-                .map(|(k, s)| (k, s.segment, s.offset, s.len, s.expires_at)),
+            self.index.iter(),
         )
     }
 
