@@ -909,28 +909,23 @@ impl SnapshotTable {
 }
 
 /// Encodes an index snapshot in layout 1 (the table) from entries given least recently used
-/// first, each key once.
-pub fn encode_snapshot_table<'a>(
+/// first, each key once. `entries` is called twice (sizes first, then the bytes), so the file
+/// is built in place in one buffer of its exact size.
+pub fn encode_snapshot_table<'a, I>(
     covered_segment: u32,
     covered_offset: u64,
     cache_id: u64,
-    entries: impl Iterator<Item = (&'a str, crate::index::Slot)>,
-) -> Vec<u8> {
-    let mut fixed = Vec::new();
-    let mut keys = Vec::new();
-    let mut hashes = Vec::new();
+    entries: impl Fn() -> I,
+) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a str, crate::index::Slot)>,
+{
+    let mut count = 0usize;
+    let mut key_bytes = 0usize;
     let mut summaries: std::collections::BTreeMap<u32, SegmentSummary> = Default::default();
-    for (key, slot) in entries {
-        let hash = xxh3(key.as_bytes());
-        hashes.push(hash);
-        fixed.extend_from_slice(&slot.segment.to_le_bytes());
-        fixed.extend_from_slice(&slot.offset.to_le_bytes());
-        fixed.extend_from_slice(&slot.len.to_le_bytes());
-        fixed.extend_from_slice(&slot.expires_at.to_le_bytes());
-        fixed.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-        fixed.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        fixed.extend_from_slice(&((hash >> 48) as u16).to_le_bytes());
-        keys.extend_from_slice(key.as_bytes());
+    for (key, slot) in entries() {
+        count += 1;
+        key_bytes += key.len();
         let end = u64::from(slot.offset) + u64::from(slot.len);
         let summary = summaries.entry(slot.segment).or_insert(SegmentSummary {
             id: slot.segment,
@@ -942,49 +937,58 @@ pub fn encode_snapshot_table<'a>(
         summary.live_bytes += u64::from(slot.len);
         summary.end = summary.end.max(end);
     }
-    let count = hashes.len();
     // At most two thirds full, so a probe ends after a bucket or two on average.
     let bits = (count + count / 2 + 1).next_power_of_two().trailing_zeros();
     let mask = (1usize << bits) - 1;
-    let mut buckets = vec![0u32; mask + 1];
-    for (i, hash) in hashes.iter().enumerate() {
-        let mut bucket = *hash as usize & mask;
-        while buckets[bucket] != 0 {
+    let entries_at = TABLE_HEADER_LEN + summaries.len() * TABLE_SUMMARY_LEN;
+    let buckets_at = entries_at + count * TABLE_ENTRY_LEN;
+    let keys_at = buckets_at + (mask + 1) * 4;
+    let body_len = keys_at + key_bytes;
+    let mut out = vec![0u8; body_len + TABLE_TRAILER_LEN];
+    let put =
+        |out: &mut [u8], at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    put(&mut out, 0, SNAPSHOT_MAGIC);
+    put(&mut out, 8, &FORMAT_VERSION.to_le_bytes());
+    put(&mut out, 12, &covered_segment.to_le_bytes());
+    put(&mut out, 16, &covered_offset.to_le_bytes());
+    put(&mut out, 24, &(count as u64).to_le_bytes());
+    put(&mut out, 32, &cache_id.to_le_bytes());
+    put(&mut out, 40, &LAYOUT_TABLE.to_le_bytes());
+    put(&mut out, 44, &(summaries.len() as u32).to_le_bytes());
+    put(&mut out, 48, &bits.to_le_bytes());
+    for (n, s) in summaries.values().enumerate() {
+        let at = TABLE_HEADER_LEN + n * TABLE_SUMMARY_LEN;
+        put(&mut out, at, &s.id.to_le_bytes());
+        put(&mut out, at + 4, &s.start.to_le_bytes());
+        put(&mut out, at + 8, &s.live_bytes.to_le_bytes());
+        put(&mut out, at + 16, &s.end.to_le_bytes());
+    }
+    let mut key_pos = 0usize;
+    // `take(count)`: the second pass must not write past what the first one measured.
+    for (i, (key, slot)) in entries().take(count).enumerate() {
+        let hash = xxh3(key.as_bytes());
+        let at = entries_at + i * TABLE_ENTRY_LEN;
+        put(&mut out, at, &slot.segment.to_le_bytes());
+        put(&mut out, at + 4, &slot.offset.to_le_bytes());
+        put(&mut out, at + 8, &slot.len.to_le_bytes());
+        put(&mut out, at + 12, &slot.expires_at.to_le_bytes());
+        put(&mut out, at + 20, &(key_pos as u64).to_le_bytes());
+        put(&mut out, at + 28, &(key.len() as u16).to_le_bytes());
+        put(&mut out, at + 30, &((hash >> 48) as u16).to_le_bytes());
+        put(&mut out, keys_at + key_pos, key.as_bytes());
+        key_pos += key.len();
+        let mut bucket = hash as usize & mask;
+        while u32_at(&out, buckets_at + bucket * 4) != 0 {
             bucket = (bucket + 1) & mask;
         }
-        buckets[bucket] = i as u32 + 1;
+        put(
+            &mut out,
+            buckets_at + bucket * 4,
+            &(i as u32 + 1).to_le_bytes(),
+        );
     }
-    let len = TABLE_HEADER_LEN
-        + summaries.len() * TABLE_SUMMARY_LEN
-        + fixed.len()
-        + buckets.len() * 4
-        + keys.len()
-        + TABLE_TRAILER_LEN;
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&covered_segment.to_le_bytes());
-    out.extend_from_slice(&covered_offset.to_le_bytes());
-    out.extend_from_slice(&(count as u64).to_le_bytes());
-    out.extend_from_slice(&cache_id.to_le_bytes());
-    out.extend_from_slice(&LAYOUT_TABLE.to_le_bytes());
-    out.extend_from_slice(&(summaries.len() as u32).to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for s in summaries.values() {
-        out.extend_from_slice(&s.id.to_le_bytes());
-        out.extend_from_slice(&s.start.to_le_bytes());
-        out.extend_from_slice(&s.live_bytes.to_le_bytes());
-        out.extend_from_slice(&s.end.to_le_bytes());
-    }
-    out.extend_from_slice(&fixed);
-    drop(fixed);
-    for bucket in buckets {
-        out.extend_from_slice(&bucket.to_le_bytes());
-    }
-    out.extend_from_slice(&keys);
-    let hash = xxh3(&out);
-    out.extend_from_slice(&hash.to_le_bytes());
+    let hash = xxh3(&out[..body_len]);
+    out[body_len..].copy_from_slice(&hash.to_le_bytes());
     out
 }
 

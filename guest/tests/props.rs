@@ -529,7 +529,7 @@ fn table_entries(n: usize) -> Vec<(String, Slot)> {
 }
 
 fn encode_table(entries: &[(String, Slot)]) -> Vec<u8> {
-    format::encode_snapshot_table(1, 0, 7, entries.iter().map(|(k, s)| (k.as_str(), *s)))
+    format::encode_snapshot_table(1, 0, 7, || entries.iter().map(|(k, s)| (k.as_str(), *s)))
 }
 
 /// The same index two ways: started from a snapshot table (used in place) and built by

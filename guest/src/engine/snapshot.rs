@@ -74,12 +74,9 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// The index as a snapshot of the log as it is now.
     fn encode_snapshot(&self) -> Vec<u8> {
         let covered_offset = self.segments.get(&self.active).map_or(0, |s| s.size);
-        format::encode_snapshot_table(
-            self.active,
-            covered_offset,
-            self.cache_id,
-            self.index.iter(),
-        )
+        format::encode_snapshot_table(self.active, covered_offset, self.cache_id, || {
+            self.index.iter()
+        })
     }
 
     /// One step of a checkpoint that syncs nothing itself (for `maintain`): first writes the
