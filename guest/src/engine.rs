@@ -151,6 +151,9 @@ pub struct Engine<S: Storage, T: TimeSource> {
     snapshot_len: u64,
     /// The index snapshot on disk no longer matches the index.
     snapshot_stale: bool,
+    /// Bytes of log appended past the position the snapshot covers (replayed at the next
+    /// open); `u64::MAX` while no snapshot was loaded or written (see `log_grew`).
+    log_past_snapshot: u64,
     /// Recency changes (reads, touches, expired entries dropped) since the snapshot was
     /// encoded: they make it stale only in bulk (see `recency_changed`).
     recency_changes: u64,
@@ -213,6 +216,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             log_bytes: 0,
             snapshot_len: 0,
             snapshot_stale: false,
+            log_past_snapshot: u64::MAX,
             recency_changes: 0,
             tail_unclean: false,
             hits: 0,
@@ -534,7 +538,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         );
         self.superseded(old);
         self.index.cache_value(key, value);
-        self.snapshot_stale = true;
+        self.log_grew();
         self.after_write();
         Ok(())
     }
@@ -546,6 +550,17 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// snapshot is lost at a reopen (those entries then rank by their last write).
     fn recency_changed(&mut self) {
         self.recency_changed_by(1);
+    }
+
+    /// Notes a write the log records (a put, a tombstone, a touch): it makes the snapshot
+    /// stale only once the log past the snapshot reaches a 64th of the snapshot's size (at
+    /// least 64 KiB). The next open replays that much in milliseconds, so one-shot writes to a
+    /// big cache do not each rewrite its O(entries) snapshot at close. Without a snapshot, any
+    /// write makes it stale.
+    fn log_grew(&mut self) {
+        if self.log_past_snapshot >= (self.snapshot_len / 64).max(64 << 10) {
+            self.snapshot_stale = true;
+        }
     }
 
     /// `recency_changed` for `n` changes at once.
@@ -615,7 +630,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     fn write_marker(&mut self, kind: RecordKind, key: &str, expires_at: u64) -> Result<()> {
         self.check_light_write(crate::format::record_len(key.len(), 0))?;
         self.append_record(kind, key, &[], expires_at)?;
-        self.snapshot_stale = true;
+        self.log_grew();
         Ok(())
     }
 

@@ -140,9 +140,11 @@ impl LruIndex {
         if !self.is_empty() || self.base.is_some() {
             return false;
         }
+        // Saturating: a crafted file's summaries may add up past u64.
         for summary in table.segments() {
-            *self.live_by_segment.entry(summary.id).or_insert(0) += summary.live_bytes;
-            self.live_bytes += summary.live_bytes;
+            let live = self.live_by_segment.entry(summary.id).or_insert(0);
+            *live = live.saturating_add(summary.live_bytes);
+            self.live_bytes = self.live_bytes.saturating_add(summary.live_bytes);
         }
         let count = table.len();
         self.base = Some(Base {
@@ -413,8 +415,9 @@ impl LruIndex {
     }
 
     fn account_add(&mut self, slot: Slot) {
-        *self.live_by_segment.entry(slot.segment).or_insert(0) += u64::from(slot.len);
-        self.live_bytes += u64::from(slot.len);
+        let live = self.live_by_segment.entry(slot.segment).or_insert(0);
+        *live = live.saturating_add(u64::from(slot.len));
+        self.live_bytes = self.live_bytes.saturating_add(u64::from(slot.len));
     }
 
     fn account_remove(&mut self, slot: Slot) {

@@ -138,6 +138,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             self.roll()?;
         }
         let offset = self.write_at_end(self.active, bytes)?;
+        self.log_past_snapshot = self.log_past_snapshot.saturating_add(bytes.len() as u64);
         Ok((self.active, offset as u32))
     }
 

@@ -30,6 +30,16 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let (next_id, set_aside, left_in_place) = self.open_segments()?;
         let start = self.load_snapshot(&set_aside)?;
         let (cleared_at, mut damaged_before) = self.replay(start)?;
+        // What was replayed makes the snapshot stale only in bulk (see `log_grew`): a few
+        // records past it (a one-shot write, or the checkpoint record announcing it) are
+        // replayed again at the next open rather than rewriting an O(entries) file at close.
+        let replayed = self.log_after(start);
+        if self.snapshot_len > 0 {
+            self.log_past_snapshot = replayed;
+        }
+        if replayed > 0 {
+            self.log_grew();
+        }
         // A segment set aside from the middle of the log held records too.
         let newest = self.segments.keys().next_back().copied().unwrap_or(0);
         if let Some(&id) = set_aside.range(..newest).next_back() {
@@ -348,9 +358,11 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         };
         let covered = table.covered_offset;
         inside(table.covered_segment, covered, covered)
-            && table
-                .segments()
-                .all(|s| inside(s.id, u64::from(s.start), s.end))
+            && table.segments().all(|s| {
+                // Live bytes past the span of the entries: only a crafted file says that.
+                s.live_bytes <= s.end.saturating_sub(u64::from(s.start))
+                    && inside(s.id, u64::from(s.start), s.end)
+            })
     }
 
     /// True if every entry of `snapshot` lies inside an existing segment (or in one older than
@@ -389,6 +401,17 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         self.remove_snapshot()
     }
 
+    /// Bytes of log at or after position `start` (segment, offset).
+    fn log_after(&self, start: (u32, u64)) -> u64 {
+        self.segments
+            .range(start.0..)
+            .map(|(&id, segment)| {
+                let from = if id == start.0 { start.1 } else { 0 };
+                segment.size.saturating_sub(from.max(self.data_start(id)))
+            })
+            .sum()
+    }
+
     /// Replays the log from `start` (segment, offset) into the index: a failure in the newest
     /// segment is a torn tail (cut; read-only: ignored), one elsewhere is damage that costs the
     /// rest of that segment. Returns the newest segment that starts with a clear record, and
@@ -413,10 +436,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
             } else {
                 data_start
             };
-            // The snapshot still matches the index if all that follows its covered position
-            // is the announcement of its own writing (a checkpoint record): otherwise every
-            // open of a shared cache would find it stale and write it again at close.
-            let mut stale = from < size && id != start_segment;
             let index = &mut self.index;
             let is_newest = Some(id) == newest;
             let on_failure = if is_newest {
@@ -431,7 +450,6 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 max_record,
                 on_failure,
                 |at, record| {
-                    stale |= record.kind != RecordKind::Checkpoint;
                     if apply(index, id, at, record) {
                         cleared_at = Some(id);
                     }
@@ -439,7 +457,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 },
             )
             .map_err(|e| io_err("read", &format::segment_file_name(id), e))?;
-            if stale || end.first_failure.is_some() {
+            if end.first_failure.is_some() {
                 self.snapshot_stale = true;
             }
             match end.first_failure {

@@ -48,6 +48,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         }
         self.snapshot_len = bytes.len() as u64;
         self.snapshot_stale = false;
+        self.log_past_snapshot = 0;
         self.recency_changes = 0;
         self.announce_snapshot();
         Ok(())
@@ -120,6 +121,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
                 });
                 // Writes from now on make the index differ from this snapshot again.
                 self.snapshot_stale = false;
+                self.log_past_snapshot = 0;
                 self.recency_changes = 0;
             }
             Some(pending) if self.durable_seq >= pending.at => {

@@ -50,6 +50,48 @@ fn recency_survives_a_clean_reopen() {
     );
 }
 
+/// A few writes to a big cache must not rewrite its O(entries) snapshot at close either: the
+/// next open replays them from the log; past a 64th of the snapshot (at least 64 KiB) of log,
+/// the snapshot is rewritten.
+#[test]
+fn a_few_writes_do_not_rewrite_the_snapshot_and_the_reopen_replays_them() {
+    let limit = 64 << 20;
+    let (dir, clock, mut e) = fresh(limit);
+    for i in 0..5000 {
+        e.set(&format!("k{i}"), b"v", None).unwrap();
+    }
+    e.close().unwrap();
+    let snapshot = dir
+        .path()
+        .join(persistent_cache_guest::format::SNAPSHOT_FILE);
+    let written = std::fs::read(&snapshot).unwrap();
+    let value = vec![3u8; 1000];
+    for round in 0..3 {
+        let mut e = open_with(dir.path(), &clock, limit);
+        e.set(&format!("new{round}"), &value, None).unwrap();
+        assert!(e.delete("k7").unwrap() == (round == 0));
+        e.close().unwrap();
+        assert!(
+            std::fs::read(&snapshot).unwrap() == written,
+            "round {round}: rewritten"
+        );
+    }
+    let mut e = open_with(dir.path(), &clock, limit);
+    assert_eq!(e.stats().entries, 5002);
+    for round in 0..3 {
+        assert_eq!(get(&mut e, &format!("new{round}")), Some(value.clone()));
+    }
+    assert_eq!(get(&mut e, "k7"), None);
+    for i in 0..70 {
+        e.set(&format!("more{i}"), &value, None).unwrap();
+    }
+    e.close().unwrap();
+    assert!(std::fs::read(&snapshot).unwrap() != written, "70 KB of log");
+    let mut e = open_with(dir.path(), &clock, limit);
+    assert_eq!(get(&mut e, "more69"), Some(value.clone()));
+    assert_eq!(get(&mut e, "k7"), None);
+}
+
 /// A read must not write O(entries): the snapshot is rewritten for recency alone only once
 /// reads touched an eighth of the entries, and then that recency survives a reopen.
 #[test]
