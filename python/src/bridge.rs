@@ -135,9 +135,10 @@ type CallFuture<R> = Pin<Box<dyn Future<Output = persistent_cache::Result<R>> + 
 /// value, or the exception it raises. Not ready: a [`Pending`] whose future the runtime
 /// completes.
 ///
-/// Edge cases: a pending call needs a running asyncio loop on this thread (it is only made
-/// from coroutines); without one, the error `pyo3-async-runtimes` gives (no running event
-/// loop) is raised and the call goes on to completion all the same on the runtime.
+/// Edge cases: a call that is not ready needs a running asyncio loop on this thread (the
+/// package makes calls only from its coroutines, and `close` checks); without one,
+/// `pyo3-async-runtimes`' `RuntimeError` (no running event loop) is raised, and the call is
+/// dropped: one waiting for the engine never runs, one already on a blocking thread finishes.
 pub fn start<R: ToPython>(
     py: Python<'_>,
     pickle: Pickle,
