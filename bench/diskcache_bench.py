@@ -36,9 +36,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import diskcache  # noqa: E402
 
-from diskcache_wrapper import PersistentCache  # noqa: E402
+IMPLS = ("diskcache-wrapper", "persistent-cache")
+IMPL = IMPLS[0]
+PersistentCache = None  # the class under test, chosen by --impl in cli()
 
-IMPL = "diskcache-wrapper"
+
+def choose_impl(name):
+    """Sets the PersistentCache the workloads run: the seed's diskcache wrapper, or this
+    project's Python package (`persistent_cache`, installed in the running interpreter)."""
+    global PersistentCache, IMPL
+    IMPL = name
+    if name == "diskcache-wrapper":
+        from diskcache_wrapper import PersistentCache as chosen
+    else:
+        from persistent_cache import PersistentCache as chosen
+    PersistentCache = chosen
 DEFAULT_SIZE_LIMIT = 500 * 1024 * 1024
 EVICTION_SIZE_LIMIT = 10 * 1024 * 1024
 EVICTION_WRITE_BYTES = 50 * 1024 * 1024
@@ -286,6 +298,8 @@ async def main(args):
         picks = [f"counter:{rng.randrange(INCR_COUNTERS)}" for _ in range(n)]
 
         async def incr(k):
+            if IMPL == "persistent-cache":
+                return await cache.incr(k, 1, default=0)
             async with cache._lock:
                 return cache._cache.incr(k, 1, default=0)
 
@@ -365,6 +379,9 @@ def parse_args(argv=None):
     p.add_argument("--tasks", type=int, default=64, help="tasks for concurrent-mixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the cache directory")
+    p.add_argument("--impl", choices=IMPLS, default=IMPLS[0],
+                   help="the PersistentCache to run: the seed's diskcache wrapper (default) or "
+                        "this project's Python package")
     args = p.parse_args(argv)
     if args.n < 1 or args.value_size < 1 or args.tasks < 1:
         p.error("--n, --value-size and --tasks must be >= 1")
@@ -373,6 +390,7 @@ def parse_args(argv=None):
 
 def cli(argv=None):
     args = parse_args(argv)
+    choose_impl(args.impl)
     os.makedirs(args.dir, exist_ok=True)
     args.workdir = tempfile.mkdtemp(prefix=f"diskcache-{args.workload}-", dir=args.dir)
     try:
@@ -392,7 +410,7 @@ def cli(argv=None):
     }
     result.update(extra)
     result["python"] = sys.version.split()[0]
-    result["diskcache"] = diskcache.__version__
+    result["diskcache"] = diskcache.__version__ if IMPL == "diskcache-wrapper" else None
     if args.keep:
         result["directory"] = os.path.join(args.workdir, "cache")
     print(json.dumps(result))

@@ -281,8 +281,31 @@ impl PersistentCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<bool> {
-        let bytes = encode(value)?;
-        let expiry = expiry.into();
+        self.add_bytes(key, encode(value)?, expiry.into()).await
+    }
+
+    /// Stores raw `value` bytes under `key` only if the key holds no live entry, in one atomic
+    /// step: [`add`](Self::add) for bytes you encoded yourself (as [`set_raw`](Self::set_raw)
+    /// is to [`set_with_ttl`](Self::set_with_ttl)); `Ok(true)` if it was stored, `Ok(false)` if
+    /// the key was present (the old value stays).
+    ///
+    /// Edge cases: those of [`add`](Self::add): an expired entry counts as absent; an invalid
+    /// key, a zero TTL or a value too large for the size limit is an error even when the key
+    /// is present.
+    ///
+    /// # Errors
+    /// Those of [`set_raw`](Self::set_raw).
+    pub async fn add_raw(
+        &self,
+        key: &str,
+        value: &[u8],
+        expiry: impl Into<Expiry>,
+    ) -> Result<bool> {
+        self.add_bytes(key, value.to_vec(), expiry.into()).await
+    }
+
+    /// `add_raw` with bytes it owns (the call may move to a blocking thread).
+    async fn add_bytes(&self, key: &str, bytes: Vec<u8>, expiry: Expiry) -> Result<bool> {
         let weight = Weight::of_write(&self.inner.options, bytes.len());
         let key = key.to_owned();
         self.inner
