@@ -24,8 +24,8 @@ use crate::expiry::Expiry;
 use crate::options::CacheOptions;
 
 use coherence::Coherence;
-pub(crate) use conn::redacted_url;
-use conn::{remote, Conn, Target};
+use conn::remote;
+pub(crate) use conn::{redacted_url, remote as remote_error, Conn, Target};
 use keys::Namespace;
 pub(crate) use lock::{Lead, LockGuard};
 
