@@ -264,6 +264,10 @@ impl RedisBuckets {
             reply.add(std::mem::size_of::<String>() + key.len())?;
             keys.push(key.to_owned());
         }
+        // SCAN's order is the server's hash order: each page is sorted (a small bucket comes in
+        // one page, in byte order as on the local store); pages come in cursor order.
+        keys.sort_unstable();
+        keys.dedup();
         Ok((keys, (next != 0).then(|| next.to_string())))
     }
 
@@ -324,6 +328,7 @@ impl RedisBuckets {
         keys: &[String],
     ) -> Outcome<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
+            limits.check_time()?;
             return Ok(Vec::new());
         }
         let mut invocation = GET_MANY.prepare_invoke();
@@ -353,6 +358,10 @@ impl RedisBuckets {
         bucket: &str,
         entries: &[(String, Vec<u8>)],
     ) -> Outcome<()> {
+        if entries.is_empty() {
+            limits.check_time()?;
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for (key, value) in entries {
             pipe.cmd("SET").arg(self.key(bucket, key)).arg(value);
@@ -368,6 +377,7 @@ impl RedisBuckets {
         keys: &[String],
     ) -> Outcome<()> {
         if keys.is_empty() {
+            limits.check_time()?;
             return Ok(());
         }
         let mut cmd = redis::cmd("UNLINK");
