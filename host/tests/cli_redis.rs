@@ -174,3 +174,32 @@ async fn a_plugin_waiting_on_redis_stops_at_its_deadline() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&counted.stdout), "one 1\ntwo 2\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wordfreq_runs_unchanged_on_a_redis_cluster() {
+    let Some(cluster) =
+        persistent_cache_tests::redis_server::RedisCluster::start_or_skip("wordfreq_on_a_cluster")
+    else {
+        return;
+    };
+    let url = cluster.urls().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(persistent_cache::CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let wordfreq = Plugin::load(WORDFREQ_PLUGIN, None).await.unwrap();
+    let run = |args: &'static [&'static str]| {
+        let options = PluginOptions::new()
+            .keyvalue_redis(url.clone())
+            .args(args.iter().copied());
+        let (cache, wordfreq) = (cache.clone(), wordfreq.clone());
+        async move { cache.run_plugin(&wordfreq, options).await.unwrap() }
+    };
+    assert!(run(&["add", "a b b c c c"]).await.success());
+    assert!(run(&["add", "c d"]).await.success());
+    // `top` lists the bucket's keys (SCAN on the master that owns the bucket's slot).
+    let top = run(&["top", "3"]).await;
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    let lines: Vec<&str> = top.lines().map(str::trim).collect();
+    assert_eq!(lines, ["4 c", "2 b", "1 a", "total 8"], "{top}");
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use persistent_cache::{CacheOptions, Error, PersistentCache};
-use persistent_cache_tests::redis_server::RedisServer;
+use persistent_cache_tests::redis_server::{RedisCluster, RedisServer};
 
 /// The staleness bound the tests run with.
 const BOUND: Duration = Duration::from_millis(300);
@@ -402,4 +402,128 @@ async fn a_killed_invalidation_connection_serves_nothing_stale_beyond_the_bound(
 fn cbor_text(text: &str) -> String {
     assert!(text.len() < 24 && text.is_ascii());
     format!("\"\\x{:02x}{text}\"", 0x60 + text.len())
+}
+
+/// Cluster variant: two caches (separate directories, separate Redis clients) on a 3-master
+/// cluster: values on all three masters, coherence after overwrites and deletes, `incr` sums,
+/// `add` has one winner, `keys` and `delete_prefix` across the masters, single flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_masters_keeps_coherence_and_atomicity() {
+    let Some(cluster) = RedisCluster::start_or_skip("cluster_coherence_and_atomicity") else {
+        return;
+    };
+    let url = cluster.urls().join(",");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open = |dir: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            let cache = PersistentCache::open(
+                CacheOptions::new(dir)
+                    .redis(url)
+                    .redis_namespace("c")
+                    .max_staleness(BOUND),
+            )
+            .await
+            .unwrap();
+            wait_served(&cache, Duration::from_secs(10)).await;
+            cache
+        }
+    };
+    let a = open(dir_a.path().to_owned()).await;
+    let b = open(dir_b.path().to_owned()).await;
+    for i in 0..30 {
+        a.set(&key(i), &format!("v1 {i}")).await.unwrap();
+    }
+    // The keys landed on every master.
+    for node in cluster.nodes() {
+        let size = node.command("DBSIZE");
+        let count: u64 = size.trim_start_matches(':').parse().unwrap();
+        assert!(count > 0, "a master holds none of the keys: {size}");
+    }
+    for i in 0..30 {
+        assert_eq!(
+            b.get::<String>(&key(i)).await.unwrap(),
+            Some(format!("v1 {i}"))
+        );
+    }
+    // Overwrites and deletes on A reach B's local copies, on every master.
+    let started = Instant::now();
+    for i in 0..30 {
+        if i % 3 == 0 {
+            assert!(a.delete(&key(i)).await.unwrap());
+        } else {
+            a.set(&key(i), &format!("v2 {i}")).await.unwrap();
+        }
+    }
+    let written = Instant::now();
+    for i in 0..30 {
+        let want = (i % 3 != 0).then(|| format!("v2 {i}"));
+        loop {
+            let got = b.get::<String>(&key(i)).await.unwrap();
+            if got == want {
+                break;
+            }
+            assert_eq!(got, Some(format!("v1 {i}")), "neither old nor new");
+            assert!(
+                written.elapsed() < BOUND,
+                "{} stale after {:?}",
+                key(i),
+                written.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    eprintln!(
+        "cluster: 30 writes seen on the other node within {:?}",
+        started.elapsed()
+    );
+    let (mut keys, other) = (a.keys("k").await.unwrap(), b.keys("").await.unwrap());
+    keys.sort();
+    assert_eq!(keys.len(), 20, "{keys:?}");
+    assert!(other.len() >= 20);
+    // incr from both sums exactly; add has one winner.
+    let adds = |cache: PersistentCache| async move {
+        let mut wins = 0;
+        for i in 0..100 {
+            cache.incr(&format!("n{}", i % 7), 1, 0).await.unwrap();
+            if cache
+                .add(&format!("once{i}"), "x", persistent_cache::Expiry::Never)
+                .await
+                .unwrap()
+            {
+                wins += 1;
+            }
+        }
+        wins
+    };
+    let (wins_a, wins_b) = tokio::join!(adds(a.clone()), adds(b.clone()));
+    assert_eq!(wins_a + wins_b, 100);
+    let mut sum = 0;
+    for i in 0..7 {
+        sum += a.get::<i64>(&format!("n{i}")).await.unwrap().unwrap();
+    }
+    assert_eq!(sum, 200);
+    // A stampede of both computes once.
+    let computed = Arc::new(AtomicU64::new(0));
+    let flight = |cache: PersistentCache, computed: Arc<AtomicU64>| async move {
+        cache
+            .get_or_set_with("report", persistent_cache::Expiry::Never, || async {
+                computed.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                7u32
+            })
+            .await
+            .unwrap()
+    };
+    let (x, y) = tokio::join!(
+        flight(a.clone(), computed.clone()),
+        flight(b.clone(), computed.clone())
+    );
+    assert_eq!((x, y), (7, 7));
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    // delete_prefix across the masters.
+    assert_eq!(a.delete_prefix("k").await.unwrap(), 20);
+    assert!(b.keys("k").await.unwrap().is_empty());
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }

@@ -20,7 +20,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Script, Value};
 
 use super::limits::{Reply, RunLimits};
-use crate::remote::{remote_error, Conn};
+use crate::remote::{crc16, remote_error, Conn};
 use crate::stop::HostLimitHit;
 
 /// Keys `SCAN` asks for per `list-keys` page.
@@ -93,22 +93,6 @@ return {0, current}
 ",
     )
 });
-
-/// CRC16/XMODEM, Redis Cluster's key hash.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
 
 impl RedisBuckets {
     /// The buckets of `plugin` on `conn`; calls block on `runtime` (the plugin runs on a
@@ -386,16 +370,5 @@ impl RedisBuckets {
         }
         let mut conn = self.conn.clone();
         self.run(limits, async move { cmd.exec_async(&mut conn).await })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::crc16;
-
-    #[test]
-    fn the_cluster_hash_is_crc16_xmodem() {
-        // Redis Cluster's specification: CRC16 of "123456789" is 0x31C3.
-        assert_eq!(crc16(b"123456789"), 0x31c3);
     }
 }

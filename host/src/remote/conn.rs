@@ -169,9 +169,76 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// CRC16/XMODEM, Redis Cluster's key hash.
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The cluster slot of `key`: the hash of its hash tag (`{…}`, non-empty) or of all of it.
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// Runs `commands` (each `(key, command)` touching that key only) in pipelines: one on a
+/// single server, one per slot on a cluster (a pipeline must not cross slots there). Replies
+/// in the order of `commands`.
+///
+/// # Errors
+/// The first command (or connection) error.
+pub(crate) async fn per_key(
+    conn: &Conn,
+    commands: Vec<(String, Cmd)>,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (index, (key, _)) in commands.iter().enumerate() {
+        let group = match conn {
+            Conn::Cluster(_) => slot(key.as_bytes()),
+            _ => 0,
+        };
+        groups.entry(group).or_default().push(index);
+    }
+    let mut replies = vec![Value::Nil; commands.len()];
+    for indices in groups.into_values() {
+        let mut pipe = redis::pipe();
+        for &index in &indices {
+            pipe.add_command(commands[index].1.clone());
+        }
+        let values: Vec<Value> = pipe.query_async(&mut conn.clone()).await?;
+        for (index, value) in indices.into_iter().zip(values) {
+            replies[index] = value;
+        }
+    }
+    Ok(replies)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_follow_redis_cluster_hashing() {
+        // Redis Cluster's specification: CRC16 of "123456789" is 0x31C3.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(slot(b"foo{{bar}}zap"), crc16(b"{bar") % 16384);
+    }
 
     #[test]
     fn urls_parse_and_passwords_are_redacted() {

@@ -24,8 +24,9 @@ use crate::expiry::Expiry;
 use crate::options::CacheOptions;
 
 use coherence::Coherence;
+use conn::per_key;
 use conn::remote;
-pub(crate) use conn::{redacted_url, remote as remote_error, Conn, Target};
+pub(crate) use conn::{crc16, redacted_url, remote as remote_error, Conn, Target};
 use keys::Namespace;
 pub(crate) use lock::{Lead, LockGuard};
 
@@ -346,15 +347,19 @@ impl Tier {
             return Ok(found);
         }
         let mut tickets = Vec::with_capacity(missing.len());
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(missing.len() * 2);
         for &i in &missing {
             tickets.push(self.coherence.ticket(&keys[i]).await);
-            pipe.get(self.names.value(&keys[i]))
-                .pttl(self.names.value(&keys[i]));
+            let name = self.names.value(&keys[i]);
+            let mut get = redis::cmd("GET");
+            get.arg(&name);
+            let mut pttl = redis::cmd("PTTL");
+            pttl.arg(&name);
+            commands.push((name.clone(), get));
+            commands.push((name, pttl));
         }
         let replies: Vec<(Option<Vec<u8>>, i64)> = {
-            let flat: Vec<redis::Value> =
-                pipe.query_async(&mut self.conn()).await.map_err(remote)?;
+            let flat = per_key(&self.conn, commands).await.map_err(remote)?;
             flat.chunks(2)
                 .map(|pair| {
                     let value: Option<Vec<u8>> =
@@ -407,15 +412,18 @@ impl Tier {
         }
         let ttl = self.ttl_ms(expiry)?;
         let mut tickets = Vec::with_capacity(entries.len());
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             tickets.push(self.coherence.ticket(key).await);
-            let set = pipe.cmd("SET").arg(self.names.value(key)).arg(value);
+            let name = self.names.value(key);
+            let mut set = redis::cmd("SET");
+            set.arg(&name).arg(value);
             if let Some(ms) = ttl {
                 set.arg("PX").arg(ms);
             }
+            commands.push((name, set));
         }
-        if let Err(err) = pipe.exec_async(&mut self.conn()).await {
+        if let Err(err) = per_key(&self.conn, commands).await {
             for (key, _) in entries {
                 let _ = self.drop_local(key).await;
             }
@@ -638,12 +646,20 @@ impl Tier {
         let keys = self.scan(prefix).await?;
         let mut removed = 0u64;
         for chunk in keys.chunks(SCAN_COUNT) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.unlink(self.names.value(key));
-            }
-            let counts: Vec<u64> = match pipe.query_async(&mut self.conn()).await {
-                Ok(counts) => counts,
+            let commands = chunk
+                .iter()
+                .map(|key| {
+                    let name = self.names.value(key);
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(&name);
+                    (name, unlink)
+                })
+                .collect();
+            let counts: Vec<u64> = match per_key(&self.conn, commands).await {
+                Ok(counts) => counts
+                    .into_iter()
+                    .map(|count| redis::from_redis_value(count).unwrap_or(0))
+                    .collect(),
                 Err(err) => {
                     let _ = self
                         .coherence

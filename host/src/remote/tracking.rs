@@ -190,15 +190,21 @@ impl Listener {
                 .local_get_many(page.clone())
                 .await
                 .map_err(|err| failed("reading local copies", &err))?;
-            let mut pipe = redis::pipe();
-            for key in &page {
-                pipe.get(self.names.value(key));
-            }
-            let mut conn = self.conn.clone();
-            let remote: Vec<Option<Vec<u8>>> = pipe
-                .query_async(&mut conn)
+            let commands = page
+                .iter()
+                .map(|key| {
+                    let name = self.names.value(key);
+                    let mut get = redis::cmd("GET");
+                    get.arg(&name);
+                    (name, get)
+                })
+                .collect();
+            let remote: Vec<Option<Vec<u8>>> = super::conn::per_key(&self.conn, commands)
                 .await
-                .map_err(|err| failed("reading Redis", &err))?;
+                .map_err(|err| failed("reading Redis", &err))?
+                .into_iter()
+                .map(|value| redis::from_redis_value(value).unwrap_or(None))
+                .collect();
             for ((key, local), remote) in page.iter().zip(local).zip(remote) {
                 if local.is_some() && local != remote {
                     self.coherence
