@@ -203,3 +203,66 @@ async fn wordfreq_runs_unchanged_on_a_redis_cluster() {
     let lines: Vec<&str> = top.lines().map(str::trim).collect();
     assert_eq!(lines, ["4 c", "2 b", "1 a", "total 8"], "{top}");
 }
+
+#[test]
+fn bench_runs_the_two_tier_workloads_beside_plain_redis() {
+    let Some(server) = RedisServer::start_or_skip("bench_two_tier_smoke") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["--redis", &server.url(), "bench", "--n", "200"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for row in [
+        "local-only get-hit",
+        "two-tier get-hit (local)",
+        "two-tier get-hit (remote)",
+        "redis GET (same client)",
+        "redis SET (same client)",
+        "two-tier set",
+    ] {
+        assert!(table.contains(row), "no {row} in\n{table}");
+    }
+    assert!(
+        table.contains("invalidations during the local-hit pass: 0"),
+        "{table}"
+    );
+    // The bench cleaned up after itself.
+    assert_eq!(server.command("DBSIZE"), ":0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_replies_from_redis_are_bounded_by_its_memory_limit() {
+    let Some(server) = RedisServer::start_or_skip("plugin_reply_bound_on_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(persistent_cache::CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let bytes = std::fs::read(persistent_cache_tests::PROBE_PLUGIN).unwrap();
+    let probe = Plugin::from_bytes("probe", bytes, None).await.unwrap();
+    // One 4 MiB value asked for 1000 times in one get-many: 4 GB if the host fetched it all.
+    let options = PluginOptions::new()
+        .keyvalue_redis(server.url())
+        .memory_limit(64 << 20)
+        .args(["get-many-bomb", "4", "1000"]);
+    let started = Instant::now();
+    let stopped = cache.run_plugin(&probe, options).await;
+    assert!(
+        matches!(
+            stopped,
+            Err(Error::Plugin {
+                failure: PluginFailure::MemoryLimit(_),
+                ..
+            })
+        ),
+        "{stopped:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Redis and the host are fine afterwards.
+    assert_eq!(server.command("PING"), "+PONG");
+}

@@ -101,7 +101,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(CliCommand::Bench(args)) => {
-            return bench::run_suite(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+            // `--redis URL`: the two-tier workloads instead of the suite.
+            let ran = match cli.redis.clone() {
+                Some(url) => bench::two_tier::run(args, url),
+                None => bench::run_suite(args),
+            };
+            return ran.map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
         }
         Some(CliCommand::BenchRun(args)) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
