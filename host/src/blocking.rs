@@ -54,7 +54,16 @@ pub struct BlockingCache {
 
 impl BlockingCache {
     /// See [`PersistentCache::open`].
+    ///
+    /// Edge cases: options with a Redis tier ([`CacheOptions::redis`]) are refused with
+    /// `Error::Config`: the Redis tier needs the async API.
     pub fn open(options: CacheOptions) -> Result<BlockingCache> {
+        if options.redis_url_value().is_some() {
+            return Err(crate::Error::Config {
+                variable: crate::ENV_REDIS_URL.to_owned(),
+                message: "the Redis tier needs the async API (PersistentCache)".to_owned(),
+            });
+        }
         Ok(BlockingCache {
             inner: SharedCache::open(options)?,
         })
@@ -266,6 +275,7 @@ impl BlockingCache {
     pub fn to_async(&self) -> PersistentCache {
         PersistentCache {
             inner: Arc::clone(&self.inner),
+            remote: None,
         }
     }
 }

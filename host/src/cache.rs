@@ -34,6 +34,7 @@ use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::ops::{written, Stats, KEYS_PAGE};
 use crate::options::CacheOptions;
+use crate::remote::Tier;
 use crate::shared::{off_runtime, SharedCache, Weight};
 
 /// The most operations of a batch (`get_many`, `set_many`) tried inline on the async runtime's
@@ -57,6 +58,8 @@ const BATCH_INLINE_MAX: usize = 8;
 #[derive(Clone, Debug)]
 pub struct PersistentCache {
     pub(crate) inner: Arc<SharedCache>,
+    /// The shared Redis tier, for a two-tier cache ([`CacheOptions::redis`]).
+    pub(crate) remote: Option<Arc<Tier>>,
 }
 
 impl PersistentCache {
@@ -82,8 +85,20 @@ impl PersistentCache {
     pub async fn open(options: CacheOptions) -> Result<PersistentCache> {
         // Opening blocks: it may compile the component (first open in the process), waits
         // for the guest to recover the directory, and may wait for a closing handle.
+        let redis = options.redis_url_value().is_some().then(|| options.clone());
         let inner = off_runtime(move || SharedCache::open(options)).await?;
-        Ok(PersistentCache { inner })
+        let local = PersistentCache {
+            inner,
+            remote: None,
+        };
+        let Some(options) = redis else {
+            return Ok(local);
+        };
+        let tier = Tier::connect(&options, local.clone()).await?;
+        Ok(PersistentCache {
+            remote: Some(Arc::new(tier)),
+            ..local
+        })
     }
 
     /// Stores `value` (CBOR-encoded) under `key`, expiring after the default TTL
@@ -134,6 +149,19 @@ impl PersistentCache {
     /// `set_raw` with bytes it owns (the call may move to a blocking thread, so it needs them):
     /// a typed `set` hands over its encoding instead of having it copied again.
     async fn set_bytes(&self, key: &str, value: Vec<u8>, expiry: Expiry) -> Result<()> {
+        match &self.remote {
+            Some(tier) => tier.set(key, &value, expiry).await,
+            None => self.local_set_bytes(key, value, expiry).await,
+        }
+    }
+
+    /// The local tier's `set_raw`.
+    pub(crate) async fn local_set_bytes(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expiry: Expiry,
+    ) -> Result<()> {
         let weight = Weight::of_write(&self.inner.options, value.len());
         let key = key.to_owned();
         self.inner
@@ -148,6 +176,14 @@ impl PersistentCache {
     /// # Errors
     /// Those of [`get`](Self::get), without `Deserialize`.
     pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match &self.remote {
+            Some(tier) => tier.get(key).await,
+            None => self.local_get_raw(key).await,
+        }
+    }
+
+    /// The local tier's `get_raw` (the whole operation for a local-only cache).
+    pub(crate) async fn local_get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_owned();
         self.inner
             .run(Weight::Light, 0, move |guest| guest.get(&key))
@@ -162,6 +198,14 @@ impl PersistentCache {
     /// is read.
     pub async fn get_many_raw<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        match &self.remote {
+            Some(tier) => tier.get_many(&keys).await,
+            None => self.local_get_many(keys).await,
+        }
+    }
+
+    /// The local tier's `get_many_raw`.
+    pub(crate) async fn local_get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
         let weight = if keys.len() > BATCH_INLINE_MAX {
             Weight::Heavy
         } else {
@@ -227,6 +271,9 @@ impl PersistentCache {
 
     /// `set_many_raw` with entries it owns (the call may move to a blocking thread).
     async fn set_many_owned(&self, entries: Vec<(String, Vec<u8>)>, expiry: Expiry) -> Result<()> {
+        if let Some(tier) = &self.remote {
+            return tier.set_many(&entries, expiry).await;
+        }
         let bytes: usize = entries.iter().map(|(_, v)| v.len()).sum();
         let written_total = entries.iter().map(|(k, v)| written(k, v.len())).sum();
         let weight = match Weight::of_write(&self.inner.options, bytes) {
@@ -246,6 +293,14 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn delete(&self, key: &str) -> Result<bool> {
+        match &self.remote {
+            Some(tier) => tier.delete(key).await,
+            None => self.local_delete(key).await,
+        }
+    }
+
+    /// The local tier's `delete` (the whole operation for a local-only cache).
+    pub(crate) async fn local_delete(&self, key: &str) -> Result<bool> {
         let key = key.to_owned();
         let weight = Weight::of_write(&self.inner.options, 0);
         self.inner
@@ -260,6 +315,14 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey`, `Closed`, `Wasm`.
     pub async fn contains(&self, key: &str) -> Result<bool> {
+        match &self.remote {
+            Some(tier) => tier.contains(key).await,
+            None => self.local_contains(key).await,
+        }
+    }
+
+    /// The local tier's `contains` (the whole operation for a local-only cache).
+    pub(crate) async fn local_contains(&self, key: &str) -> Result<bool> {
         let key = key.to_owned();
         self.inner
             .run(Weight::Light, 0, move |guest| guest.contains(&key))
@@ -306,6 +369,9 @@ impl PersistentCache {
 
     /// `add_raw` with bytes it owns (the call may move to a blocking thread).
     async fn add_bytes(&self, key: &str, bytes: Vec<u8>, expiry: Expiry) -> Result<bool> {
+        if let Some(tier) = &self.remote {
+            return tier.add(key, &bytes, expiry).await;
+        }
         let weight = Weight::of_write(&self.inner.options, bytes.len());
         let key = key.to_owned();
         self.inner
@@ -325,6 +391,9 @@ impl PersistentCache {
     /// `InvalidKey`, `InvalidTtl`, `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn touch(&self, key: &str, expiry: impl Into<Expiry>) -> Result<bool> {
         let expiry = expiry.into();
+        if let Some(tier) = &self.remote {
+            return tier.touch(key, expiry).await;
+        }
         let key = key.to_owned();
         let weight = Weight::of_write(&self.inner.options, 0);
         self.inner
@@ -355,6 +424,9 @@ impl PersistentCache {
     /// # Errors
     /// Those of [`pop`](Self::pop), without `Deserialize`.
     pub async fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(tier) = &self.remote {
+            return tier.pop(key).await;
+        }
         let key = key.to_owned();
         let weight = Weight::of_write(&self.inner.options, 0);
         self.inner
@@ -394,6 +466,9 @@ impl PersistentCache {
         expiry: impl Into<Expiry>,
     ) -> Result<i64> {
         let expiry = expiry.into();
+        if let Some(tier) = &self.remote {
+            return tier.incr(key, delta, default, expiry).await;
+        }
         let key = key.to_owned();
         let weight = Weight::of_write(&self.inner.options, 9);
         self.inner
@@ -412,6 +487,14 @@ impl PersistentCache {
     /// # Errors
     /// `InvalidKey` (a prefix over 4096 bytes), `Io`, `ReadOnly`, `Closed`, `Wasm`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        match &self.remote {
+            Some(tier) => tier.delete_prefix(prefix).await,
+            None => self.local_delete_prefix(prefix).await,
+        }
+    }
+
+    /// The local tier's `delete_prefix` (the whole operation for a local-only cache).
+    pub(crate) async fn local_delete_prefix(&self, prefix: &str) -> Result<u64> {
         let prefix = prefix.to_owned();
         self.inner
             .run(Weight::Heavy, written(&prefix, 0), move |guest| {
@@ -442,6 +525,14 @@ impl PersistentCache {
     /// # Errors
     /// `Io`, `Locked` (a plugin store open in another process), `ReadOnly`, `Closed`, `Wasm`.
     pub async fn clear(&self) -> Result<()> {
+        match &self.remote {
+            Some(tier) => tier.clear().await,
+            None => self.local_clear().await,
+        }
+    }
+
+    /// The local tier's `clear` (the whole operation for a local-only cache).
+    pub(crate) async fn local_clear(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         off_runtime(move || inner.clear_all()).await
     }
@@ -454,6 +545,9 @@ impl PersistentCache {
     /// # Errors
     /// `Closed`, `Wasm`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        if let Some(tier) = &self.remote {
+            return tier.keys(prefix).await;
+        }
         let mut keys: Vec<String> = Vec::new();
         loop {
             // Each page is a call of its own (on a blocking thread: the first scans the index),
@@ -475,6 +569,19 @@ impl PersistentCache {
     /// # Errors
     /// `Closed`, `Wasm`.
     pub async fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        match &self.remote {
+            Some(tier) => tier.keys_page(prefix, after, limit).await,
+            None => self.local_keys_page(prefix, after, limit).await,
+        }
+    }
+
+    /// The local tier's `keys_page`.
+    pub(crate) async fn local_keys_page(
         &self,
         prefix: &str,
         after: Option<&str>,
@@ -539,7 +646,21 @@ impl PersistentCache {
     /// # Errors
     /// `Io` if the final flush fails, `Wasm`.
     pub async fn close(self) -> Result<()> {
+        if let Some(tier) = self.remote {
+            // The last handle of this open stops the invalidation listeners, which hold
+            // handles to the local tier.
+            if let Some(tier) = Arc::into_inner(tier) {
+                tier.shutdown().await;
+            }
+        }
         off_runtime(move || SharedCache::close(self.inner)).await
+    }
+
+    /// The state of the shared Redis tier of a two-tier cache ([`CacheOptions::redis`]):
+    /// whether local copies are served now, the age of the last heartbeat, invalidations
+    /// applied. `None` for a local-only cache.
+    pub fn remote_status(&self) -> Option<crate::RemoteStatus> {
+        self.remote.as_ref().map(|tier| tier.status())
     }
 
     /// The size limit in force, in bytes (the first opener's, in this process).
@@ -554,6 +675,10 @@ impl PersistentCache {
 
     /// A blocking handle to the same cache (same engine, same options), for code without an
     /// async runtime.
+    ///
+    /// Edge cases: a two-tier cache's blocking handle reaches its local tier only (the Redis
+    /// tier needs the async runtime): its writes do not reach Redis and its reads may return
+    /// copies past `max_staleness`. Use the async handle for a two-tier cache.
     pub fn blocking(&self) -> crate::BlockingCache {
         crate::BlockingCache {
             inner: Arc::clone(&self.inner),

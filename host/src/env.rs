@@ -16,6 +16,9 @@ pub const ENV_SIZE_LIMIT: &str = "CACHE_SIZE_LIMIT";
 pub const ENV_CONTENT_TTL: &str = "CACHE_CONTENT_TTL";
 /// Environment variable holding the search-result TTL (seconds or `5m`; 0 = none).
 pub const ENV_SEARCH_TTL: &str = "CACHE_SEARCH_TTL";
+/// Environment variable naming the shared Redis tier (`redis://host:port`, `redis+unix:///path`):
+/// read from the real environment only, never from `.env` (see SECURITY.md).
+pub const ENV_REDIS_URL: &str = "CACHE_REDIS_URL";
 
 impl CacheOptions {
     /// Reads the environment, and `.env` in the working directory (if present) for variables
@@ -23,7 +26,10 @@ impl CacheOptions {
     ///
     /// Variables: `CACHE_DIRECTORY`, `CACHE_SIZE_LIMIT` (bytes, or with a unit: `500MB`,
     /// `1GiB`), `CACHE_CONTENT_TTL` and `CACHE_SEARCH_TTL` (seconds, or a duration: `300s`,
-    /// `5m`, `1h 30m`; 0 = none). Real environment variables win over `.env`. Unset or empty
+    /// `5m`, `1h 30m`; 0 = none), and `CACHE_REDIS_URL` (the shared Redis tier,
+    /// [`CacheOptions::redis`]) — that one from the real environment only: a `.env` naming it is
+    /// ignored with a warning, so an untrusted checkout cannot send the cache's data to a server
+    /// of its choosing. Real environment variables win over `.env`. Unset or empty
     /// variables keep their defaults; an option set from a variable counts as set.
     ///
     /// `.env` is only read: the process environment is never changed (setting variables in a
@@ -53,6 +59,7 @@ impl CacheOptions {
             ENV_SIZE_LIMIT,
             ENV_CONTENT_TTL,
             ENV_SEARCH_TTL,
+            ENV_REDIS_URL,
         ] {
             if let Some(value) = lookup(variable) {
                 options = options.with_var(variable, &value)?;
@@ -83,6 +90,7 @@ impl CacheOptions {
             ENV_SIZE_LIMIT => self.size_limit(parse_size(value).map_err(config_error)?),
             ENV_CONTENT_TTL => self.default_ttl(Some(parse_duration(value).map_err(config_error)?)),
             ENV_SEARCH_TTL => self.search_ttl(Some(parse_duration(value).map_err(config_error)?)),
+            ENV_REDIS_URL => self.redis(value),
             _ => {
                 return Err(config_error(format!(
                     "not a configuration variable (value {value:?})"
@@ -93,12 +101,19 @@ impl CacheOptions {
 }
 
 /// The `CACHE_*` variables as [`CacheOptions::from_env`] reads them: the environment first,
-/// then `.env` in the working directory.
+/// then `.env` in the working directory — except `CACHE_REDIS_URL`, taken from the environment
+/// only (a `.env` naming it gets a warning and is not followed).
 ///
 /// # Errors
 /// [`Error::Config`] if `.env` exists but cannot be read or parsed.
 pub fn env_lookup() -> Result<impl Fn(&str) -> Option<String>> {
-    let dotenv = read_dotenv(Path::new(".env"))?;
+    let mut dotenv = read_dotenv(Path::new(".env"))?;
+    if dotenv.remove(ENV_REDIS_URL).is_some() {
+        tracing::warn!(
+            "{ENV_REDIS_URL} in .env is ignored: the Redis tier is named by the real environment \
+             or a flag only (an untrusted checkout must not choose where the cache's data goes)"
+        );
+    }
     Ok(move |name: &str| {
         std::env::var_os(name)
             .map(|value| value.to_string_lossy().into_owned())

@@ -112,6 +112,13 @@ pub enum Error {
     #[error("WebAssembly runtime error: {0}")]
     Wasm(String),
 
+    /// The shared Redis tier ([`CacheOptions::redis`](crate::CacheOptions::redis)) could not
+    /// be reached or refused the command: a write that fails so changed nothing this node can
+    /// vouch for (its local copy of the key is dropped), a read that needed Redis got nothing.
+    /// The local tier is unharmed; the connection is retried by itself.
+    #[error("Redis tier: {0}")]
+    Remote(String),
+
     /// A plugin could not be loaded, or was stopped: it trapped or hit one of its limits. The
     /// cache and the host are unaffected.
     #[error("plugin {plugin}: {failure}")]

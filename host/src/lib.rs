@@ -32,6 +32,7 @@ mod log_sync;
 mod ops;
 mod options;
 mod plugin;
+mod remote;
 mod runtime;
 mod settings;
 mod shared;
@@ -48,14 +49,19 @@ pub use cache::PersistentCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compiled::{CodeCache, MAX_COMPONENT_BYTES};
 pub use env::{
-    env_lookup, parse_size, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
+    env_lookup, parse_size, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_REDIS_URL, ENV_SEARCH_TTL,
+    ENV_SIZE_LIMIT,
 };
 pub use error::{Error, PluginFailure, Result};
 pub use expiry::Expiry;
 pub use layout::{DATA_DIRECTORY, LOCK_FILE_NAME};
 pub use ops::Stats;
-pub use options::{CacheOptions, DEFAULT_DIRECTORY, DEFAULT_PLUGIN_BUDGET, DEFAULT_SIZE_LIMIT};
+pub use options::{
+    CacheOptions, DEFAULT_DIRECTORY, DEFAULT_MAX_STALENESS, DEFAULT_PLUGIN_BUDGET,
+    DEFAULT_SIZE_LIMIT,
+};
 pub use plugin::{Plugin, PluginExit, PluginOptions, MIN_PLUGIN_STORE, PLUGINS_DIRECTORY};
+pub use remote::RemoteStatus;
 pub use settings::SETTINGS_FILE_NAME;
 pub use sharing::WRITE_LOCK_FILE_NAME;
 pub use single_flight::GetOrSetError;

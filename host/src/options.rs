@@ -16,6 +16,9 @@ pub const DEFAULT_SIZE_LIMIT: u64 = 524_288_000;
 /// Bytes all plugin stores of a cache directory may hold together, unless configured: 64 MiB.
 pub const DEFAULT_PLUGIN_BUDGET: u64 = 64 << 20;
 
+/// How stale a local copy of a two-tier cache may be when served, unless configured: 1 s.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
+
 /// Time limit of one engine call when none is configured: 10 seconds.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(10);
 /// The smallest memory limit the default rule gives: 256 MiB.
@@ -48,6 +51,9 @@ pub struct CacheOptions {
     group_access: Option<bool>,
     plugin_budget: Option<u64>,
     memory_budget: Option<u64>,
+    redis_url: Option<String>,
+    redis_namespace: Option<String>,
+    max_staleness: Option<Duration>,
 }
 
 impl Default for CacheOptions {
@@ -73,6 +79,12 @@ impl fmt::Debug for CacheOptions {
             .field("group_access", &self.group_access_value())
             .field("plugin_budget", &self.plugin_budget_value())
             .field("memory_budget", &self.memory_budget)
+            .field(
+                "redis",
+                &self.redis_url.as_deref().map(crate::remote::redacted_url),
+            )
+            .field("redis_namespace", &self.redis_namespace_value())
+            .field("max_staleness", &self.max_staleness_value())
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +108,9 @@ impl CacheOptions {
             group_access: None,
             plugin_budget: None,
             memory_budget: None,
+            redis_url: None,
+            redis_namespace: None,
+            max_staleness: None,
         }
     }
 
@@ -245,6 +260,45 @@ impl CacheOptions {
         self
     }
 
+    /// Puts a shared Redis (or Valkey) tier behind the local cache: `url` is
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS is not built in: refused at
+    /// open), or `redis+unix:///path/to/socket`. Reads answer from the local tier while its copy
+    /// is known to be fresh, else from Redis; writes reach both; `add`, `incr`, `pop` and `touch`
+    /// are decided in Redis. See [`PersistentCache`](crate::PersistentCache)'s "Two tiers".
+    ///
+    /// Edge cases: a malformed URL or an unreachable server fails `open` with
+    /// [`Error::Remote`](crate::Error::Remote) (a server that goes away later does not: the
+    /// cache reconnects by itself). One local directory should serve one namespace: a second
+    /// namespace on the same directory would see the other's local copies.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Sets the Redis key prefix of this cache's entries (default `pcache`): keys are stored as
+    /// `NAMESPACE:v:KEY`, and single-flight locks as `NAMESPACE:l:KEY`. Caches that should
+    /// share entries use the same namespace; others stay apart on one server.
+    ///
+    /// Edge cases: an empty namespace is refused at open ([`Error::Config`](crate::Error::Config));
+    /// a namespace holding `{…}` (a Redis Cluster hash tag) puts every key in one slot.
+    pub fn redis_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.redis_namespace = Some(namespace.into());
+        self
+    }
+
+    /// Sets how stale a local copy may be when served (default 1 s): a local copy is served only
+    /// while the invalidation connection answered a heartbeat sent less than this long ago, so a
+    /// read never returns a value that another node's acknowledged write replaced more than this
+    /// long before. Heartbeats go every quarter of it.
+    ///
+    /// Edge cases: below 20 ms it is raised to 20 ms; with Redis unreachable, local copies are
+    /// served for at most this long after the last heartbeat, then reads fail with
+    /// [`Error::Remote`](crate::Error::Remote).
+    pub fn max_staleness(mut self, bound: Duration) -> Self {
+        self.max_staleness = Some(bound);
+        self
+    }
+
     /// The memory limit in force: the one set with [`memory_limit`](Self::memory_limit), or by
     /// default three times the size limit plus 256 MiB plus the
     /// [memory budget](Self::memory_budget) when one is set, at most 4 GiB.
@@ -327,6 +381,25 @@ impl CacheOptions {
     /// The memory budget set, if any (`None`: the engine's default).
     pub(crate) fn memory_budget_setting(&self) -> Option<u64> {
         self.memory_budget
+    }
+
+    /// The Redis tier's URL, if one is set ([`redis`](Self::redis)).
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    pub(crate) fn redis_url_value(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    pub(crate) fn redis_namespace_value(&self) -> &str {
+        self.redis_namespace.as_deref().unwrap_or("pcache")
+    }
+
+    pub(crate) fn max_staleness_value(&self) -> Duration {
+        self.max_staleness
+            .unwrap_or(DEFAULT_MAX_STALENESS)
+            .max(Duration::from_millis(20))
     }
 
     pub(crate) fn plugin_budget_value(&self) -> u64 {

@@ -17,6 +17,7 @@ use crate::cache::PersistentCache;
 use crate::codec::{decode, encode};
 use crate::error::Error;
 use crate::expiry::Expiry;
+use crate::remote::Lead;
 
 /// How a flight ended, shared with every task that waited for it.
 enum Outcome {
@@ -270,9 +271,27 @@ impl PersistentCache {
                 return Ok(decode(&bytes)?);
             }
         }
+        // A two-tier cache: one node of all that share the Redis tier computes; the others
+        // get its value.
+        let lock = match &self.remote {
+            Some(tier) => match tier.lead(key).await? {
+                Lead::Value(bytes) => {
+                    flight.publish(Outcome::Value(bytes.clone()));
+                    return Ok(decode(&bytes)?);
+                }
+                Lead::Compute(lock) => Some(lock),
+            },
+            None => None,
+        };
         // If this panics or our future is dropped while it runs, `flight` is dropped
-        // unpublished and the waiters retry.
-        match compute().await {
+        // unpublished and the waiters retry (and `lock` is released by a task of its own).
+        let computed = compute().await;
+        let release = |lock: Option<crate::remote::LockGuard>| async move {
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+        };
+        match computed {
             Ok(value) => {
                 let bytes = match encode(&value) {
                     Ok(bytes) => bytes,
@@ -282,15 +301,18 @@ impl PersistentCache {
                             other => other.to_string(),
                         };
                         flight.publish(Outcome::Unencodable(message));
+                        release(lock).await;
                         return Err(err.into());
                     }
                 };
                 let stored = self.set_raw(key, &bytes, expiry).await;
+                release(lock).await;
                 flight.publish(Outcome::Value(bytes));
                 stored?;
                 Ok(value)
             }
             Err(err) => {
+                release(lock).await;
                 let err = Arc::new(err);
                 flight.publish(Outcome::Failed(
                     Arc::clone(&err) as Arc<dyn Any + Send + Sync>

@@ -2,6 +2,8 @@
 //! test components and plugins that the published `persistent-cache` does not carry. Used by
 //! the tests here and, as a dev-dependency, by those of `persistent-cache`.
 
+pub mod redis_server;
+
 /// The example plugin (`examples/wordfreq`).
 pub const WORDFREQ_PLUGIN: &str = env!("PCACHE_WORDFREQ_PLUGIN_WASM");
 

@@ -123,6 +123,9 @@ struct Model {
     buckets: [BTreeMap<String, Vec<u8>>; BUCKETS],
     /// Slot → (bucket, key, the value the handle saw when it was made).
     slots: HashMap<u8, (usize, usize, Option<Vec<u8>>)>,
+    /// Redis serves the buckets: `increment` is `INCRBY`, which takes only the canonical decimal
+    /// form (no `+`, no leading zeros), where the local store takes what `i64::from_str` does.
+    redis: bool,
 }
 
 impl Model {
@@ -155,9 +158,11 @@ impl Model {
                 // Counters are decimal text; an absent key counts from 0.
                 let base = match self.buckets[*b].get(KEYS[*k]) {
                     None => Some(0),
-                    Some(bytes) => std::str::from_utf8(bytes)
-                        .ok()
-                        .and_then(|t| t.parse::<i64>().ok()),
+                    Some(bytes) => std::str::from_utf8(bytes).ok().and_then(|t| {
+                        t.parse::<i64>()
+                            .ok()
+                            .filter(|n| !self.redis || n.to_string() == t)
+                    }),
                 };
                 match base.and_then(|n| n.checked_add(*d)) {
                     Some(n) => {
@@ -224,15 +229,22 @@ impl Model {
 async fn check(
     cache: &PersistentCache,
     plugin: &Plugin,
+    redis: Option<&str>,
     case: usize,
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
     let buckets: Vec<String> = (0..BUCKETS).map(|b| format!("case{case}b{b}")).collect();
-    let mut model = Model::default();
+    let mut model = Model {
+        redis: redis.is_some(),
+        ..Model::default()
+    };
     let mut done = 0;
     for run in ops.split(|op| matches!(op, Op::Restart)) {
         let script: String = run.iter().map(|op| op.line(&buckets) + "\n").collect();
-        let options = PluginOptions::new().args(["script"]).stdin(script);
+        let mut options = PluginOptions::new().args(["script"]).stdin(script);
+        if let Some(url) = redis {
+            options = options.keyvalue_redis(url);
+        }
         let exit = cache
             .run_plugin(plugin, options)
             .await
@@ -243,8 +255,15 @@ async fn check(
         prop_assert_eq!(lines.len(), run.len(), "one line per op:\n{}", stdout);
         for (op, actual) in run.iter().zip(lines) {
             let expected = model.apply(op);
+            // On Redis, list-keys pages come in SCAN order (each page sorted): compare sets.
+            let sorted;
             let seen = if actual.starts_with("err:") {
                 "err"
+            } else if let (true, Some(keys)) = (redis.is_some(), actual.strip_prefix("keys:")) {
+                let mut keys: Vec<&str> = keys.split(',').filter(|k| !k.is_empty()).collect();
+                keys.sort_unstable();
+                sorted = format!("keys:{}", keys.join(","));
+                &sorted
             } else {
                 actual
             };
@@ -266,6 +285,22 @@ async fn check(
 
 #[test]
 fn keyvalue_calls_match_the_model() {
+    run_model(None);
+}
+
+/// The same sequences with the buckets in Redis (`PluginOptions::keyvalue_redis`): the same
+/// plugin binary sees the same behaviour.
+#[test]
+fn keyvalue_calls_on_redis_match_the_model() {
+    let Some(server) =
+        persistent_cache_tests::redis_server::RedisServer::start_or_skip("keyvalue_on_redis_model")
+    else {
+        return;
+    };
+    run_model(Some(&server.url()));
+}
+
+fn run_model(redis: Option<&str>) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -291,7 +326,7 @@ fn keyvalue_calls_match_the_model() {
     let outcome = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
         // A fresh pair of buckets per case (shrinking included): nothing left from before.
         let case = next_case.fetch_add(1, Ordering::Relaxed);
-        runtime.block_on(check(&cache, &plugin, case, &ops))
+        runtime.block_on(check(&cache, &plugin, redis, case, &ops))
     });
     if let Err(err) = outcome {
         panic!("{err}");

@@ -14,7 +14,8 @@ use wasmtime::component::Resource;
 
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::limits::REPLY_ENTRY_BYTES;
-use super::PluginState;
+use super::redis_store::{RedisBuckets, RedisFailed};
+use super::{Backend, PluginState};
 use crate::error::Error;
 use crate::expiry::Expiry;
 use crate::instance::GuestCache;
@@ -84,6 +85,20 @@ impl From<store::Error> for Failed {
     }
 }
 
+impl From<RedisFailed> for Failed {
+    fn from(err: RedisFailed) -> Failed {
+        match err {
+            RedisFailed::Store(message) => Failed::Store(store::Error::Other(message)),
+            RedisFailed::Stop(trap) => Failed::Stop(trap),
+        }
+    }
+}
+
+/// A Redis-backed result as the bindings return it.
+fn settle_redis<T>(result: Result<T, RedisFailed>) -> wasmtime::Result<Result<T, store::Error>> {
+    settle(result.map_err(Failed::from))
+}
+
 /// A keyvalue result as the bindings return it: a stop is a trap, an error is the plugin's.
 fn settle<T>(result: Result<T, Failed>) -> wasmtime::Result<Result<T, store::Error>> {
     match result {
@@ -123,13 +138,26 @@ impl PluginState {
         operation: impl FnOnce(&mut GuestCache) -> Result<T, Failed>,
     ) -> Result<T, Failed> {
         self.limits.check_time()?;
+        let Backend::Local(store) = &self.backend else {
+            return Err(Failed::Store(store::Error::Other(
+                "internal: a local-store call on a Redis-backed plugin".to_owned(),
+            )));
+        };
         // The outer error: the cache could not run the call at all (closed, or restarting).
-        self.store
+        store
             .inner
             // The bytes a plugin call writes are not known here: an estimate, for the maintenance
             // thread's wake-ups.
             .call(256, |guest| Ok(operation(guest)))
             .unwrap_or_else(|err| Err(Failed::from(err)))
+    }
+
+    /// The Redis buckets, when Redis serves this plugin.
+    fn redis(&self) -> Option<&RedisBuckets> {
+        match &self.backend {
+            Backend::Redis(buckets) => Some(buckets),
+            Backend::Local(_) => None,
+        }
     }
 
     /// Pushes a new CAS handle, counting the bytes it holds.
@@ -176,6 +204,11 @@ impl store::HostBucket for PluginState {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            let mut reply = self.limits.reply();
+            return settle_redis(redis.get(&self.limits, &mut reply, &prefix, &key));
+        }
         let key = self.full_key(&bucket, &key)?;
         let mut reply = self.limits.reply();
         settle(self.with_cache(|cache| {
@@ -191,6 +224,10 @@ impl store::HostBucket for PluginState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            return settle_redis(redis.set(&self.limits, &prefix, &key, &value));
+        }
         let key = self.full_key(&bucket, &key)?;
         settle(self.with_cache(|cache| Ok(cache.set(&key, &value, Expiry::Never)?)))
     }
@@ -200,6 +237,10 @@ impl store::HostBucket for PluginState {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            return settle_redis(redis.delete(&self.limits, &prefix, &key));
+        }
         let key = self.full_key(&bucket, &key)?;
         settle(self.with_cache(|cache| Ok(cache.delete(&key).map(drop)?)))
     }
@@ -209,6 +250,10 @@ impl store::HostBucket for PluginState {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            return settle_redis(redis.exists(&self.limits, &prefix, &key));
+        }
         let key = self.full_key(&bucket, &key)?;
         settle(self.with_cache(|cache| Ok(cache.contains(&key)?)))
     }
@@ -219,6 +264,14 @@ impl store::HostBucket for PluginState {
         cursor: Option<String>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         let prefix = self.prefix(&bucket)?;
+        if let Some(redis) = self.redis() {
+            let mut reply = self.limits.reply();
+            return settle_redis(
+                redis
+                    .list_keys(&self.limits, &mut reply, &prefix, cursor)
+                    .map(|(keys, cursor)| store::KeyResponse { keys, cursor }),
+            );
+        }
         let after = cursor.map(|cursor| format!("{prefix}{cursor}"));
         let mut reply = self.limits.reply();
         settle(self.with_cache(|cache| {
@@ -248,6 +301,18 @@ impl atomics::HostCas for PluginState {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasHandle>, store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            let mut reply = self.limits.reply();
+            let seen = match settle_redis(redis.get(&self.limits, &mut reply, &prefix, &key))? {
+                Ok(seen) => seen,
+                Err(err) => return Ok(Err(err)),
+            };
+            return Ok(Ok(self.push_cas(CasHandle {
+                key: format!("{prefix}{key}"),
+                seen,
+            })?));
+        }
         let key = self.full_key(&bucket, &key)?;
         let seen = match settle(self.with_cache(|cache| Ok(cache.get(&key)?)))? {
             Ok(seen) => seen,
@@ -279,6 +344,10 @@ impl atomics::Host for PluginState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, store::Error>> {
+        if let Some(redis) = self.redis() {
+            let prefix = self.prefix(&bucket)?;
+            return settle_redis(redis.increment(&self.limits, &prefix, &key, delta));
+        }
         let full = self.full_key(&bucket, &key)?;
         let limits = &self.limits;
         settle(self.with_cache(|cache| {
@@ -303,6 +372,25 @@ impl atomics::Host for PluginState {
         // The handle is owned: the plugin gave it up with this call.
         let handle = self.take_cas(cas)?;
         let limits = &self.limits;
+        if let Some(redis) = self.redis() {
+            // The handle's key is `bucket/key`, as on the local store.
+            let (bucket, key) = handle
+                .key
+                .split_once('/')
+                .unwrap_or(("default", &handle.key));
+            let mut reply = limits.reply();
+            let swapped = redis
+                .swap(
+                    limits,
+                    &mut reply,
+                    bucket,
+                    key,
+                    handle.seen.as_deref(),
+                    &value,
+                )
+                .map_err(Failed::from);
+            return self.after_swap(handle, swapped);
+        }
         let swapped = self.with_cache(|cache| {
             let now = cache.get(&handle.key)?;
             if now != handle.seen {
@@ -312,6 +400,18 @@ impl atomics::Host for PluginState {
             cache.set(&handle.key, &value, Expiry::Never)?;
             Ok(None)
         });
+        self.after_swap(handle, swapped)
+    }
+}
+
+impl PluginState {
+    /// The reply of `swap`: done, or a fresh handle on what the value is now.
+    #[allow(clippy::type_complexity)]
+    fn after_swap(
+        &mut self,
+        handle: CasHandle,
+        swapped: Result<Option<Option<Vec<u8>>>, Failed>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         Ok(match settle(swapped)? {
             Ok(None) => Ok(()),
             Ok(Some(now)) => {
@@ -336,6 +436,15 @@ impl batch::Host for PluginState {
         let prefix = self.prefix(&bucket)?;
         let limits = &self.limits;
         let mut reply = limits.reply();
+        if let Some(redis) = self.redis() {
+            let values = redis.get_many(limits, &mut reply, &prefix, &keys);
+            return settle_redis(values.map(|values| {
+                keys.into_iter()
+                    .zip(values)
+                    .map(|(key, value)| value.map(|value| (key, value)))
+                    .collect()
+            }));
+        }
         settle(self.with_cache(|cache| {
             // Built as the values come, counted before each is kept: the host never holds
             // much more than the memory limit of reply.
@@ -358,6 +467,9 @@ impl batch::Host for PluginState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let prefix = self.prefix(&bucket)?;
         let limits = &self.limits;
+        if let Some(redis) = self.redis() {
+            return settle_redis(redis.set_many(limits, &prefix, &key_values));
+        }
         settle(self.with_cache(|cache| {
             for (key, value) in &key_values {
                 limits.check_time()?;
@@ -374,6 +486,9 @@ impl batch::Host for PluginState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let prefix = self.prefix(&bucket)?;
         let limits = &self.limits;
+        if let Some(redis) = self.redis() {
+            return settle_redis(redis.delete_many(limits, &prefix, &keys));
+        }
         settle(self.with_cache(|cache| {
             for key in &keys {
                 limits.check_time()?;

@@ -47,6 +47,12 @@ impl RunLimits {
         }
     }
 
+    /// Time left until the deadline (`None`: no deadline; zero once it passed).
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// A counter for the bytes of one reply, capped at the memory limit (a reply the plugin's
     /// memory could not hold anyway).
     pub(crate) fn reply(&self) -> Reply {
@@ -83,6 +89,11 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// Bytes the reply may still grow by before it passes the cap.
+    pub(crate) fn left(&self) -> u64 {
+        self.cap.saturating_sub(self.bytes)
+    }
+
     /// Adds `bytes` to the reply; a trap classified as the memory limit once it passes the
     /// cap, so the caller stops before building more.
     pub(crate) fn add(&mut self, bytes: usize) -> wasmtime::Result<()> {

@@ -9,6 +9,7 @@
 
 mod keyvalue;
 mod limits;
+mod redis_store;
 mod store;
 
 pub use store::MIN_PLUGIN_STORE;
@@ -74,6 +75,7 @@ pub struct PluginOptions {
     memory_limit: u64,
     time_limit: Duration,
     store_size_limit: u64,
+    keyvalue_redis: Option<String>,
 }
 
 impl Default for PluginOptions {
@@ -87,6 +89,7 @@ impl Default for PluginOptions {
             memory_limit: 256 << 20,
             time_limit: Duration::from_secs(60),
             store_size_limit: 64 << 20,
+            keyvalue_redis: None,
         }
     }
 }
@@ -162,6 +165,23 @@ impl PluginOptions {
     /// process).
     pub fn store_size_limit(mut self, bytes: u64) -> Self {
         self.store_size_limit = bytes;
+        self
+    }
+
+    /// Serves the plugin's `wasi:keyvalue` buckets from Redis at `url` (`redis://host:port`,
+    /// `redis+unix:///path`, or a cluster's seed nodes separated by commas) instead of its
+    /// cache under `plugins/`: bucket `b` is the key prefix `pcache:kv:{PLUGIN/b}:`, so every
+    /// host running the same plugin against the same Redis shares its buckets, and other
+    /// plugins stay apart. The same plugin binary runs unchanged on either backend.
+    ///
+    /// Edge cases: no local store is opened (the plugin budget and
+    /// [`store_size_limit`](Self::store_size_limit) do not apply: Redis's own `maxmemory`
+    /// does); every call waits on Redis at most until the plugin's deadline, and replies are
+    /// bounded by its memory limit before they are fetched; Redis unreachable is an error the
+    /// plugin gets from the call (`store::error::other`), and an unreachable server at start
+    /// fails the run with [`Error::Remote`](crate::Error::Remote).
+    pub fn keyvalue_redis(mut self, url: impl Into<String>) -> Self {
+        self.keyvalue_redis = Some(url.into());
         self
     }
 }
@@ -288,6 +308,19 @@ impl PersistentCache {
     /// (for example [`Error::Locked`] if another process runs the same plugin on it) — except
     /// that opening it past the plugin's time or memory limit is [`Error::Plugin`] too.
     pub async fn run_plugin(&self, plugin: &Plugin, options: PluginOptions) -> Result<PluginExit> {
+        if let Some(url) = &options.keyvalue_redis {
+            let conn = crate::remote::Target::parse(url)?.connect().await?;
+            let backend = Backend::Redis(redis_store::RedisBuckets::new(
+                conn,
+                tokio::runtime::Handle::current(),
+                &plugin.name,
+            ));
+            let plugin = plugin.clone();
+            let ran = tokio::task::spawn_blocking(move || run(&plugin, backend, &options)).await;
+            return ran.unwrap_or_else(|_| {
+                Err(Error::Wasm("a blocking task of the plugin panicked".into()))
+            });
+        }
         let size_limit = self
             .prepare_plugin_store(&plugin.name, options.store_size_limit)
             .await?;
@@ -302,7 +335,8 @@ impl PersistentCache {
             .map_err(|err| stopped_opening(err, plugin, &options))?;
         let plugin = plugin.clone();
         // The plugin's WASI calls block (stdio through tokio's `block_on`): not on a runtime thread.
-        let ran = tokio::task::spawn_blocking(move || run(&plugin, store, &options)).await;
+        let backend = Backend::Local(store);
+        let ran = tokio::task::spawn_blocking(move || run(&plugin, backend, &options)).await;
         ran.unwrap_or_else(|_| Err(Error::Wasm("a blocking task of the plugin panicked".into())))
     }
 }
@@ -314,8 +348,16 @@ pub(crate) struct PluginState {
     limiter: GuestLimiter,
     /// The deadline and memory the host enforces in its calls for the plugin.
     limits: RunLimits,
-    /// The plugin's own cache, which serves its buckets.
-    store: PersistentCache,
+    /// What serves its buckets.
+    backend: Backend,
+}
+
+/// What serves a plugin's buckets.
+pub(crate) enum Backend {
+    /// The plugin's own cache under `plugins/`.
+    Local(PersistentCache),
+    /// Redis ([`PluginOptions::keyvalue_redis`]).
+    Redis(redis_store::RedisBuckets),
 }
 
 impl WasiView for PluginState {
@@ -355,7 +397,7 @@ fn plugin_runtime() -> std::result::Result<&'static PluginRuntime, String> {
 }
 
 /// Instantiates `plugin` in a fresh store and runs its `wasi:cli/run`, on this thread.
-fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Result<PluginExit> {
+fn run(plugin: &Plugin, backend: Backend, options: &PluginOptions) -> Result<PluginExit> {
     let mut argv = vec![plugin.name.clone()];
     argv.extend(options.args.iter().cloned());
     let mut wasi = WasiCtxBuilder::new();
@@ -392,7 +434,7 @@ fn run(plugin: &Plugin, store: PersistentCache, options: &PluginOptions) -> Resu
         table,
         limiter: GuestLimiter::new(options.memory_limit),
         limits: RunLimits::starting_now(options.time_limit, options.memory_limit),
-        store,
+        backend,
     };
     // Deadlines pass only while the epoch advances.
     let _ticking = Ticking::start(plugin.pre.engine());

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use persistent_cache::{
-    CacheOptions, CodeCache, PersistentCache, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_SEARCH_TTL,
-    ENV_SIZE_LIMIT,
+    CacheOptions, CodeCache, PersistentCache, ENV_CONTENT_TTL, ENV_DIRECTORY, ENV_REDIS_URL,
+    ENV_SEARCH_TTL, ENV_SIZE_LIMIT,
 };
 
 use command::{Op, Outcome};
@@ -44,6 +44,14 @@ struct Cli {
     /// Print structured output (stats, keys) as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Put a shared Redis tier behind the local cache: redis://host:port, redis+unix:///path,
+    /// or the seed nodes of a cluster separated by commas [default: $CACHE_REDIS_URL from the
+    /// environment; never from .env].
+    #[arg(long, global = true, value_name = "URL")]
+    redis: Option<String>,
+    /// The Redis key prefix of this cache's entries [default: pcache].
+    #[arg(long, global = true, value_name = "NAME")]
+    redis_namespace: Option<String>,
     #[command(subcommand)]
     command: Option<CliCommand>,
 }
@@ -93,7 +101,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(CliCommand::Bench(args)) => {
-            return bench::run_suite(args).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+            // `--redis URL`: the two-tier workloads instead of the suite.
+            let ran = match cli.redis.clone() {
+                Some(url) => bench::two_tier::run(args, url),
+                None => bench::run_suite(args),
+            };
+            return ran.map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS);
         }
         Some(CliCommand::BenchRun(args)) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -153,6 +166,7 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
         (ENV_SIZE_LIMIT, cli.size_limit.is_some()),
         (ENV_CONTENT_TTL, false),
         (ENV_SEARCH_TTL, false),
+        (ENV_REDIS_URL, cli.redis.is_some()),
     ] {
         if let (false, Some(value)) = (flag_given, lookup(variable)) {
             options = options.with_var(variable, &value)?;
@@ -170,6 +184,12 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
     if cli.exclusive {
         options = options.exclusive(true);
     }
+    if let Some(url) = &cli.redis {
+        options = options.redis(url.clone());
+    }
+    if let Some(namespace) = &cli.redis_namespace {
+        options = options.redis_namespace(namespace.clone());
+    }
     Ok(options
         .component(cli.component.clone())
         .code_cache(CodeCache::for_user()))
@@ -180,10 +200,12 @@ fn cache_options(cli: &Cli) -> anyhow::Result<CacheOptions> {
 /// directory to migrate); it then opens as usual, and falls back to read-only again when the
 /// directory cannot be written (permission denied, read-only filesystem, full disk).
 async fn open_cache(cli: &Cli, options: CacheOptions) -> anyhow::Result<PersistentCache> {
-    let reads_only = matches!(
-        cli.command,
-        Some(CliCommand::Op(Op::Get { .. } | Op::Keys { .. } | Op::Stats))
-    );
+    // A two-tier cache copies what it reads into its local tier: never read-only.
+    let reads_only = options.redis_url().is_none()
+        && matches!(
+            cli.command,
+            Some(CliCommand::Op(Op::Get { .. } | Op::Keys { .. } | Op::Stats))
+        );
     if reads_only && !cli.read_only {
         if let Ok(cache) = PersistentCache::open(options.clone().read_only(true)).await {
             return Ok(cache);

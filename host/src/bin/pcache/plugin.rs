@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Size limit of the plugin's own cache.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::parse_size_arg)]
     store_size_limit: u64,
+    /// Serve the plugin's buckets from Redis (redis://host:port, redis+unix:///path, or a
+    /// cluster's seed nodes separated by commas) instead of DIR/plugins/NAME: every host
+    /// running the plugin against the same Redis shares its buckets.
+    #[arg(long, value_name = "URL")]
+    keyvalue: Option<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -72,6 +77,9 @@ pub async fn run(
         .memory_limit(args.memory_limit)
         .time_limit(Duration::from_secs_f64(args.time_limit))
         .store_size_limit(args.store_size_limit);
+    if let Some(url) = args.keyvalue {
+        options = options.keyvalue_redis(url);
+    }
     for (name, value) in args.env {
         options = options.env(name, value);
     }

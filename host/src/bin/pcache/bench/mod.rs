@@ -6,12 +6,14 @@
 //!
 //! This file is the driver (`pcache bench`); [`workload`] runs one measurement in a child,
 //! [`stall`] the latency workloads of issue 14, [`diskcache`] runs the Python baseline,
-//! [`peers`] the Rust peers (foyer, cacache), [`report`] prints the tables.
+//! [`peers`] the Rust peers (foyer, cacache), [`report`] prints the tables; [`two_tier`] is
+//! `pcache bench --redis URL`, the Redis tier's workloads.
 
 mod diskcache;
 mod peers;
 mod report;
 mod stall;
+pub mod two_tier;
 mod workload;
 
 use std::path::PathBuf;
