@@ -113,6 +113,13 @@ impl Pending {
         }
     }
 
+    /// Whether the call was answered at once (this only yields to the loop before giving the
+    /// value) rather than finished on the runtime.
+    #[getter]
+    fn answered_at_once(&self) -> bool {
+        matches!(self.inner, PendingInner::Then(_))
+    }
+
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let PendingInner::Then(result) = &self.inner else {
             return Err(pyo3::exceptions::PyTypeError::new_err("not an iterator"));
