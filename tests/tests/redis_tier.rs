@@ -527,3 +527,38 @@ async fn a_cluster_of_three_masters_keeps_coherence_and_atomicity() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Several processes on one local directory (issue 12) with the Redis tier: each has its own
+/// invalidation connection, and an overwrite on another machine reaches both — neither serves
+/// the old copy from the shared directory once invalidated.
+#[test]
+fn two_processes_sharing_a_directory_both_apply_invalidations() {
+    let Some(server) = RedisServer::start_or_skip("shared_directory_invalidations") else {
+        return;
+    };
+    let dirs = tempfile::tempdir().unwrap();
+    let shared = dirs.path().join("shared");
+    let mut writer = Node::start(&dirs.path().join("writer"), &server.url(), "t");
+    let mut first = Node::start(&shared, &server.url(), "t");
+    let mut second = Node::start(&shared, &server.url(), "t");
+    for version in 1..=5 {
+        let value = format!("v{version}");
+        assert_eq!(writer.ask(&format!("set page {value}")), "ok");
+        // One process copies it into the shared directory; the other reads that copy.
+        assert_eq!(
+            first.ask(&format!("until page {value}")).split(' ').nth(3),
+            Some("0")
+        );
+        assert_eq!(
+            second.ask(&format!("until page {value}")).split(' ').nth(3),
+            Some("0")
+        );
+    }
+    assert_eq!(writer.ask("delete page"), "true");
+    for node in [&mut first, &mut second] {
+        assert_eq!(node.ask("until page (nil)").split(' ').nth(3), Some("0"));
+        let status = node.ask("status");
+        let invalidations: u64 = status.rsplit('=').next().unwrap().parse().unwrap();
+        assert!(invalidations >= 5, "{status}");
+    }
+}
