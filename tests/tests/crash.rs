@@ -1,7 +1,8 @@
 //! Crash safety: a child process runs a mixed workload on the real host and is killed with
 //! SIGKILL at random moments; after each kill every acknowledged write must be there.
 //!
-//! `PCACHE_CRASH_KILLS=N` sets the number of kills (default 50; the long mode is 1000).
+//! `PCACHE_CRASH_KILLS=N` sets the number of kills (default 25, the smoke mode `cargo test`
+//! runs; the long mode is 1000).
 
 mod common;
 #[path = "../src/workload.rs"]
@@ -302,7 +303,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
     let kills: usize = std::env::var("PCACHE_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(25);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // 256 KiB limit, at most 48 × 2 KiB live: nothing is ever evicted (eviction starts only
     // when live data passes 90% of the limit), but overwrites and deletes fill the log, so
