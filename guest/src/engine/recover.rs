@@ -345,17 +345,22 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(covered)
     }
 
+    /// True if bytes `start..end` of segment `segment` are in the log, or the segment is older
+    /// than the oldest (deleted by compaction since) or set aside as damaged: what a snapshot
+    /// may point at.
+    fn lies_in_log(&self, set_aside: &BTreeSet<u32>, segment: u32, start: u64, end: u64) -> bool {
+        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
+        segment < oldest
+            || set_aside.contains(&segment)
+            || self
+                .segments
+                .get(&segment)
+                .is_some_and(|s| start >= self.data_start(segment) && end <= s.size)
+    }
+
     /// `snapshot_matches_log` for a table, from its segment summaries.
     fn table_matches_log(&self, table: &format::SnapshotTable, set_aside: &BTreeSet<u32>) -> bool {
-        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
-        let inside = |segment: u32, start: u64, end: u64| {
-            segment < oldest
-                || set_aside.contains(&segment)
-                || self
-                    .segments
-                    .get(&segment)
-                    .is_some_and(|s| start >= self.data_start(segment) && end <= s.size)
-        };
+        let inside = |segment, start, end| self.lies_in_log(set_aside, segment, start, end);
         let covered = table.covered_offset;
         inside(table.covered_segment, covered, covered)
             && table.segments().all(|s| {
@@ -373,15 +378,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         snapshot: &format::Snapshot<'_>,
         set_aside: &BTreeSet<u32>,
     ) -> bool {
-        let oldest = self.segments.keys().next().copied().unwrap_or(u32::MAX);
-        let inside = |segment: u32, start: u64, end: u64| {
-            segment < oldest
-                || set_aside.contains(&segment)
-                || self
-                    .segments
-                    .get(&segment)
-                    .is_some_and(|s| start >= self.data_start(segment) && end <= s.size)
-        };
+        let inside = |segment, start, end| self.lies_in_log(set_aside, segment, start, end);
         let covered = snapshot.covered_offset;
         inside(snapshot.covered_segment, covered, covered)
             && snapshot.entries().all(|e| {
