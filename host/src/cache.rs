@@ -559,6 +559,10 @@ impl PersistentCache {
             if done {
                 return Ok(keys);
             }
+            // The page's blocking task may have finished before this task first polled it (on
+            // a loaded machine the woken blocking thread often preempts this one), in which
+            // case nothing else ran meanwhile: give the other tasks their turn explicitly.
+            tokio::task::yield_now().await;
         }
     }
 
