@@ -115,20 +115,38 @@ fn build_and_install(venv: &Path) {
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .unwrap();
-    check(
-        "maturin develop",
-        &run(Command::new(bin.join("maturin"))
-            .args(["develop", "--quiet", "--manifest-path"])
-            .arg(workspace().join("python/Cargo.toml"))
-            .env("VIRTUAL_ENV", venv)
-            .env("PATH", path)
-            // The variables cargo gives a test binary are not for the nested build.
-            .env_remove("CARGO_MANIFEST_DIR")
-            .env_remove("CARGO_PKG_NAME")
-            .env_remove("CARGO_CRATE_NAME")
-            .env_remove("CARGO_PRIMARY_PACKAGE")),
-    );
+    let output = run(Command::new(bin.join("maturin"))
+        .args(["develop", "--manifest-path"])
+        .arg(workspace().join("python/Cargo.toml"))
+        .env("VIRTUAL_ENV", venv)
+        .env("PATH", path)
+        // The variables cargo gives a test binary are not for the nested build.
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("CARGO_PKG_NAME")
+        .env_remove("CARGO_CRATE_NAME")
+        .env_remove("CARGO_PRIMARY_PACKAGE"));
+    check("maturin develop", &output);
     println!("maturin develop: {:.1?}", started.elapsed());
+    // After `cargo test --workspace` (CI), the build reuses the workspace's wasmtime and host
+    // crate: python/Cargo.toml pins the features the rest of the workspace turns on. Compiling
+    // them again means those pins drifted (minutes of CI). Elsewhere (say after
+    // `cargo test -p persistent-cache`, which resolves other features) a rebuild is expected.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let rebuilt: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.starts_with("Compiling wasmtime v")
+                || line.starts_with("Compiling persistent-cache v")
+        })
+        .collect();
+    if !rebuilt.is_empty() && std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "maturin compiled {rebuilt:?} again instead of reusing `cargo test --workspace`'s \
+             artifacts: compare `cargo tree -e features` of the workspace and of \
+             `-p persistent-cache-python`, and pin what differs in python/Cargo.toml"
+        );
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
