@@ -166,7 +166,9 @@ async fn a_plugin_waiting_on_redis_stops_at_its_deadline() {
         ),
         "{stalled:?}"
     );
-    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    // The bug this guards against waits out the 3 s pause; the bound leaves a loaded debug
+    // build 2.1 s over the deadline for the plugin's own start and teardown.
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
     assert_eq!(server.command("CLIENT UNPAUSE"), "+OK");
     let counted = cache
         .run_plugin(&wordfreq, options().args(["count", "one", "two"]))
