@@ -14,12 +14,16 @@ bytes, int, float, bool, None), never pickled unless you ask for it with ``pickl
 See docs/python.md for every operation, the value types and the error classes.
 """
 
+from __future__ import annotations
+
 import asyncio
 import atexit
 import inspect
 import os
 import warnings
 import weakref
+from typing import (Any, Awaitable, Callable, Dict, Generator, List, Optional, Tuple,
+                    TypedDict, Union)
 
 from . import errors
 from ._native import NativeCache as _NativeCache
@@ -28,17 +32,34 @@ from ._native import decode, encode
 from .errors import *  # noqa: F401,F403  (the exception classes are part of the package's API)
 from .errors import DiskcacheDirectoryWarning
 
-__all__ = ["PersistentCache", "import_diskcache", "encode", "decode", "NEVER"] + errors.__all__
+__all__ = ["PersistentCache", "CacheStats", "import_diskcache", "encode", "decode", "NEVER"]
+__all__ += errors.__all__
 
 #: ``expire=NEVER`` keeps an entry forever, even when a default TTL (``CACHE_CONTENT_TTL``) is set.
 NEVER = float("inf")
 
+
+class CacheStats(TypedDict):
+    """What :meth:`PersistentCache.stats` returns."""
+
+    size: int
+    volume: int
+    directory: str
+    size_limit: int
+    hits: int
+    misses: int
+    expired: int
+    evicted: int
+    damaged: int
+    plugin_volume: int
+    plugin_budget: int
+
 # Caches still open at interpreter exit are closed then (their final flush writes the index
 # snapshot, so the next open replays little). Weak: a cache that is dropped is closed by Rust.
-_open_caches = weakref.WeakSet()
+_open_caches: weakref.WeakSet[PersistentCache] = weakref.WeakSet()
 
 # get_or_set's computations in progress, by (directory, key): one per key in the process.
-_flights = {}
+_flights: Dict[Tuple[str, str], asyncio.Future[Any]] = {}
 
 
 
@@ -79,8 +100,10 @@ class PersistentCache:
 
     __slots__ = ("_native", "_directory", "__weakref__")
 
-    def __init__(self, cache_dir=None, size_limit=None, *, default_ttl=None, pickle=False,
-                 sync=False, read_only=False, exclusive=False):
+    def __init__(self, cache_dir: Union[str, os.PathLike[str], None] = None,
+                 size_limit: Optional[int] = None, *, default_ttl: Optional[float] = None,
+                 pickle: bool = False, sync: bool = False, read_only: bool = False,
+                 exclusive: bool = False) -> None:
         if cache_dir is not None:
             cache_dir = os.fspath(cache_dir)
         self._native = _NativeCache(
@@ -105,33 +128,33 @@ class PersistentCache:
             )
         _open_caches.add(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._native.closed else "open"
         return f"<PersistentCache {self._directory!r} ({state})>"
 
     @property
-    def directory(self):
+    def directory(self) -> str:
         """The cache directory (canonical absolute path)."""
         return self._directory
 
     @property
-    def size_limit(self):
+    def size_limit(self) -> int:
         """The size limit in force, in bytes."""
         return self._native.size_limit
 
     @property
-    def search_ttl(self):
+    def search_ttl(self) -> Optional[float]:
         """``CACHE_SEARCH_TTL`` in seconds, for callers that cache search results
         (``await cache.set(key, hits, expire=cache.search_ttl)``); None if unset, so that
         such a set uses the default TTL."""
         return self._native.search_ttl
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._native.closed
 
-    async def set(self, key, value, expire=None):
+    async def set(self, key: str, value: Any, expire: Optional[float] = None) -> None:
         """Stores ``value`` under ``key``, replacing any previous value.
 
         ``expire``: seconds until the entry expires (fractions allowed); None uses the default
@@ -144,7 +167,7 @@ class PersistentCache:
         if result.__class__ is _Pending:
             await result
 
-    async def get(self, key):
+    async def get(self, key: str) -> Any:
         """The value under ``key``; None on a miss or an expired entry.
 
         Raises ``DeserializeError`` if the stored bytes are not CBOR this package reads (say,
@@ -155,20 +178,20 @@ class PersistentCache:
             return await result
         return result
 
-    async def delete(self, key):
+    async def delete(self, key: str) -> bool:
         """Removes ``key``; True if a live entry was removed, False on a miss."""
         result = self._native.delete(key)
         if result.__class__ is _Pending:
             return await result
         return result
 
-    async def clear(self):
+    async def clear(self) -> None:
         """Removes every entry (the directory stays)."""
         result = self._native.clear()
         if result.__class__ is _Pending:
             await result
 
-    def stats(self):
+    def stats(self) -> CacheStats:
         """The counters, as in the guide: ``size`` (entries), ``volume`` (bytes on disk),
         ``directory``; and ``size_limit``, ``hits``, ``misses``, ``expired``, ``evicted``,
         ``damaged``, ``plugin_volume``, ``plugin_budget`` (hits and misses count since this
@@ -176,7 +199,7 @@ class PersistentCache:
         slow call (``clear``, a sync) holds the engine."""
         return self._native.stats()
 
-    def close(self):
+    def close(self) -> Awaitable[None]:
         """Closes this handle; the last one of the process on the directory flushes and
         releases it. Works awaited (``await cache.close()``) or plain (``cache.close()``): in a
         coroutine the close runs off the event loop and completes even if not awaited; in
@@ -188,28 +211,28 @@ class PersistentCache:
             return result
         return _done()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> PersistentCache:
         return self
 
-    async def __aexit__(self, exc_type, exc, traceback):
+    async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         await self.close()
 
-    def __enter__(self):
+    def __enter__(self) -> PersistentCache:
         return self
 
-    def __exit__(self, exc_type, exc, traceback):
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         self._native.close()
 
     # Beyond the guide: the operations of the Rust API, with diskcache's names where it has them.
 
-    async def contains(self, key):
+    async def contains(self, key: str) -> bool:
         """Whether ``key`` holds a live entry; not counted as a hit or miss, recency unchanged."""
         result = self._native.contains(key)
         if result.__class__ is _Pending:
             return await result
         return result
 
-    async def add(self, key, value, expire=None):
+    async def add(self, key: str, value: Any, expire: Optional[float] = None) -> bool:
         """Stores ``value`` only if ``key`` holds no live entry, atomically (across processes
         too); True if stored, False if the key was present (its value stays)."""
         result = self._native.add(key, value, expire)
@@ -217,7 +240,8 @@ class PersistentCache:
             return await result
         return result
 
-    async def incr(self, key, delta=1, default=0, expire=None):
+    async def incr(self, key: str, delta: int = 1, default: int = 0,
+                   expire: Optional[float] = None) -> int:
         """Adds ``delta`` to the integer under ``key`` (``default`` if absent) atomically and
         returns the new value. ``expire`` applies to a counter this call creates; an existing
         one keeps its expiry. Raises ``NotACounterError`` if the value is not an integer,
@@ -227,11 +251,12 @@ class PersistentCache:
             return await result
         return result
 
-    async def decr(self, key, delta=1, default=0, expire=None):
+    async def decr(self, key: str, delta: int = 1, default: int = 0,
+                   expire: Optional[float] = None) -> int:
         """``incr(key, -delta, default, expire)``."""
         return await self.incr(key, -delta, default, expire)
 
-    async def pop(self, key, default=None):
+    async def pop(self, key: str, default: Any = None) -> Any:
         """Removes ``key`` and returns its value atomically; ``default`` on a miss. Not counted
         as a hit or miss. A value that cannot be decoded is removed all the same."""
         result = self._native.pop(key)
@@ -239,7 +264,7 @@ class PersistentCache:
             result = await result
         return default if result is None else result
 
-    async def touch(self, key, expire=None):
+    async def touch(self, key: str, expire: Optional[float] = None) -> bool:
         """Marks ``key`` most recently used and gives it a new expiry from now (None: the
         default TTL; ``NEVER``: none) without rewriting its value; False on a miss."""
         result = self._native.touch(key, expire)
@@ -247,34 +272,35 @@ class PersistentCache:
             return await result
         return result
 
-    async def keys(self, prefix=""):
+    async def keys(self, prefix: str = "") -> List[str]:
         """Every live key starting with ``prefix``, in byte order (a list)."""
         result = self._native.keys(prefix)
         if result.__class__ is _Pending:
             return await result
         return result
 
-    async def delete_prefix(self, prefix):
+    async def delete_prefix(self, prefix: str) -> int:
         """Removes every key starting with ``prefix`` (``""``: all); returns how many."""
         result = self._native.delete_prefix(prefix)
         if result.__class__ is _Pending:
             return await result
         return result
 
-    async def expire(self):
+    async def expire(self) -> int:
         """Removes every expired entry now; returns how many (they are never returned anyway)."""
         result = self._native.expire()
         if result.__class__ is _Pending:
             return await result
         return result
 
-    async def flush(self):
+    async def flush(self) -> None:
         """Makes every write so far durable (synced) and writes the index snapshot."""
         result = self._native.flush()
         if result.__class__ is _Pending:
             await result
 
-    async def get_or_set(self, key, compute, expire=None):
+    async def get_or_set(self, key: str, compute: Callable[[], Any],
+                         expire: Optional[float] = None) -> Any:
         """The value under ``key``; on a miss, ``compute()`` (a function or coroutine
         function, called with no arguments) is run, its result stored with ``expire`` and
         returned.
@@ -333,12 +359,12 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, None]:
         return
         yield  # noqa: unreachable - makes this a generator
 
 
-def _done():
+def _done() -> _Done:
     return _Done()
 
 

@@ -6,15 +6,21 @@ data load (dict, list, tuple, str, bytes, int, float, bool, None: what the guide
 and a pickle naming a class or function is skipped, never run.
 """
 
+from __future__ import annotations
+
 import asyncio
 import io
 import os
 import pickle
 import sqlite3
 import time
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ._native import encode
 from .errors import SerializeError
+
+if TYPE_CHECKING:
+    from . import PersistentCache
 
 # diskcache's storage modes (diskcache/core.py).
 _MODE_RAW, _MODE_BINARY, _MODE_TEXT, _MODE_PICKLE = 1, 2, 3, 4
@@ -31,7 +37,8 @@ def _plain_loads(data):
     return _PlainDataUnpickler(io.BytesIO(data)).load()
 
 
-def import_diskcache(path, cache=None):
+def import_diskcache(path: Union[str, os.PathLike[str]],
+                     cache: Optional[PersistentCache] = None) -> Dict[str, Any]:
     """Copies the entries of the diskcache cache in ``path`` (its ``cache.db``) into ``cache``
     (by default ``PersistentCache(path)``: the same directory, as the guide's ``tmp/cache``),
     keeping each entry's remaining TTL. Returns a report: ``{"imported": n, "skipped": {reason:
@@ -63,19 +70,18 @@ def import_diskcache(path, cache=None):
             "await asyncio.to_thread(persistent_cache.import_diskcache, path)"
         )
     own = cache is None
-    if own:
-        cache = PersistentCache(path)
+    target = PersistentCache(path) if cache is None else cache
     try:
         try:
-            import diskcache  # noqa: F401
+            import diskcache  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             entries = _entries_from_sqlite(os.fspath(path), database)
         else:
             entries = _entries_from_diskcache(os.fspath(path))
-        return asyncio.run(_store(cache, entries))
+        return asyncio.run(_store(target, entries))
     finally:
         if own:
-            cache.close()
+            target.close()
 
 
 async def _store(cache, entries):
