@@ -2,6 +2,7 @@
 //!
 //! [`PersistentCache`]: crate::PersistentCache
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,27 +51,78 @@ use crate::{GetOrSetError, PersistentCache};
 #[derive(Clone, Debug)]
 pub struct BlockingCache {
     pub(crate) inner: Arc<SharedCache>,
+    /// A two-tier cache ([`CacheOptions::redis`]): every call goes through its async handle.
+    pub(crate) two_tier: Option<TwoTier>,
+}
+
+/// A two-tier cache's async handle, whose calls a blocking handle drives to completion on the
+/// runtime its Redis connections live on.
+#[derive(Clone, Debug)]
+pub(crate) struct TwoTier {
+    cache: PersistentCache,
+    /// The runtime [`BlockingCache::open`] made for it (`None` for a handle from
+    /// [`PersistentCache::blocking`], which uses the runtime the cache was opened on). Dropped
+    /// after `cache`, the last handle of which stops the listeners running on it.
+    _owned: Option<Arc<tokio::runtime::Runtime>>,
+}
+
+impl TwoTier {
+    /// For [`PersistentCache::blocking`]: `cache` has a Redis tier.
+    pub(crate) fn borrowing(cache: PersistentCache) -> TwoTier {
+        TwoTier {
+            cache,
+            _owned: None,
+        }
+    }
+
+    /// Drives `call` to completion on this thread, with the Redis tier's runtime entered (its
+    /// connections' I/O and timers run on that runtime's worker).
+    fn run<T>(&self, call: impl Future<Output = T>) -> T {
+        let tier = self
+            .cache
+            .remote
+            .as_ref()
+            .expect("a two-tier cache has a Redis tier");
+        tier.runtime().block_on(call)
+    }
 }
 
 impl BlockingCache {
     /// See [`PersistentCache::open`].
     ///
-    /// Edge cases: options with a Redis tier ([`CacheOptions::redis`]) are refused with
-    /// `Error::Config`: the Redis tier needs the async API.
+    /// Edge cases: with a Redis tier ([`CacheOptions::redis`]) the handle starts a small tokio
+    /// runtime of its own (one worker, `pcache-redis`) for the Redis connections and
+    /// invalidation listeners, and each call is driven to completion on the calling thread;
+    /// the runtime stops when the last handle of this open is dropped. Calling it from inside
+    /// an async runtime's worker thread panics there (use [`PersistentCache`]).
     pub fn open(options: CacheOptions) -> Result<BlockingCache> {
-        if options.redis_url_value().is_some() {
-            return Err(crate::Error::Config {
-                variable: crate::ENV_REDIS_URL.to_owned(),
-                message: "the Redis tier needs the async API (PersistentCache)".to_owned(),
+        if options.redis_url_value().is_none() {
+            return Ok(BlockingCache {
+                inner: SharedCache::open(options)?,
+                two_tier: None,
             });
         }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pcache-redis")
+            .enable_all()
+            .build()
+            .map_err(crate::Error::Io)?;
+        let cache = runtime.block_on(PersistentCache::open(options))?;
         Ok(BlockingCache {
-            inner: SharedCache::open(options)?,
+            inner: Arc::clone(&cache.inner),
+            two_tier: Some(TwoTier {
+                cache,
+                _owned: Some(Arc::new(runtime)),
+            }),
         })
     }
 
     /// See [`PersistentCache::set`].
     pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.set(key, value));
+        }
         self.inner.set_value(key, value, Expiry::Default)
     }
 
@@ -81,16 +133,25 @@ impl BlockingCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.set_with_ttl(key, value, expiry));
+        }
         self.inner.set_value(key, value, expiry.into())
     }
 
     /// See [`PersistentCache::get`].
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.get(key));
+        }
         self.inner.get_value(key)
     }
 
     /// See [`PersistentCache::set_raw`].
     pub fn set_raw(&self, key: &str, value: &[u8], expiry: impl Into<Expiry>) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.set_raw(key, value, expiry));
+        }
         let expiry = expiry.into();
         self.inner.call(written(key, value.len()), |guest| {
             guest.set(key, value, expiry)
@@ -99,11 +160,17 @@ impl BlockingCache {
 
     /// See [`PersistentCache::get_raw`].
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.get_raw(key));
+        }
         self.inner.call(0, |guest| guest.get(key))
     }
 
     /// See [`PersistentCache::get_many_raw`].
     pub fn get_many_raw<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.get_many_raw(keys));
+        }
         let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         self.inner.call(0, |guest| guest.get_many(&keys))
     }
@@ -114,6 +181,9 @@ impl BlockingCache {
         entries: &[(K, V)],
         expiry: impl Into<Expiry>,
     ) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.set_many_raw(entries, expiry));
+        }
         let expiry = expiry.into();
         let entries: Vec<(String, Vec<u8>)> = entries
             .iter()
@@ -126,11 +196,17 @@ impl BlockingCache {
 
     /// See [`PersistentCache::delete`].
     pub fn delete(&self, key: &str) -> Result<bool> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.delete(key));
+        }
         self.inner.call(written(key, 0), |guest| guest.delete(key))
     }
 
     /// See [`PersistentCache::contains`].
     pub fn contains(&self, key: &str) -> Result<bool> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.contains(key));
+        }
         self.inner.call(0, |guest| guest.contains(key))
     }
 
@@ -141,11 +217,17 @@ impl BlockingCache {
         value: &T,
         expiry: impl Into<Expiry>,
     ) -> Result<bool> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.add(key, value, expiry));
+        }
         self.inner.add_value(key, value, expiry.into())
     }
 
     /// See [`PersistentCache::touch`].
     pub fn touch(&self, key: &str, expiry: impl Into<Expiry>) -> Result<bool> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.touch(key, expiry));
+        }
         let expiry = expiry.into();
         self.inner
             .call(written(key, 0), |guest| guest.touch(key, expiry))
@@ -153,11 +235,17 @@ impl BlockingCache {
 
     /// See [`PersistentCache::pop`].
     pub fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.pop(key));
+        }
         self.inner.pop_value(key)
     }
 
     /// See [`PersistentCache::pop_raw`].
     pub fn pop_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.pop_raw(key));
+        }
         self.inner.call(written(key, 0), |guest| guest.pop(key))
     }
 
@@ -174,6 +262,9 @@ impl BlockingCache {
         default: i64,
         expiry: impl Into<Expiry>,
     ) -> Result<i64> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.incr_with_ttl(key, delta, default, expiry));
+        }
         let expiry = expiry.into();
         self.inner.call(written(key, 9), |guest| {
             guest.incr(key, delta, default, expiry)
@@ -182,22 +273,34 @@ impl BlockingCache {
 
     /// See [`PersistentCache::delete_prefix`].
     pub fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.delete_prefix(prefix));
+        }
         self.inner
             .call(written(prefix, 0), |guest| guest.delete_prefix(prefix))
     }
 
     /// See [`PersistentCache::expire`].
     pub fn expire(&self) -> Result<u64> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.expire());
+        }
         self.inner.call(0, |guest| guest.expire())
     }
 
     /// See [`PersistentCache::clear`].
     pub fn clear(&self) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.clear());
+        }
         self.inner.clear_all()
     }
 
     /// See [`PersistentCache::keys`].
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.keys(prefix));
+        }
         let mut keys = Vec::new();
         while !self.inner.next_keys_page(prefix, &mut keys)? {}
         Ok(keys)
@@ -205,11 +308,17 @@ impl BlockingCache {
 
     /// See [`PersistentCache::keys_page`].
     pub fn keys_page(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.keys_page(prefix, after, limit));
+        }
         self.inner.call(0, |guest| guest.keys(prefix, after, limit))
     }
 
     /// See [`PersistentCache::stats`].
     pub fn stats(&self) -> Result<Stats> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.stats());
+        }
         self.inner.stats()
     }
 
@@ -230,12 +339,14 @@ impl BlockingCache {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
-        // The async version awaits only its flight's channel and the engine calls (which run
-        // inline), so a minimal executor drives it on this thread.
-        pollster::block_on(
-            self.to_async()
-                .get_or_set_with(key, expiry, || async { compute() }),
-        )
+        let cache = self.to_async();
+        let flight = cache.get_or_set_with(key, expiry, || async { compute() });
+        match &self.two_tier {
+            Some(t) => t.run(flight),
+            // The async version awaits only its flight's channel and the engine calls (which
+            // run inline), so a minimal executor drives it on this thread.
+            None => pollster::block_on(flight),
+        }
     }
 
     /// See [`PersistentCache::try_get_or_set_with`].
@@ -250,20 +361,39 @@ impl BlockingCache {
         E: Send + Sync + 'static,
         F: FnOnce() -> std::result::Result<T, E>,
     {
-        pollster::block_on(
-            self.to_async()
-                .try_get_or_set_with(key, expiry, || async { compute() }),
-        )
+        let cache = self.to_async();
+        let flight = cache.try_get_or_set_with(key, expiry, || async { compute() });
+        match &self.two_tier {
+            Some(t) => t.run(flight),
+            None => pollster::block_on(flight),
+        }
     }
 
     /// See [`PersistentCache::flush`].
     pub fn flush(&self) -> Result<()> {
+        if let Some(t) = &self.two_tier {
+            return t.run(t.cache.flush());
+        }
         self.inner.flush()
     }
 
     /// See [`PersistentCache::close`].
     pub fn close(self) -> Result<()> {
-        SharedCache::close(self.inner)
+        let Some(TwoTier { cache, _owned }) = self.two_tier else {
+            return SharedCache::close(self.inner);
+        };
+        // Only the last handle closes: this one's engine reference must be gone first.
+        drop(self.inner);
+        let runtime = cache
+            .remote
+            .as_ref()
+            .expect("a two-tier cache has a Redis tier")
+            .runtime()
+            .clone();
+        let closed = runtime.block_on(cache.close());
+        // The runtime (if this was its last handle) goes last.
+        drop(_owned);
+        closed
     }
 
     /// See [`PersistentCache::directory`].
@@ -272,10 +402,17 @@ impl BlockingCache {
     }
 
     /// An async handle to the same cache.
+    ///
+    /// Edge cases: for a two-tier cache opened here ([`BlockingCache::open`] with a Redis
+    /// URL), its Redis connections live on this handle's own runtime, which stops when the
+    /// last blocking handle is dropped; the async handle must not outlive them.
     pub fn to_async(&self) -> PersistentCache {
-        PersistentCache {
-            inner: Arc::clone(&self.inner),
-            remote: None,
+        match &self.two_tier {
+            Some(t) => t.cache.clone(),
+            None => PersistentCache {
+                inner: Arc::clone(&self.inner),
+                remote: None,
+            },
         }
     }
 }

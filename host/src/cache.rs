@@ -680,12 +680,17 @@ impl PersistentCache {
     /// A blocking handle to the same cache (same engine, same options), for code without an
     /// async runtime.
     ///
-    /// Edge cases: a two-tier cache's blocking handle reaches its local tier only (the Redis
-    /// tier needs the async runtime): its writes do not reach Redis and its reads may return
-    /// copies past `max_staleness`. Use the async handle for a two-tier cache.
+    /// Edge cases: a two-tier cache's blocking handle goes through the Redis tier as this
+    /// handle does, each call driven on the runtime this cache was opened on (from a plain or
+    /// `spawn_blocking` thread; on that runtime's worker threads it panics, as any
+    /// `Handle::block_on` there does): use it only while that runtime runs.
     pub fn blocking(&self) -> crate::BlockingCache {
         crate::BlockingCache {
             inner: Arc::clone(&self.inner),
+            two_tier: self
+                .remote
+                .as_ref()
+                .map(|_| crate::blocking::TwoTier::borrowing(self.clone())),
         }
     }
 }

@@ -69,6 +69,9 @@ pub(crate) struct Tier {
     /// The server, or the cluster's masters.
     servers: Vec<redis::Client>,
     url: String,
+    /// The runtime the connections and listeners live on (where a blocking handle runs its
+    /// calls: `BlockingCache`).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Tier {
@@ -127,6 +130,11 @@ async fn cluster_masters(
 }
 
 impl Tier {
+    /// The runtime this tier's connections live on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     /// Connects to the Redis tier `options` name and starts its invalidation listeners.
     /// `local` is a local-only handle to the already open local tier.
     ///
@@ -185,6 +193,7 @@ impl Tier {
             listeners: parking_lot::Mutex::new(listeners),
             servers,
             url,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
