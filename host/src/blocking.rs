@@ -56,23 +56,17 @@ pub struct BlockingCache {
 }
 
 /// A two-tier cache's async handle, whose calls a blocking handle drives to completion on the
-/// runtime its Redis connections live on.
+/// runtime its Redis connections live on (one the tier owns after [`BlockingCache::open`], or
+/// the one the cache was opened on).
 #[derive(Clone, Debug)]
 pub(crate) struct TwoTier {
     cache: PersistentCache,
-    /// The runtime [`BlockingCache::open`] made for it (`None` for a handle from
-    /// [`PersistentCache::blocking`], which uses the runtime the cache was opened on). Dropped
-    /// after `cache`, the last handle of which stops the listeners running on it.
-    _owned: Option<Arc<tokio::runtime::Runtime>>,
 }
 
 impl TwoTier {
-    /// For [`PersistentCache::blocking`]: `cache` has a Redis tier.
-    pub(crate) fn borrowing(cache: PersistentCache) -> TwoTier {
-        TwoTier {
-            cache,
-            _owned: None,
-        }
+    /// `cache` has a Redis tier.
+    pub(crate) fn new(cache: PersistentCache) -> TwoTier {
+        TwoTier { cache }
     }
 
     /// Drives `call` to completion on this thread, with the Redis tier's runtime entered (its
@@ -93,8 +87,9 @@ impl BlockingCache {
     /// Edge cases: with a Redis tier ([`CacheOptions::redis`]) the handle starts a small tokio
     /// runtime of its own (one worker, `pcache-redis`) for the Redis connections and
     /// invalidation listeners, and each call is driven to completion on the calling thread;
-    /// the runtime stops when the last handle of this open is dropped. Calling it from inside
-    /// an async runtime's worker thread panics there (use [`PersistentCache`]).
+    /// the runtime stops when the last handle of this open (blocking or async, from
+    /// [`to_async`](Self::to_async)) goes. Calling it from inside an async runtime's worker
+    /// thread panics there (use [`PersistentCache`]).
     pub fn open(options: CacheOptions) -> Result<BlockingCache> {
         if options.redis_url_value().is_none() {
             return Ok(BlockingCache {
@@ -109,12 +104,14 @@ impl BlockingCache {
             .build()
             .map_err(crate::Error::Io)?;
         let cache = runtime.block_on(PersistentCache::open(options))?;
+        cache
+            .remote
+            .as_ref()
+            .expect("a Redis URL opens a two-tier cache")
+            .own_runtime(runtime);
         Ok(BlockingCache {
             inner: Arc::clone(&cache.inner),
-            two_tier: Some(TwoTier {
-                cache,
-                _owned: Some(Arc::new(runtime)),
-            }),
+            two_tier: Some(TwoTier::new(cache)),
         })
     }
 
@@ -379,7 +376,7 @@ impl BlockingCache {
 
     /// See [`PersistentCache::close`].
     pub fn close(self) -> Result<()> {
-        let Some(TwoTier { cache, _owned }) = self.two_tier else {
+        let Some(TwoTier { cache }) = self.two_tier else {
             return SharedCache::close(self.inner);
         };
         // Only the last handle closes: this one's engine reference must be gone first.
@@ -390,10 +387,8 @@ impl BlockingCache {
             .expect("a two-tier cache has a Redis tier")
             .runtime()
             .clone();
-        let closed = runtime.block_on(cache.close());
-        // The runtime (if this was its last handle) goes last.
-        drop(_owned);
-        closed
+        // The last handle's close stops a runtime the tier owns, last.
+        runtime.block_on(cache.close())
     }
 
     /// See [`PersistentCache::directory`].
@@ -401,11 +396,8 @@ impl BlockingCache {
         &self.inner.directory
     }
 
-    /// An async handle to the same cache.
-    ///
-    /// Edge cases: for a two-tier cache opened here ([`BlockingCache::open`] with a Redis
-    /// URL), its Redis connections live on this handle's own runtime, which stops when the
-    /// last blocking handle is dropped; the async handle must not outlive them.
+    /// An async handle to the same cache (for a two-tier cache, the same Redis tier: its
+    /// runtime keeps running as long as this handle lives).
     pub fn to_async(&self) -> PersistentCache {
         match &self.two_tier {
             Some(t) => t.cache.clone(),

@@ -650,14 +650,16 @@ impl PersistentCache {
     /// # Errors
     /// `Io` if the final flush fails, `Wasm`.
     pub async fn close(self) -> Result<()> {
-        if let Some(tier) = self.remote {
+        let last_tier = self.remote.and_then(Arc::into_inner);
+        if let Some(tier) = &last_tier {
             // The last handle of this open stops the invalidation listeners, which hold
             // handles to the local tier.
-            if let Some(tier) = Arc::into_inner(tier) {
-                tier.shutdown().await;
-            }
+            tier.shutdown().await;
         }
-        off_runtime(move || SharedCache::close(self.inner)).await
+        let closed = off_runtime(move || SharedCache::close(self.inner)).await;
+        // Last: a runtime the tier owns (`BlockingCache::open`) stops with it.
+        drop(last_tier);
+        closed
     }
 
     /// The state of the shared Redis tier of a two-tier cache ([`CacheOptions::redis`]):
@@ -690,7 +692,7 @@ impl PersistentCache {
             two_tier: self
                 .remote
                 .as_ref()
-                .map(|_| crate::blocking::TwoTier::borrowing(self.clone())),
+                .map(|_| crate::blocking::TwoTier::new(self.clone())),
         }
     }
 }

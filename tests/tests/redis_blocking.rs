@@ -139,3 +139,49 @@ fn a_blocking_two_tier_cache_dropped_without_close_shuts_down_cleanly() {
         drop(clone);
     }
 }
+
+/// The Python package's pattern: a blocking open, then only its async handle is kept. The
+/// Redis tier's runtime lives on with that handle (its listeners keep local copies served),
+/// and dropping the last handle on a runtime's worker thread does not panic.
+#[test]
+fn the_async_handle_of_a_blocking_two_tier_open_keeps_its_redis_tier_running() {
+    let Some(server) = RedisServer::start_or_skip("async_handle_of_blocking_open") else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = BlockingCache::open(options(dir_a.path(), &server))
+        .unwrap()
+        .to_async();
+    let b = BlockingCache::open(options(dir_b.path(), &server)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        while !a.remote_status().unwrap().local_served {
+            assert!(started.elapsed() < BOUND * 10, "the listeners stopped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        a.set("k", "one").await.unwrap();
+        assert_eq!(a.get::<String>("k").await.unwrap().as_deref(), Some("one"));
+    });
+    assert_eq!(b.get::<String>("k").unwrap().as_deref(), Some("one"));
+    b.set("k", "two").unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        while a.get::<String>("k").await.unwrap().as_deref() != Some("two") {
+            assert!(
+                started.elapsed() < BOUND * 10,
+                "the invalidation never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(a.remote_status().unwrap().invalidations > 0);
+        // The last handle of `a`'s open goes on a worker thread: its runtime stops without
+        // waiting there.
+        tokio::spawn(async move { drop(a) }).await.unwrap();
+    });
+    b.close().unwrap();
+}

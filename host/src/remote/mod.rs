@@ -72,6 +72,9 @@ pub(crate) struct Tier {
     /// The runtime the connections and listeners live on (where a blocking handle runs its
     /// calls: `BlockingCache`).
     runtime: tokio::runtime::Handle,
+    /// That runtime, when the tier owns it (`BlockingCache::open` made it): it lives as long as
+    /// any handle to this open, async ones from `to_async` included, and stops with the tier.
+    owned_runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -87,6 +90,11 @@ impl Drop for Tier {
     fn drop(&mut self) {
         for listener in self.listeners.get_mut().iter() {
             listener.abort();
+        }
+        if let Some(runtime) = self.owned_runtime.take() {
+            // Without waiting: the last handle may go on any thread, an async one's included,
+            // where dropping a runtime (which waits for its threads) would panic.
+            runtime.shutdown_background();
         }
     }
 }
@@ -133,6 +141,14 @@ impl Tier {
     /// The runtime this tier's connections live on.
     pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
+    }
+
+    /// Hands the tier the runtime it was connected on, to keep running as long as the tier
+    /// lives (see `owned_runtime`). Edge case: a second call drops its runtime.
+    pub(crate) fn own_runtime(&self, runtime: tokio::runtime::Runtime) {
+        if let Err(runtime) = self.owned_runtime.set(runtime) {
+            runtime.shutdown_background();
+        }
     }
 
     /// Connects to the Redis tier `options` name and starts its invalidation listeners.
@@ -194,6 +210,7 @@ impl Tier {
             servers,
             url,
             runtime: tokio::runtime::Handle::current(),
+            owned_runtime: std::sync::OnceLock::new(),
         })
     }
 
