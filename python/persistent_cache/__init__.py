@@ -337,11 +337,12 @@ class PersistentCache:
                 flight.set_exception(_Abandoned())
                 raise
             except BaseException as exc:
-                flight.set_exception(exc)
+                # A future refuses StopIteration: the waiters get it wrapped (else they hang).
+                waiters_get = (RuntimeError(f"compute raised {exc!r}")
+                               if isinstance(exc, StopIteration) else exc)
+                flight.set_exception(waiters_get)
+                flight.exception()  # retrieved: no "never retrieved" warning if nobody waited
                 raise
-            finally:
-                if flight.done() and flight.exception() is not None:
-                    pass  # retrieved: no "exception was never retrieved" if nobody waited
             flight.set_result(value)
             await self.set(key, value, expire)
             return value

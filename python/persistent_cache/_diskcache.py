@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ._native import encode
-from .errors import SerializeError
+from .errors import InvalidKeyError, InvalidTtlError, SerializeError, ValueTooLargeError
 
 if TYPE_CHECKING:
     from . import PersistentCache
@@ -110,6 +110,10 @@ async def _store(cache, entries):
             await cache.set(key, value, expire=expire)
         except SerializeError:
             skip(key, "value of a type this package does not store")
+            continue
+        except (InvalidKeyError, InvalidTtlError, ValueTooLargeError) as err:
+            # One entry the cache cannot hold does not stop the import of the others.
+            skip(key, type(err).__name__)
             continue
         report["imported"] += 1
     return report

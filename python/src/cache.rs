@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use persistent_cache::{BlockingCache, CacheOptions, CodeCache, Expiry, PersistentCache};
+use persistent_cache::{CacheOptions, CodeCache, Expiry, PersistentCache};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -38,8 +38,9 @@ fn expiry(py: Python<'_>, expire: Option<f64>) -> PyResult<Expiry> {
     match expire {
         None => Ok(Expiry::Default),
         Some(seconds) if seconds == f64::INFINITY => Ok(Expiry::Never),
+        // Beyond what a `Duration` holds (about 1.8e19 s) is never, in effect.
         Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
-            Ok(Expiry::After(Duration::from_secs_f64(seconds)))
+            Ok(Duration::try_from_secs_f64(seconds).map_or(Expiry::Never, Expiry::After))
         }
         Some(seconds) => Err(errors::to_py(
             py,
@@ -102,10 +103,13 @@ impl NativeCache {
             options = options.exclusive(true);
         }
         let options = options.code_cache(CodeCache::for_user());
-        let blocking = py
-            .detach(|| BlockingCache::open(options))
+        // Opened on the runtime the calls run on, so a Redis tier's connections and listeners
+        // (`CACHE_REDIS_URL`) live on it, as long as the process.
+        let handle = py
+            .detach(|| {
+                pyo3_async_runtimes::tokio::get_runtime().block_on(PersistentCache::open(options))
+            })
             .map_err(|err| errors::to_py(py, err))?;
-        let handle = blocking.to_async();
         let search_ttl = match handle.search_expiry() {
             Expiry::After(ttl) => Some(ttl.as_secs_f64()),
             _ => None,
@@ -303,7 +307,10 @@ impl NativeCache {
             .getattr("_get_running_loop")?
             .call0()?;
         if running_loop.is_none() {
-            let closed = py.detach(|| cache.blocking().close());
+            // The handle itself is closed (a blocking handle made from it would be a second
+            // one, and closing that would leave the engine open).
+            let closed =
+                py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(cache.close()));
             return match closed {
                 Ok(()) => Ok(py.None()),
                 Err(err) => Err(errors::to_py(py, err)),

@@ -369,7 +369,7 @@ impl<'a, 'py> Reader<'a, 'py> {
             _ => return Err(self.error("reserved additional information")),
         };
         let definite =
-            |argument: Option<u64>| argument.ok_or(()).or(Err(self.error("indefinite length")));
+            |argument: Option<u64>| argument.ok_or_else(|| self.error("indefinite length"));
         Ok(match major {
             0 => Head::Unsigned(definite(argument)?),
             1 => Head::Negative(definite(argument)?),
@@ -441,8 +441,8 @@ impl<'a, 'py> Reader<'a, 'py> {
                 _ => return Err(self.error("an unassigned simple value")),
             },
             Head::Break => return Err(self.error("an unexpected break")),
-            Head::Array(len) | Head::Map(len) if depth >= MAX_DEPTH => {
-                let _ = len;
+            // Tags nest too (a tag's content is an item): a run of tags counts as depth.
+            Head::Array(_) | Head::Map(_) | Head::Tag(_) if depth >= MAX_DEPTH => {
                 return Err(self.error(&format!("nested deeper than {MAX_DEPTH} levels")));
             }
             Head::Array(len) => {
@@ -488,7 +488,7 @@ impl<'a, 'py> Reader<'a, 'py> {
                 }
                 dict.into_any()
             }
-            Head::Tag(tag) => self.tagged(tag, depth)?,
+            Head::Tag(tag) => self.tagged(tag, depth + 1)?,
         })
     }
 

@@ -37,6 +37,7 @@ def make_legacy(directory, marker):
     legacy.set("gone", "expired", expire=0.01)
     legacy.set(("tuple", "key"), "not a str key")
     legacy.set("evil", Exploit(str(marker)))
+    legacy.set("", "a key this cache refuses: skipped, the import goes on")
     legacy.close()
     time.sleep(0.05)
 
@@ -44,7 +45,8 @@ def make_legacy(directory, marker):
 def check_imported(directory, report, marker):
     assert not marker.exists(), "a pickle from the diskcache directory was run"
     assert report["imported"] == 9, report
-    assert report["skipped"] == {"pickle names code": 1, "expired": 1, "key is not a str": 1}
+    assert report["skipped"] == {"pickle names code": 1, "expired": 1, "key is not a str": 1,
+                                 "InvalidKeyError": 1}
 
     async def read():
         # The directory still holds diskcache's cache.db (it says so).

@@ -155,7 +155,9 @@ def test_a_value_that_contains_itself_is_refused(cache):
 def test_malformed_bytes_are_a_deserialize_error_not_a_crash():
     for data in [b"", b"\x82\x01", b"\x61", b"\x62\xff\xfe", b"\x9b" + b"\xff" * 8,
                  b"\x5b\x7f\xff\xff\xff\xff\xff\xff\xff", b"\x81" * 10_000 + b"\x01",
-                 b"\x01\x02", b"\xfc", b"\xf8\x01"]:
+                 b"\x01\x02", b"\xfc", b"\xf8\x01",
+                 # A run of tags nests like arrays do (it overflowed the stack once).
+                 b"\xc6" * 1_000_000 + b"\x00", b"\x81\xc6" * 200_000 + b"\x00"]:
         with pytest.raises(DeserializeError):
             decode(data)
     # Indefinite lengths (which `pcache set` writes) are read.
@@ -206,9 +208,12 @@ def test_errors_mirror_the_rust_error(cache, tmp_path):
     assert isinstance(raised.value, ValueError)
     with pytest.raises(InvalidKeyError):
         run(cache.get("k" * 5000))
-    for expire in (0, -1, math.nan):
+    for expire in (0, -1, math.nan, -math.inf):
         with pytest.raises(InvalidTtlError):
             run(cache.set("k", 1, expire=expire))
+    # Beyond what a Duration holds (it raised a PanicException once): never expires.
+    run(cache.set("k", 1, expire=1e300))
+    assert run(cache.get("k")) == 1
     small = PersistentCache(cache_dir=tmp_path / "small", size_limit=4096)
     with pytest.raises(ValueTooLargeError) as raised:
         run(small.set("big", b"x" * 10_000))
@@ -315,6 +320,17 @@ def test_get_or_set_failure_reaches_every_waiter_and_stores_nothing(cache):
     assert len(calls) == 1
     assert all(isinstance(r, RuntimeError) and str(r) == "upstream down" for r in results)
     assert value == "recovered"
+
+
+def test_get_or_set_compute_raising_stop_iteration(cache):
+    def stop():
+        raise StopIteration
+
+    # Out of a coroutine, StopIteration becomes RuntimeError (PEP 479); a future refuses it,
+    # which once turned it into a TypeError.
+    with pytest.raises(RuntimeError):
+        run(cache.get_or_set("s", stop))
+    assert run(cache.get_or_set("s", lambda: "next")) == "next"
 
 
 def test_get_or_set_cancelled_leader_hands_over(cache):
