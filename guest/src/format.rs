@@ -774,7 +774,8 @@ impl SnapshotTable {
     /// crafted): such an entry reads as absent.
     ///
     /// Edge cases: another layout, version or magic, a wrong checksum, sizes that do not add
-    /// up, a table without an empty bucket → `None` (the log is then replayed).
+    /// up, no more buckets than entries → `None` (the log is then replayed). A crafted table
+    /// whose buckets are all taken is accepted: its probes stay bounded by the bucket count.
     pub fn decode(bytes: Vec<u8>) -> Option<Self> {
         if !is_snapshot_table(&bytes) || bytes.len() < TABLE_HEADER_LEN + TABLE_TRAILER_LEN {
             return None;

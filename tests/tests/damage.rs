@@ -347,3 +347,53 @@ async fn a_directory_from_a_newer_format_is_refused_and_left_untouched() {
         Err(Error::Locked { .. })
     ));
 }
+
+/// A snapshot whose entries claim lengths far past their segment, its checksum made to match
+/// (only a crafted file does that), on the real component: those entries read as misses and
+/// the rest of the cache works. (A claimed length over 64 KiB takes the host-read path, whose
+/// header check already refused it; the engine now also refuses any slot past its segment's
+/// end before allocating for it.)
+#[tokio::test]
+async fn a_crafted_snapshot_entry_claiming_a_huge_length_reads_as_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    // Under the 64 KiB the engine reads into its own memory (bigger values the host reads,
+    // after the engine checked the record's header against the entry).
+    let value = vec![5u8; 10_000];
+    for key in ["a", "b", "c"] {
+        cache.set_raw(key, &value, Expiry::Never).await.unwrap();
+    }
+    cache.close().await.unwrap();
+    let path = data(dir.path()).join("index.hint");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(persistent_cache_guest::format::is_snapshot_table(&bytes));
+    // The layout of format.rs: the header's entry count at 24 and segment count at 44, 24-byte
+    // segment summaries after the 56-byte header, then 32-byte entries with the length at 8.
+    let segments = u32::from_le_bytes(bytes[44..48].try_into().unwrap()) as usize;
+    let count = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    assert_eq!(count, 3);
+    let entries_at = 56 + segments * 24;
+    for i in 0..count {
+        let len_at = entries_at + i * 32 + 8;
+        bytes[len_at..len_at + 4].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    }
+    let body = bytes.len() - 8;
+    let hash = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
+    bytes[body..].copy_from_slice(&hash.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let cache = PersistentCache::open(CacheOptions::new(dir.path()))
+        .await
+        .unwrap();
+    for key in ["a", "b", "c"] {
+        assert_eq!(cache.get_raw(key).await.unwrap(), None, "{key}");
+    }
+    cache.set_raw("d", b"fine", Expiry::Never).await.unwrap();
+    assert_eq!(
+        cache.get_raw("d").await.unwrap().as_deref(),
+        Some(&b"fine"[..])
+    );
+    cache.close().await.unwrap();
+}

@@ -150,12 +150,13 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let Some(excess) = self.volume().checked_sub(target) else {
             return;
         };
-        let mut dead = self.log_bytes - self.index.live_bytes();
+        // Saturating: live bytes counted from a crafted snapshot's summaries may exceed them.
+        let mut dead = self.log_bytes.saturating_sub(self.index.live_bytes());
         if dead < excess + slack && !*swept {
             // Expired entries go before any live one is evicted.
             *swept = true;
             self.expire();
-            dead = self.log_bytes - self.index.live_bytes();
+            dead = self.log_bytes.saturating_sub(self.index.live_bytes());
         }
         if dead < excess + slack {
             while dead < excess + slack && self.index.len() > 1 {

@@ -355,9 +355,16 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         Ok(())
     }
 
+    /// The segment `slot` lies in; `None` if it is gone or `slot` reaches past its end (a slot
+    /// from a crafted snapshot table may claim any length: nothing is allocated for it).
+    fn segment_holding(&self, slot: Slot) -> Option<&Segment<S::File>> {
+        let segment = self.segments.get(&slot.segment)?;
+        (u64::from(slot.offset) + u64::from(slot.len) <= segment.size).then_some(segment)
+    }
+
     /// Reads and verifies the put record of `key` in `slot`; `None` if it is gone or damaged.
     pub(super) fn read_record_value(&self, key: &str, slot: Slot) -> Result<Option<Vec<u8>>> {
-        let Some(segment) = self.segments.get(&slot.segment) else {
+        let Some(segment) = self.segment_holding(slot) else {
             return Ok(None);
         };
         let mut buf = vec![0; slot.len as usize];
@@ -390,7 +397,7 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
     /// body hash. `None` if the host declined or the segment is gone or shorter (the caller
     /// then reads the value itself, which tells a short file from damage).
     pub(super) fn stage_record_value(&self, key: &str, slot: Slot) -> Result<Option<StageOutcome>> {
-        let Some(segment) = self.segments.get(&slot.segment) else {
+        let Some(segment) = self.segment_holding(slot) else {
             return Ok(None);
         };
         let head_len = RECORD_HEADER_LEN + key.len();
