@@ -246,7 +246,7 @@ impl Tier {
     }
 
     /// `InvalidKey` for what the engine would refuse, before anything reaches Redis.
-    fn check_key(key: &str) -> Result<()> {
+    pub(crate) fn check_key(key: &str) -> Result<()> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(Error::InvalidKey(format!(
                 "keys are 1 to {MAX_KEY_LEN} bytes of UTF-8, got {} bytes",

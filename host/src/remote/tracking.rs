@@ -150,9 +150,14 @@ impl Listener {
                     let Value::BulkString(bytes) = key else {
                         continue;
                     };
+                    // A key this cache could not hold (another writer's, under the namespace)
+                    // has no local copy: skipped, not an error that would reset the session.
                     let Some(key) = self.names.key_of(bytes) else {
                         continue;
                     };
+                    if super::Tier::check_key(key).is_err() {
+                        continue;
+                    }
                     self.coherence
                         .invalidate(key, self.local.local_delete(key))
                         .await
