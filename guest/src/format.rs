@@ -858,6 +858,12 @@ impl SnapshotTable {
     /// Entry `i`'s key; `None` if it lies outside the key area or is not UTF-8 (a crafted
     /// file: the entry is then treated as absent).
     pub fn key(&self, i: usize) -> Option<&str> {
+        std::str::from_utf8(self.key_bytes(i)?).ok()
+    }
+
+    /// Entry `i`'s key bytes; `None` if they lie outside the key area (lookups compare bytes,
+    /// without `key`'s UTF-8 check).
+    fn key_bytes(&self, i: usize) -> Option<&[u8]> {
         let at = self.entries_at + i * TABLE_ENTRY_LEN;
         let start = usize::try_from(u64_at(&self.bytes, at + 20)).ok()?;
         let len = u16::from_le_bytes([self.bytes[at + 28], self.bytes[at + 29]]) as usize;
@@ -866,7 +872,7 @@ impl SnapshotTable {
         if to > self.keys_end {
             return None;
         }
-        std::str::from_utf8(&self.bytes[from..to]).ok()
+        Some(&self.bytes[from..to])
     }
 
     /// The number of the entry holding `key`; `None` on a miss. Probes at most every bucket
@@ -886,7 +892,7 @@ impl SnapshotTable {
                 let entry_at = self.entries_at + i * TABLE_ENTRY_LEN;
                 let entry_tag =
                     u16::from_le_bytes([self.bytes[entry_at + 30], self.bytes[entry_at + 31]]);
-                if entry_tag == tag && self.key(i) == Some(key) {
+                if entry_tag == tag && self.key_bytes(i) == Some(key.as_bytes()) {
                     return Some(i);
                 }
             }

@@ -156,11 +156,6 @@ impl LruIndex {
         true
     }
 
-    /// Bytes of the snapshot table used in place (0 without one): memory the index holds.
-    pub fn base_bytes(&self) -> usize {
-        self.base.as_ref().map_or(0, |b| b.table.file_len())
-    }
-
     /// Number of live entries.
     pub fn len(&self) -> usize {
         self.map.len() + self.base.as_ref().map_or(0, |b| b.live)

@@ -329,7 +329,8 @@ impl<S: Storage, T: TimeSource> Engine<S, T> {
         let dropped = |segment: u32| segment < oldest || set_aside.contains(&segment);
         let drops_entries = table.segments().any(|s| dropped(s.id));
         let covered = (table.covered_segment, table.covered_offset);
-        self.index.start_from(table);
+        let started = self.index.start_from(table);
+        debug_assert!(started, "recovery starts from an empty index");
         if drops_entries {
             // Entries in segments compaction has deleted since are dropped: replay finds the
             // copies compaction made of the live ones. So are those in segments set aside.
